@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Actors and messages: spawn an actor with a behaviour, send it messages from
+ * any thread, stop it. A behaviour runs on the actor's home demux thread, one
+ * message at a time, so the actor's state needs no lock.
+ */
+#ifndef EVENTSERVER_ACTOR_H
+#define EVENTSERVER_ACTOR_H
+
+#include <eventserver/runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opaque actor; valid only inside its own behaviour, on its home thread. */
+typedef struct es_actor es_actor_t;
+
+/* Message types below ES_MSG_USER belong to the runtime. */
+enum es_msg_type {
+    ES_MSG_START = 1, /* first message an actor receives */
+    ES_MSG_STOP,      /* last message; the actor is being stopped */
+    ES_MSG_TIMER,     /* a timer fired: es_msg_timer_tag(), es_msg_timer_id() */
+    ES_MSG_SIGNAL,    /* a subscribed signal arrived: es_msg_signo() */
+    ES_MSG_USER = 0x10000,
+};
+
+/* Frees the out-of-line payload of a message that is dropped or consumed. */
+typedef void (*es_msg_free_cb)(void *ptr);
+
+#define ES_MSG_INLINE 24
+
+/*
+ * A message travels by value (one 64-byte cache line): a small inline payload
+ * or a pointer with its destructor. Build one with the es_msg_*() helpers.
+ */
+typedef struct es_msg {
+    uint32_t type;          /* ES_MSG_* or >= ES_MSG_USER */
+    uint32_t len;           /* payload length in bytes (inline or ptr) */
+    es_actor_id_t from;     /* sender, filled in by es_send() */
+    es_actor_id_t to;       /* target, filled in by es_send() */
+    void *ptr;              /* out-of-line payload, or NULL */
+    es_msg_free_cb free_cb; /* frees ptr unless taken; NULL = not owned */
+    union {
+        unsigned char bytes[ES_MSG_INLINE];
+        uint64_t u64[ES_MSG_INLINE / 8];
+        int64_t i64[ES_MSG_INLINE / 8];
+    } inl;
+} es_msg_t;
+
+/* A message of `type` with no payload. */
+static inline es_msg_t es_msg_make(uint32_t type)
+{
+    es_msg_t m = {0};
+    m.type = type;
+    return m;
+}
+
+/* A message of `type` carrying one 64-bit value in inl.u64[0]. */
+static inline es_msg_t es_msg_u64(uint32_t type, uint64_t value)
+{
+    es_msg_t m = es_msg_make(type);
+    m.inl.u64[0] = value;
+    m.len = sizeof(value);
+    return m;
+}
+
+/*
+ * A message carrying `ptr` (len bytes). If free_cb is not NULL the message
+ * owns ptr once es_send() succeeds: the runtime calls free_cb after the
+ * behaviour returns (or after the dead-letter hook) unless it was taken.
+ */
+static inline es_msg_t es_msg_ptr(uint32_t type, void *ptr, uint32_t len,
+                                  es_msg_free_cb free_cb)
+{
+    es_msg_t m = es_msg_make(type);
+    m.ptr = ptr;
+    m.len = len;
+    m.free_cb = free_cb;
+    return m;
+}
+
+/*
+ * Builds a message carrying a copy of `len` bytes inline.
+ * Returns: 0, or -EOVERFLOW if len > ES_MSG_INLINE. Thread: any.
+ */
+ES_EXTERN int es_msg_bytes(es_msg_t *msg, uint32_t type, const void *data,
+                           uint32_t len);
+
+/*
+ * Takes the out-of-line payload so the runtime will not free it.
+ * Returns: msg->ptr (may be NULL). Ownership: the caller now owns the
+ * pointer and must free it. Thread: the thread handling msg.
+ */
+ES_EXTERN void *es_msg_take(es_msg_t *msg);
+
+/*
+ * Releases what a message owns (calls free_cb on ptr, if any). For a message
+ * the caller built but could not send.
+ * Returns: nothing. Thread: any.
+ */
+ES_EXTERN void es_msg_release(es_msg_t *msg);
+
+/*
+ * An actor's behaviour: handles one message. Returning a negative errno
+ * stops the actor (it then receives ES_MSG_STOP) and logs the code.
+ */
+typedef int (*es_behaviour_cb)(es_actor_t *self, es_msg_t *msg);
+
+/* Frees an actor's state after its last message. */
+typedef void (*es_state_free_cb)(void *state);
+
+/* Where es_spawn() places an actor when no loop index is given. */
+typedef enum es_placement {
+    ES_PLACE_ROUND_ROBIN = 0, /* rotate over the demux threads */
+    ES_PLACE_LEAST_LOADED,    /* the thread with the fewest actors */
+    ES_PLACE_CURRENT,         /* the calling demux thread (else round-robin) */
+} es_placement_t;
+
+#define ES_LOOP_ANY (-1)
+
+/* What to spawn. Zeroed fields take defaults. */
+typedef struct es_spawn_opts {
+    es_behaviour_cb behaviour;  /* required */
+    void *state;                /* handed to the behaviour via es_actor_state */
+    es_state_free_cb state_free; /* called once after ES_MSG_STOP, or NULL */
+    int loop;                   /* home demux thread, or ES_LOOP_ANY */
+    es_placement_t placement;   /* used when loop == ES_LOOP_ANY */
+    unsigned mailbox_capacity;  /* 0: the runtime's default */
+} es_spawn_opts_t;
+
+/*
+ * Spawns an actor. Its first message is ES_MSG_START, delivered on its home
+ * thread; messages sent to the returned handle before that are queued.
+ * Returns: 0 and *out, -EINVAL, -ENOMEM, -ESHUTDOWN once the runtime stops,
+ * -EAGAIN if the home thread's channel is full.
+ * Ownership: on success the runtime owns state and calls state_free exactly
+ * once; on failure the caller keeps state.
+ * Thread: any.
+ */
+ES_EXTERN int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts,
+                       es_actor_id_t *out);
+
+/*
+ * Sends a copy of *msg to actor `to`. Messages from one sending actor (or
+ * one foreign thread) to one receiver arrive in the order sent.
+ * Returns: 0; -EAGAIN if the mailbox (or this thread's ring to the target's
+ * thread) is full; -ESRCH if the actor stopped or never existed; -EINVAL for
+ * a system type; -ENOMEM.
+ * Ownership: on success the message (and what it owns) belongs to the
+ * runtime; on failure the caller keeps it.
+ * Thread: any, including threads the runtime has never seen.
+ */
+ES_EXTERN int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg);
+
+/*
+ * Asks actor `id` to stop: it receives ES_MSG_STOP after the messages the
+ * calling thread sent it before. Stop requests ignore the mailbox limit.
+ * Returns: 0, -ESRCH if it already stopped, -EAGAIN if the ring to its
+ * thread is full, -ENOMEM.
+ * Thread: any.
+ */
+ES_EXTERN int es_stop(es_runtime_t *rt, es_actor_id_t id);
+
+/*
+ * Stops the calling actor once its behaviour returns (it still receives
+ * ES_MSG_STOP unless it is handling it now).
+ * Returns: nothing. Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN void es_actor_stop(es_actor_t *self);
+
+/* The actor's handle. Thread: owning loop only. */
+ES_EXTERN es_actor_id_t es_actor_self(const es_actor_t *self);
+
+/* The state pointer given to es_spawn(). Thread: owning loop only. */
+ES_EXTERN void *es_actor_state(const es_actor_t *self);
+
+/* The runtime the actor lives in. Thread: owning loop only. */
+ES_EXTERN es_runtime_t *es_actor_runtime(const es_actor_t *self);
+
+/* Index of the actor's home demux thread. Thread: owning loop only. */
+ES_EXTERN int es_actor_loop_index(const es_actor_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVENTSERVER_ACTOR_H */

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The runtime: N demux threads, each an event loop and an actor of its own,
+ * plus the global actor table, the epoch reclaimer and signal routing.
+ */
+#ifndef EVENTSERVER_RUNTIME_H
+#define EVENTSERVER_RUNTIME_H
+
+#include <eventserver/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opaque runtime; created by es_runtime_new(), destroyed by es_runtime_free(). */
+typedef struct es_runtime es_runtime_t;
+
+/* Handle of an actor: index and generation; 0 is never a live actor. */
+typedef uint64_t es_actor_id_t;
+#define ES_ACTOR_NONE ((es_actor_id_t)0)
+
+struct es_msg;
+
+/*
+ * Called for every message that could not be delivered because its target
+ * stopped first (or the runtime shut down). The message is freed after the
+ * hook returns unless the hook takes its pointer with es_msg_take().
+ * Thread: the target's demux thread, or the thread in es_runtime_wait() /
+ * es_runtime_free() for messages drained at shutdown.
+ */
+typedef void (*es_dead_letter_cb)(void *arg, es_actor_id_t to,
+                                  struct es_msg *msg);
+
+/* Options for es_runtime_new(); zero means "default" for every field. */
+typedef struct es_runtime_opts {
+    /* Demux threads; default: online CPUs. */
+    unsigned threads;
+    /* Default actor mailbox capacity; default ES_MAILBOX_DEFAULT. */
+    unsigned mailbox_capacity;
+    /* Slots in each sender-thread -> demux-thread ring (rounded up to a
+     * power of two); default ES_CHANNEL_DEFAULT. */
+    unsigned channel_capacity;
+    /* Busy-poll this long before sleeping in epoll_wait(); default 0. */
+    unsigned spin_us;
+    /* Dead-letter hook (optional); dead letters are counted either way. */
+    es_dead_letter_cb dead_letter;
+    void *dead_letter_arg;
+} es_runtime_opts_t;
+
+#define ES_MAILBOX_DEFAULT 1024u
+#define ES_CHANNEL_DEFAULT 4096u
+
+/*
+ * Creates a runtime; its threads start with es_runtime_start().
+ * Returns: 0 and *out, or -EINVAL (bad option), -ENOMEM, -EMFILE.
+ * Ownership: the caller owns *out and frees it with es_runtime_free().
+ * Thread: any.
+ */
+ES_EXTERN int es_runtime_new(const es_runtime_opts_t *opts,
+                             es_runtime_t **out);
+
+/*
+ * Starts the demux threads and returns at once.
+ * Returns: 0, -EALREADY if started before, or -errno from pthread_create.
+ * Thread: any, once.
+ */
+ES_EXTERN int es_runtime_start(es_runtime_t *rt);
+
+/*
+ * Asks the runtime to stop: every actor receives ES_MSG_STOP, then the
+ * demux threads exit. Returns at once; es_runtime_wait() blocks until done.
+ * Returns: 0, or -EALREADY if a stop was already requested.
+ * Thread: any, including demux threads and behaviours. Not signal-safe (use
+ * es_runtime_stop_on_signal()).
+ */
+ES_EXTERN int es_runtime_stop(es_runtime_t *rt);
+
+/*
+ * Blocks until the runtime has stopped and its threads are joined, then
+ * dead-letters any message still in flight.
+ * Returns: 0, -EPERM from a demux thread, -EINVAL if never started.
+ * Thread: any thread that is not one of the runtime's.
+ */
+ES_EXTERN int es_runtime_wait(es_runtime_t *rt);
+
+/*
+ * es_runtime_start() and es_runtime_wait() in one call.
+ * Returns: as those two. Thread: as es_runtime_wait().
+ */
+ES_EXTERN int es_runtime_run(es_runtime_t *rt);
+
+/*
+ * Stops (if running), waits, and frees every byte the runtime owns,
+ * dead-lettering undelivered messages. No other thread may use rt during or
+ * after this call.
+ * Returns: nothing. Thread: as es_runtime_wait(); NULL is ignored.
+ */
+ES_EXTERN void es_runtime_free(es_runtime_t *rt);
+
+/*
+ * Number of demux threads.
+ * Returns: the count. Thread: any.
+ */
+ES_EXTERN unsigned es_runtime_threads(const es_runtime_t *rt);
+
+/*
+ * Handle of demux thread `index`'s own actor (the loop actor), which accepts
+ * ES_MSG_USER messages like any actor and ignores them.
+ * Returns: the handle, or ES_ACTOR_NONE if index is out of range.
+ * Thread: any.
+ */
+ES_EXTERN es_actor_id_t es_runtime_loop_actor(const es_runtime_t *rt,
+                                              unsigned index);
+
+/*
+ * Index of the calling demux thread of rt.
+ * Returns: 0..threads-1, or -EPERM when called from any other thread.
+ * Thread: any.
+ */
+ES_EXTERN int es_runtime_current_loop(const es_runtime_t *rt);
+
+/* Counters of one demux thread (or of all threads, see es_runtime_stats()). */
+typedef struct es_stats {
+    uint64_t msgs_sent;       /* messages accepted by es_send() on this thread */
+    uint64_t msgs_received;   /* messages delivered to a behaviour here */
+    uint64_t dead_letters;    /* messages whose target had stopped */
+    uint64_t mailbox_full;    /* sends refused with -EAGAIN */
+    uint64_t wakeups_written; /* bytes written to a sleeping loop's socketpair */
+    uint64_t wakeups_saved;   /* cross-thread sends that needed no wakeup */
+    uint64_t timers_fired;    /* ES_MSG_TIMER messages delivered */
+    uint64_t actors;          /* actors living on this thread now */
+    uint64_t loop_turns;      /* iterations of the demux loop */
+    uint64_t sleeps;          /* times the loop blocked in epoll_wait() */
+} es_stats_t;
+
+/*
+ * Reads the counters of demux thread `index`, or with index -1 the sum of all
+ * threads plus the senders that are not demux threads.
+ * Returns: 0, or -EINVAL if index is out of range. Counters are read
+ * without stopping the threads, so a running total is a close snapshot.
+ * Thread: any.
+ */
+ES_EXTERN int es_runtime_stats(const es_runtime_t *rt, int index,
+                               es_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVENTSERVER_RUNTIME_H */

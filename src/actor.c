@@ -1,0 +1,549 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Actors: spawn, send, stop, and delivery on the home thread.
+ *
+ * A message reaches an actor by one of two paths. From another thread it
+ * travels in the sender's ring to the actor's home loop (chan.c), which
+ * routes it: straight into the behaviour when nothing is queued before it,
+ * else to the back of the actor's local queue. From the home thread itself
+ * it goes to the local queue and the actor joins the run queue, so that a
+ * behaviour never runs inside another behaviour. Each sender always uses
+ * the same path to a given actor, which keeps per-pair FIFO order.
+ *
+ * The mailbox limit is counted, not stored: `sent` counts reservations
+ * (senders, atomic increment), `done` counts messages fully handled (home
+ * thread, release store). A send succeeds while sent - done < capacity.
+ * Senders read `done` only when their cached `done_seen` says the mailbox
+ * may be full, so the cache line the home thread writes for every message
+ * is not pulled to the senders' cores on every send. `done_seen` may be
+ * stale (smaller than `done`): that only sends a sender to the slow path.
+ * Unsigned wrap-around keeps the arithmetic right after 2^32 messages.
+ *
+ * A stopped actor leaves the table at once (new sends get -ESRCH), gets
+ * ES_MSG_STOP if it had started, loses its timers and subscriptions, hands
+ * its queued messages to the dead letters and is freed after an epoch grace
+ * period, because a sender may still be reading it.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define MSGQ_MIN 8u
+#define MSGQ_KEEP 64u /* queue storage kept while empty, in messages */
+
+static _Thread_local es_actor_t *tls_current;
+
+es_actor_t *es__actor_current(void)
+{
+    return tls_current;
+}
+
+/* --- local queue ----------------------------------------------------------- */
+
+static int msgq_grow(struct es__msgq *q)
+{
+    if (q->cap > UINT32_MAX / 2)
+        return -EOVERFLOW;
+    uint32_t cap = q->cap ? q->cap * 2 : MSGQ_MIN;
+    es_msg_t *buf = es__malloc((size_t)cap * sizeof(*buf));
+    if (!buf)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < q->count; i++)
+        buf[i] = q->buf[(q->head + i) & (q->cap - 1)];
+    es__free(q->buf);
+    q->buf = buf;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
+int es__msgq_push(struct es__msgq *q, const es_msg_t *m, bool front)
+{
+    if (q->count == q->cap) {
+        int rc = msgq_grow(q);
+        if (rc)
+            return rc;
+    }
+    if (front) {
+        q->head = (q->head + q->cap - 1) & (q->cap - 1);
+        q->buf[q->head] = *m;
+    } else {
+        q->buf[(q->head + q->count) & (q->cap - 1)] = *m;
+    }
+    q->count++;
+    return 0;
+}
+
+bool es__msgq_pop(struct es__msgq *q, es_msg_t *out)
+{
+    if (!q->count)
+        return false;
+    *out = q->buf[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    if (--q->count == 0 && q->cap > MSGQ_KEEP)
+        es__msgq_reset(q);
+    return true;
+}
+
+void es__msgq_reset(struct es__msgq *q)
+{
+    es__free(q->buf);
+    memset(q, 0, sizeof(*q));
+}
+
+/* --- run queue and actor list (home thread) ------------------------------- */
+
+static void runq_push(struct es__loop *loop, es_actor_t *a)
+{
+    if (a->in_runq)
+        return;
+    a->in_runq = true;
+    a->run_next = NULL;
+    a->run_prev = loop->runq_tail;
+    if (loop->runq_tail)
+        loop->runq_tail->run_next = a;
+    else
+        loop->runq_head = a;
+    loop->runq_tail = a;
+}
+
+static void runq_remove(struct es__loop *loop, es_actor_t *a)
+{
+    if (!a->in_runq)
+        return;
+    if (a->run_prev)
+        a->run_prev->run_next = a->run_next;
+    else
+        loop->runq_head = a->run_next;
+    if (a->run_next)
+        a->run_next->run_prev = a->run_prev;
+    else
+        loop->runq_tail = a->run_prev;
+    a->in_runq = false;
+}
+
+static void list_link(struct es__loop *loop, es_actor_t *a)
+{
+    a->prev = NULL;
+    a->next = loop->actors;
+    if (loop->actors)
+        loop->actors->prev = a;
+    loop->actors = a;
+}
+
+static void list_unlink(struct es__loop *loop, es_actor_t *a)
+{
+    if (a->prev)
+        a->prev->next = a->next;
+    else if (loop->actors == a)
+        loop->actors = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    a->prev = a->next = NULL;
+}
+
+unsigned es__runq_run(struct es__loop *loop)
+{
+    unsigned handled = 0;
+    while (handled < ES__RUNQ_BUDGET && loop->runq_head) {
+        es_actor_t *a = loop->runq_head;
+        runq_remove(loop, a);
+        es_msg_t m;
+        for (unsigned i = 0; i < ES__ACTOR_BUDGET && !a->stopped; i++) {
+            if (!es__msgq_pop(&a->q, &m))
+                break;
+            es__actor_dispatch(a, &m);
+            handled++;
+        }
+        if (!a->stopped && a->q.count)
+            runq_push(loop, a);
+    }
+    return handled;
+}
+
+/* --- delivery (home thread) ------------------------------------------------ */
+
+static int call_behaviour(es_actor_t *a, es_msg_t *m)
+{
+    es_actor_t *prev = tls_current;
+    tls_current = a;
+    a->running = true;
+    int rc = a->behaviour(a, m);
+    a->running = false;
+    tls_current = prev;
+    ES__STAT_ADD(a->loop->received, 1);
+    return rc;
+}
+
+void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
+{
+    if (m->type == ES__MSG_STOP_REQ) {
+        a->stop_requested = true;
+    } else {
+        if (m->type == ES_MSG_START)
+            a->started = true;
+        int rc = call_behaviour(a, m);
+        if (rc < 0 && !a->stop_requested) {
+            es__log(ES_LOG_WARN, "actor %#llx stopped: its behaviour returned "
+                    "%d (%s)", (unsigned long long)a->id, rc, es_strerror(rc));
+            a->stop_requested = true;
+            a->stop_reason = rc;
+        }
+        es_msg_release(m);
+        if (m->type >= ES_MSG_USER) {
+            a->done_local++;
+            atomic_store_explicit(&a->done, a->done_local,
+                                  memory_order_release);
+        }
+    }
+    if (a->stop_requested)
+        es__actor_finalize(a);
+}
+
+void es__actor_route(struct es__loop *loop, es_msg_t *m)
+{
+    es_actor_t *a = es__table_lookup(loop->rt->table, m->to);
+    if (!a) {
+        es__dead_letter(loop->rt, loop, m);
+        return;
+    }
+    if (m->type == ES__MSG_SPAWN) {
+        es__actor_install(loop, m->ptr);
+        return;
+    }
+    if (a->installed && a->q.count == 0) {
+        es__actor_dispatch(a, m);
+        return;
+    }
+    if (es__msgq_push(&a->q, m, false) != 0) {
+        es__log(ES_LOG_ERROR, "no memory to queue a message for %#llx",
+                (unsigned long long)a->id);
+        es__dead_letter(loop->rt, loop, m);
+        return;
+    }
+    if (a->installed)
+        runq_push(loop, a);
+}
+
+static void actor_reclaim(ck_epoch_entry_t *e)
+{
+    es_actor_t *a = (es_actor_t *)((char *)e -
+                                   offsetof(es_actor_t, epoch_entry));
+    ES__TSAN_ACQUIRE(&a->rt->epoch);
+    es__table_release(a->rt->table, a->id);
+    es__free(a);
+}
+
+void es__actor_finalize(es_actor_t *a)
+{
+    if (a->stopped)
+        return;
+    struct es__loop *loop = a->loop;
+    es_runtime_t *rt = a->rt;
+    a->stopped = true;
+    es__table_remove(rt->table, a);
+    if (a->started) {
+        es_msg_t stop = es_msg_make(ES_MSG_STOP);
+        stop.to = a->id;
+        (void)call_behaviour(a, &stop);
+    }
+    es__timers_cancel_actor(loop, a);
+    if (atomic_load_explicit(&rt->sig.active, memory_order_relaxed))
+        es__signals_drop_actor(rt, a->id);
+    es_msg_t m;
+    while (es__msgq_pop(&a->q, &m))
+        es__dead_letter(rt, loop, &m);
+    es__msgq_reset(&a->q);
+    runq_remove(loop, a);
+    if (!a->is_loop) {
+        list_unlink(loop, a);
+        atomic_fetch_sub_explicit(&loop->nactors, 1, memory_order_relaxed);
+    }
+    if (a->state_free)
+        a->state_free(a->state);
+    ck_epoch_call(loop->tctx.rec, &a->epoch_entry, actor_reclaim);
+}
+
+void es__actor_install(struct es__loop *loop, es_actor_t *a)
+{
+    a->installed = true;
+    list_link(loop, a);
+    if (loop->stopping) {
+        es__actor_finalize(a);
+        return;
+    }
+    es_msg_t start = es_msg_make(ES_MSG_START);
+    start.to = a->id;
+    if (es__msgq_push(&a->q, &start, true) != 0) {
+        es__log(ES_LOG_ERROR, "no memory to start actor %#llx",
+                (unsigned long long)a->id);
+        es__actor_finalize(a);
+        return;
+    }
+    runq_push(loop, a);
+}
+
+void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
+{
+    if (es__msg_is_internal(m->type)) {
+        if (m->type == ES__MSG_SPAWN)
+            es__actor_discard(m->ptr);
+        return;
+    }
+    ES__STAT_ADD(loop->dead_letters, 1);
+    if (rt->opts.dead_letter)
+        rt->opts.dead_letter(rt->opts.dead_letter_arg, m->to, m);
+    es_msg_release(m);
+}
+
+/*
+ * An actor whose spawn message was still in flight when its loop exited.
+ * Senders may still hold it (they found it in the table), so it is kept
+ * until the runtime is freed rather than freed now.
+ */
+void es__actor_discard(es_actor_t *a)
+{
+    es_runtime_t *rt = a->rt;
+    es__table_remove(rt->table, a);
+    es_msg_t m;
+    while (es__msgq_pop(&a->q, &m))
+        es__dead_letter(rt, a->loop, &m);
+    es__msgq_reset(&a->q);
+    if (a->state_free)
+        a->state_free(a->state);
+    atomic_fetch_sub_explicit(&a->loop->nactors, 1, memory_order_relaxed);
+    pthread_mutex_lock(&rt->limbo_lock);
+    a->next = rt->limbo;
+    rt->limbo = a;
+    pthread_mutex_unlock(&rt->limbo_lock);
+}
+
+static int loop_behaviour(es_actor_t *self, es_msg_t *msg)
+{
+    (void)self;
+    (void)msg;
+    return 0;
+}
+
+int es__actor_new_loop_actor(struct es__loop *loop)
+{
+    es_actor_t *a = es__calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->rt = loop->rt;
+    a->loop = loop;
+    a->capacity = UINT32_MAX / 2;
+    a->is_loop = true;
+    a->behaviour = loop_behaviour;
+    a->installed = true;
+    a->started = true;
+    int rc = es__table_add(loop->rt->table, a);
+    if (rc) {
+        es__free(a);
+        return rc;
+    }
+    loop->self = a;
+    return 0;
+}
+
+/* --- sending (any thread) -------------------------------------------------- */
+
+static bool mailbox_reserve(es_actor_t *a)
+{
+    unsigned s = atomic_fetch_add_explicit(&a->sent, 1, memory_order_relaxed);
+    unsigned seen = atomic_load_explicit(&a->done_seen, memory_order_relaxed);
+    if (s - seen < a->capacity)
+        return true;
+    unsigned done = atomic_load_explicit(&a->done, memory_order_acquire);
+    atomic_store_explicit(&a->done_seen, done, memory_order_relaxed);
+    if (s - done < a->capacity)
+        return true;
+    atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
+    return false;
+}
+
+static int local_push(es_actor_t *a, const es_msg_t *m)
+{
+    int rc = es__msgq_push(&a->q, m, false);
+    if (rc == 0 && a->installed)
+        runq_push(a->loop, a);
+    return rc;
+}
+
+/* The body of es__send, inside the sender's epoch section. */
+static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
+                           es_actor_id_t to, const es_msg_t *msg, bool capped)
+{
+    es_actor_t *a = es__table_lookup(rt->table, to);
+    if (!a)
+        return -ESRCH;
+    if (capped && !mailbox_reserve(a)) {
+        ES__STAT_ADD(t->mailbox_full, 1);
+        return -EAGAIN;
+    }
+    es_msg_t m = *msg;
+    es_actor_t *cur = tls_current;
+    m.to = to;
+    m.from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
+    int rc;
+    if ((int)a->loop->index == t->loop_index)
+        rc = local_push(a, &m);
+    else
+        rc = es__chan_push(t, a->loop->index, &m);
+    if (rc) {
+        if (capped)
+            atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
+        if (rc == -EAGAIN)
+            ES__STAT_ADD(t->mailbox_full, 1);
+        return rc;
+    }
+    ES__STAT_ADD(t->sent, 1);
+    return 0;
+}
+
+int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+             bool capped)
+{
+    struct es__tctx *t = es__tctx_get(rt);
+    if (!t)
+        return -ENOMEM;
+    /* Demux threads are inside a section for their whole loop turn. */
+    if (t->loop_index >= 0)
+        return send_in_section(rt, t, to, msg, capped);
+    ck_epoch_begin(t->rec, NULL);
+    int rc = send_in_section(rt, t, to, msg, capped);
+    ES__TSAN_RELEASE(&rt->epoch);
+    ck_epoch_end(t->rec, NULL);
+    return rc;
+}
+
+int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
+{
+    if (!rt || !msg || msg->type < ES_MSG_USER)
+        return -EINVAL;
+    return es__send(rt, to, msg, true);
+}
+
+int es_stop(es_runtime_t *rt, es_actor_id_t id)
+{
+    if (!rt)
+        return -EINVAL;
+    es_msg_t m = es_msg_make(ES__MSG_STOP_REQ);
+    return es__send(rt, id, &m, false);
+}
+
+/* --- spawning --------------------------------------------------------------- */
+
+static unsigned least_loaded(const es_runtime_t *rt)
+{
+    unsigned best = 0, best_n = UINT32_MAX;
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        unsigned n = atomic_load_explicit(&rt->loops[i].nactors,
+                                          memory_order_relaxed);
+        if (n < best_n) {
+            best = i;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
+static unsigned choose_loop(es_runtime_t *rt, const struct es__tctx *t,
+                            const es_spawn_opts_t *opts)
+{
+    if (opts->loop != ES_LOOP_ANY)
+        return (unsigned)opts->loop;
+    if (opts->placement == ES_PLACE_LEAST_LOADED)
+        return least_loaded(rt);
+    if (opts->placement == ES_PLACE_CURRENT && t->loop_index >= 0)
+        return (unsigned)t->loop_index;
+    return atomic_fetch_add_explicit(&rt->rr_next, 1, memory_order_relaxed) %
+           rt->nloops;
+}
+
+/* Hands a to its home loop through the caller's ring; a is not yet public. */
+static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a)
+{
+    int rc;
+    unsigned index = a->loop->index;
+    es_msg_t *slot = es__chan_reserve(t, index, &rc);
+    if (!slot)
+        return rc;
+    rc = es__table_add(rt->table, a);
+    if (rc)
+        return rc; /* the reservation is reused by the next send */
+    *slot = es_msg_make(ES__MSG_SPAWN);
+    slot->ptr = a;
+    slot->to = a->loop->self->id;
+    es__chan_commit(t, index);
+    return 0;
+}
+
+int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, es_actor_id_t *out)
+{
+    if (!rt || !opts || !opts->behaviour || !out)
+        return -EINVAL;
+    if (opts->loop != ES_LOOP_ANY &&
+        (opts->loop < 0 || (unsigned)opts->loop >= rt->nloops))
+        return -EINVAL;
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+        return -ESHUTDOWN;
+    struct es__tctx *t = es__tctx_get(rt);
+    es_actor_t *a = es__calloc(1, sizeof(*a));
+    if (!t || !a) {
+        es__free(a);
+        return -ENOMEM;
+    }
+    struct es__loop *loop = &rt->loops[choose_loop(rt, t, opts)];
+    a->rt = rt;
+    a->loop = loop;
+    a->capacity = opts->mailbox_capacity ? opts->mailbox_capacity
+                                         : rt->opts.mailbox_capacity;
+    a->behaviour = opts->behaviour;
+    a->state = opts->state;
+    a->state_free = opts->state_free;
+    atomic_fetch_add_explicit(&loop->nactors, 1, memory_order_relaxed);
+    int rc;
+    if ((int)loop->index == t->loop_index) {
+        rc = es__table_add(rt->table, a);
+        if (rc == 0)
+            es__actor_install(loop, a);
+    } else {
+        rc = spawn_remote(rt, t, a);
+    }
+    if (rc) {
+        atomic_fetch_sub_explicit(&loop->nactors, 1, memory_order_relaxed);
+        es__free(a);
+        return rc;
+    }
+    *out = a->id;
+    return 0;
+}
+
+/* --- accessors ---------------------------------------------------------------- */
+
+void es_actor_stop(es_actor_t *self)
+{
+    self->stop_requested = true;
+}
+
+es_actor_id_t es_actor_self(const es_actor_t *self)
+{
+    return self->id;
+}
+
+void *es_actor_state(const es_actor_t *self)
+{
+    return self->state;
+}
+
+es_runtime_t *es_actor_runtime(const es_actor_t *self)
+{
+    return self->rt;
+}
+
+int es_actor_loop_index(const es_actor_t *self)
+{
+    return (int)self->loop->index;
+}

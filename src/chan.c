@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Transport between threads: one single-producer single-consumer ck_ring
+ * per (sending thread, receiving demux thread) pair, and the wakeup
+ * handshake that lets a sleeping demux thread be woken once per sleep.
+ *
+ * Why SPSC rings and not one MPSC mailbox: ck_ring's MPSC mode makes every
+ * producer wait for a producer that was preempted between reserving and
+ * committing its slot; on a 2-vCPU machine that collapses throughput by four
+ * orders of magnitude. With one ring per producer no thread's preemption can
+ * stall another thread's send.
+ *
+ * Invariants and memory orders:
+ * - Each ring has exactly one producer at a time: the thread owning the
+ *   es__tctx. A foreign thread's context is handed to a later thread only
+ *   after the first exited; the handover is a release store of in_use = 0
+ *   by the old owner and an acquire CAS 0 -> 1 by the new one, so the new
+ *   producer sees the ring's producer index as the old one left it.
+ * - ck_ring orders the slot copy before the producer index store
+ *   (ck_pr_fence_store) and the consumer's index load before the slot read
+ *   (ck_pr_fence_load): a message is fully visible once dequeued.
+ * - A loop's inbound list is a push-only stack: a channel is fully built
+ *   before the release CAS that publishes it, the loop reads the head with
+ *   acquire, and `next` never changes after publication. Channels are freed
+ *   only with the runtime.
+ * - Wakeups (Dekker's handshake): the loop stores sleeping = 1, issues a
+ *   seq_cst fence, then checks every inbound ring; a sender stores the
+ *   message (ring index), issues a seq_cst fence, then loads sleeping. The
+ *   two fences guarantee that at least one side sees the other's store: the
+ *   loop sees the message and does not sleep, or the sender sees the flag.
+ *   The sender then claims the flag with a CAS 1 -> 0, so exactly one sender
+ *   writes the wakeup byte per sleep. Demux threads defer this check to the
+ *   end of their loop turn (one fence per turn instead of one per message);
+ *   the message is already in the ring, so at worst the wakeup is one turn
+ *   later.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+CK_RING_PROTOTYPE(es_msg, es_msg)
+
+static _Thread_local struct {
+    uint64_t serial;
+    struct es__tctx *ctx;
+} tls_ctx;
+
+static struct es__chan *chan_new(struct es__tctx *t, unsigned capacity)
+{
+    struct es__chan *c = es__aalloc(sizeof(*c));
+    if (!c)
+        return NULL;
+    c->slots = es__aalloc((size_t)capacity * sizeof(es_msg_t));
+    if (!c->slots) {
+        es__afree(c);
+        return NULL;
+    }
+    ck_ring_init(&c->ring, capacity);
+    c->producer = t;
+    return c;
+}
+
+static void chan_publish(struct es__loop *loop, struct es__chan *c)
+{
+    struct es__chan *head = atomic_load_explicit(&loop->inbound,
+                                                 memory_order_relaxed);
+    do {
+        c->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &loop->inbound, &head, c, memory_order_release, memory_order_relaxed));
+}
+
+int es__tctx_init(es_runtime_t *rt, struct es__tctx *t, int loop_index)
+{
+    t->rt = rt;
+    t->loop_index = loop_index;
+    t->rec = es__aalloc(sizeof(*t->rec));
+    t->chan = es__calloc(rt->nloops, sizeof(*t->chan));
+    t->wake_pending = es__calloc(rt->nloops, 1);
+    if (!t->rec || !t->chan || !t->wake_pending) {
+        es__tctx_destroy(t);
+        return -ENOMEM;
+    }
+    ck_epoch_register(&rt->epoch, t->rec, NULL);
+    return 0;
+}
+
+/* Frees a context and its channels; the rings must have been drained. */
+void es__tctx_destroy(struct es__tctx *t)
+{
+    if (t->chan) {
+        for (unsigned i = 0; i < t->rt->nloops; i++) {
+            if (t->chan[i]) {
+                es__afree(t->chan[i]->slots);
+                es__afree(t->chan[i]);
+            }
+        }
+    }
+    es__free(t->chan);
+    es__free(t->wake_pending);
+    es__afree(t->rec);
+    t->chan = NULL;
+    t->wake_pending = NULL;
+    t->rec = NULL;
+}
+
+/* Runs when a foreign thread exits: its context goes back to the pool. */
+void es__tctx_key_dtor(void *ctx)
+{
+    struct es__tctx *t = ctx;
+    if (t->loop_index < 0)
+        atomic_store_explicit(&t->in_use, 0, memory_order_release);
+}
+
+static struct es__tctx *foreign_acquire(es_runtime_t *rt)
+{
+    struct es__tctx *t;
+    pthread_mutex_lock(&rt->tctx_lock);
+    for (t = rt->foreign; t; t = t->next) {
+        int idle = 0;
+        if (atomic_compare_exchange_strong_explicit(&t->in_use, &idle, 1,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed))
+            break;
+    }
+    if (!t) {
+        t = es__calloc(1, sizeof(*t));
+        if (t && es__tctx_init(rt, t, -1) == 0) {
+            atomic_store_explicit(&t->in_use, 1, memory_order_relaxed);
+            t->next = rt->foreign;
+            rt->foreign = t;
+        } else {
+            es__free(t);
+            t = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rt->tctx_lock);
+    return t;
+}
+
+struct es__tctx *es__tctx_current(const es_runtime_t *rt)
+{
+    if (tls_ctx.serial == rt->serial)
+        return tls_ctx.ctx;
+    struct es__tctx *t = pthread_getspecific(rt->key);
+    if (t) {
+        tls_ctx.serial = rt->serial;
+        tls_ctx.ctx = t;
+    }
+    return t;
+}
+
+struct es__tctx *es__tctx_get(es_runtime_t *rt)
+{
+    struct es__tctx *t = es__tctx_current(rt);
+    if (t)
+        return t;
+    t = foreign_acquire(rt);
+    if (!t)
+        return NULL;
+    if (pthread_setspecific(rt->key, t) != 0) {
+        es__tctx_key_dtor(t);
+        return NULL;
+    }
+    tls_ctx.serial = rt->serial;
+    tls_ctx.ctx = t;
+    return t;
+}
+
+void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
+{
+    int expected = 1;
+    if (atomic_load_explicit(&loop->sleeping, memory_order_relaxed) &&
+        atomic_compare_exchange_strong_explicit(&loop->sleeping, &expected, 0,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed)) {
+        /* EAGAIN: the socket already holds unread bytes, enough to wake. */
+        (void)send(loop->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ES__STAT_ADD(t->wakeups_written, 1);
+    } else {
+        ES__STAT_ADD(t->wakeups_saved, 1);
+    }
+}
+
+void es__tctx_flush_wakes(struct es__tctx *t)
+{
+    if (!t->wake_count)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    for (unsigned i = 0; i < t->rt->nloops; i++) {
+        if (t->wake_pending[i]) {
+            t->wake_pending[i] = 0;
+            es__loop_wake(&t->rt->loops[i], t);
+        }
+    }
+    t->wake_count = 0;
+}
+
+es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
+{
+    struct es__chan *c = t->chan[index];
+    if (!c) {
+        c = chan_new(t, t->rt->opts.channel_capacity);
+        if (!c) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        t->chan[index] = c;
+        chan_publish(&t->rt->loops[index], c);
+    }
+    es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
+    if (!slot)
+        *err = -EAGAIN;
+    return slot;
+}
+
+void es__chan_commit(struct es__tctx *t, unsigned index)
+{
+    ES__TSAN_RELEASE(t->chan[index]);
+    ck_ring_enqueue_commit_spsc(&t->chan[index]->ring);
+    if (t->loop_index >= 0) {
+        if (!t->wake_pending[index]) {
+            t->wake_pending[index] = 1;
+            t->wake_count++;
+        }
+    } else {
+        atomic_thread_fence(memory_order_seq_cst);
+        es__loop_wake(&t->rt->loops[index], t);
+    }
+}
+
+int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m)
+{
+    int err;
+    es_msg_t *slot = es__chan_reserve(t, index, &err);
+    if (!slot)
+        return err;
+    *slot = *m;
+    es__chan_commit(t, index);
+    return 0;
+}
+
+bool es__chan_pop(struct es__chan *c, es_msg_t *out)
+{
+    if (!ck_ring_dequeue_spsc_es_msg(&c->ring, c->slots, out))
+        return false;
+    ES__TSAN_ACQUIRE(c);
+    return true;
+}
+
+bool es__chan_nonempty(const struct es__chan *c)
+{
+    return ck_ring_size(&c->ring) != 0;
+}

@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private declarations shared by the runtime's source files: the structures
+ * behind the opaque public types, the budgets of one loop turn, and the
+ * es__ functions one file offers another. Nothing here is installed.
+ */
+#ifndef EVENTSERVER_INTERNAL_H
+#define EVENTSERVER_INTERNAL_H
+
+#include <eventserver/eventserver.h>
+
+#include <ck_epoch.h>
+#include <ck_ring.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/*
+ * Budgets of one loop turn. They bound how long one source can keep the
+ * loop from the others (fairness) and how stale the epoch can get: a loop
+ * leaves its epoch section once per turn.
+ */
+#define ES__CHAN_BUDGET 256u   /* messages taken from one inbound ring */
+#define ES__ACTOR_BUDGET 64u   /* queued messages one actor handles per visit */
+#define ES__RUNQ_BUDGET 4096u  /* queued messages handled per turn, all actors */
+#define ES__TIMER_BUDGET 1024u /* timers fired per turn */
+#define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
+
+/* Internal message types; never shown to a behaviour or dead-letter hook. */
+enum {
+    ES__MSG_INTERNAL = 0xF000,
+    ES__MSG_SPAWN,    /* to a loop actor: ptr is the actor to install */
+    ES__MSG_STOP_REQ, /* to any actor: es_stop() */
+};
+
+static inline bool es__msg_is_internal(uint32_t type)
+{
+    return type >= ES__MSG_INTERNAL && type < ES_MSG_USER;
+}
+
+/* --- allocation, logging (alloc.c) --------------------------------------- */
+
+void *es__malloc(size_t size);
+void *es__calloc(size_t count, size_t size);
+void *es__realloc(void *ptr, size_t size);
+void es__free(void *ptr);
+/* Cache-line aligned allocation through the hooks; free with es__afree. */
+void *es__aalloc(size_t size);
+void es__afree(void *ptr);
+void es__log(es_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Monotonic clock in nanoseconds. */
+uint64_t es__now_ns(void);
+
+/* --- ThreadSanitizer annotations ------------------------------------------ */
+
+/*
+ * ck_ring and ck_epoch synchronise with inline assembly and volatile
+ * accesses, which TSan cannot see. These annotations state the same
+ * happens-before edges in terms TSan understands; they compile to nothing
+ * in other builds.
+ */
+#ifdef ES_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define ES__TSAN_ACQUIRE(a) __tsan_acquire((void *)(a))
+#define ES__TSAN_RELEASE(a) __tsan_release((void *)(a))
+#else
+#define ES__TSAN_ACQUIRE(a) ((void)0)
+#define ES__TSAN_RELEASE(a) ((void)0)
+#endif
+
+/* Counters written by one thread and read by any: relaxed, no RMW. */
+#define ES__STAT_ADD(field, n)                                                 \
+    atomic_store_explicit(                                                     \
+        &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),  \
+        memory_order_relaxed)
+
+struct es__loop;
+
+/* --- channels and sender contexts (chan.c) -------------------------------- */
+
+/*
+ * A channel is a single-producer single-consumer ck_ring from one sending
+ * thread to one demux thread, carrying es_msg_t by value. See chan.c.
+ */
+struct es__chan {
+    ck_ring_t ring;
+    es_msg_t *slots;
+    struct es__chan *next; /* loop's inbound list; immutable once published */
+    struct es__tctx *producer;
+};
+
+/*
+ * What a thread needs to send into one runtime: its channels (one per demux
+ * thread, made on first use), its epoch record and its counters. Demux
+ * threads own one each; other threads take one on their first call and give
+ * it back when they exit, for the next new thread to reuse.
+ */
+struct es__tctx {
+    es_runtime_t *rt;
+    ck_epoch_record_t *rec;
+    struct es__chan **chan; /* [threads] */
+    int loop_index;         /* -1 for a foreign thread */
+    atomic_int in_use;      /* foreign: 1 while a thread owns it */
+    struct es__tctx *next;  /* runtime's list of contexts */
+    unsigned char *wake_pending; /* [threads]: demux senders batch wakeups */
+    unsigned wake_count;
+    _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved;
+};
+
+struct es__tctx *es__tctx_get(es_runtime_t *rt);
+struct es__tctx *es__tctx_current(const es_runtime_t *rt);
+int es__tctx_init(es_runtime_t *rt, struct es__tctx *t, int loop_index);
+void es__tctx_destroy(struct es__tctx *t);
+void es__tctx_key_dtor(void *ctx);
+/* Enqueues m for loop `index`. Returns 0, -EAGAIN (ring full), -ENOMEM. */
+int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m);
+/* Reserves the next slot of t's ring to loop `index`: NULL if it is full
+ * (*err = -EAGAIN) or cannot be made (*err = -ENOMEM). Nothing is sent until
+ * es__chan_commit(); an uncommitted reservation is simply reused. */
+es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err);
+void es__chan_commit(struct es__tctx *t, unsigned index);
+/* Writes pending wakeups of a demux sender (one fence for all of them). */
+void es__tctx_flush_wakes(struct es__tctx *t);
+/* Takes one message from c (its consumer only). */
+bool es__chan_pop(struct es__chan *c, es_msg_t *out);
+/* True if c holds a message (the loop's check before it sleeps). */
+bool es__chan_nonempty(const struct es__chan *c);
+/* Wakes `loop` if it sleeps, whatever the sender. */
+void es__loop_wake(struct es__loop *loop, struct es__tctx *t);
+
+/* --- actors (actor.c, table.c) -------------------------------------------- */
+
+/* A growable FIFO of messages, owned by one thread. */
+struct es__msgq {
+    es_msg_t *buf;
+    uint32_t head, count, cap;
+};
+
+int es__msgq_push(struct es__msgq *q, const es_msg_t *m, bool front);
+bool es__msgq_pop(struct es__msgq *q, es_msg_t *out);
+void es__msgq_reset(struct es__msgq *q);
+
+struct es__timer;
+struct es__loop;
+
+/*
+ * An actor. Fields are grouped by who writes them, with padding between the
+ * groups so that senders and the home thread do not share cache lines.
+ */
+struct es_actor {
+    /* Set before the actor is published; read by any thread after. */
+    es_actor_id_t id;
+    es_runtime_t *rt;
+    struct es__loop *loop;
+    uint32_t capacity;
+    bool is_loop; /* the loop actor of `loop` */
+
+    /* Home thread only. */
+    es_behaviour_cb behaviour;
+    void *state;
+    es_state_free_cb state_free;
+    struct es__msgq q;
+    es_actor_t *run_prev, *run_next; /* loop's run queue */
+    es_actor_t *prev, *next;         /* loop's actor list */
+    struct es__timer *timers;        /* timers this actor owns */
+    uint32_t done_local;
+    bool installed, started, in_runq, stop_requested, stopped, running;
+    int stop_reason;
+    ck_epoch_entry_t epoch_entry;
+
+    char pad1[64];
+    /* Senders: reservations made against the mailbox capacity. */
+    atomic_uint sent;
+    atomic_uint done_seen; /* a sender's last look at `done` */
+
+    char pad2[64];
+    /* Home thread writes, senders read: messages fully handled. */
+    atomic_uint done;
+    char pad3[64];
+};
+
+/* Actor table (table.c): handle -> actor, safe against stale handles. */
+struct es__table;
+int es__table_new(struct es__table **out);
+void es__table_free(struct es__table *t);
+/* Publishes a; fills a->id. Returns 0 or -ENOMEM. */
+int es__table_add(struct es__table *t, es_actor_t *a);
+/* Unpublishes a: lookups of its handle fail from now on. */
+void es__table_remove(struct es__table *t, es_actor_t *a);
+/* Makes a's slot reusable; only after an epoch grace period. */
+void es__table_release(struct es__table *t, es_actor_id_t id);
+/* The live actor with this handle, or NULL. Caller is in an epoch section. */
+es_actor_t *es__table_lookup(struct es__table *t, es_actor_id_t id);
+
+es_actor_t *es__actor_current(void);
+/* Sends with or without the mailbox limit (internal and system messages). */
+int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+             bool capped);
+/* Routes a message taken from an inbound ring on its target's loop. */
+void es__actor_route(struct es__loop *loop, es_msg_t *m);
+/* Delivers m to a now (home thread, top level, a installed and live). */
+void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
+/* Runs the run queue; returns the number of messages handled. */
+unsigned es__runq_run(struct es__loop *loop);
+void es__actor_install(struct es__loop *loop, es_actor_t *a);
+void es__actor_finalize(es_actor_t *a);
+/* Disposes of a message whose target is gone (internal ones included). */
+void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m);
+/* Frees an actor that was never installed (spawn undone or drained). */
+void es__actor_discard(es_actor_t *a);
+int es__actor_new_loop_actor(struct es__loop *loop);
+
+/* --- timers (timer.c) ----------------------------------------------------- */
+
+struct es__timers {
+    struct es__timer **heap; /* binary min-heap by (due, seq) */
+    uint32_t heap_len, heap_cap;
+    struct es__timer **slab; /* id index -> timer, NULL when free */
+    uint32_t *gen;           /* generation of each slab index */
+    uint32_t *free_next;     /* free list of slab indices */
+    uint32_t slab_len, slab_cap, free_head;
+    uint64_t seq; /* start order, to break ties between equal deadlines */
+};
+
+void es__timers_init(struct es__timers *ts);
+void es__timers_destroy(struct es__timers *ts);
+/* Fires due timers; returns how many fired. */
+unsigned es__timers_run(struct es__loop *loop);
+/* Milliseconds until the next timer (rounded up), or -1 if none. */
+int es__timers_timeout_ms(struct es__loop *loop);
+void es__timers_cancel_actor(struct es__loop *loop, es_actor_t *a);
+
+/* --- demux loop (loop.c) -------------------------------------------------- */
+
+/* Readiness bits of es__loop_watch_add(); equal to EPOLLIN / EPOLLOUT. */
+#define ES__WATCH_READ 0x001u
+#define ES__WATCH_WRITE 0x004u
+
+/* Something registered in a loop's epoll set. */
+struct es__watch {
+    int fd;
+    void (*cb)(struct es__loop *loop, struct es__watch *w, uint32_t events);
+};
+
+struct es__loop {
+    es_runtime_t *rt;
+    unsigned index;
+    pthread_t thread;
+    bool thread_started;
+    int epfd;
+    int wake_rd, wake_wr;
+    struct es__watch wake_watch;
+    atomic_int sleeping;
+    _Atomic(struct es__chan *) inbound;
+    struct es__tctx tctx;
+    es_actor_t *self;                  /* the loop actor */
+    es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
+    es_actor_t *actors;                /* actors installed here */
+    struct es__timers timers;
+    unsigned io_watches; /* watches besides the wakeup socket */
+    bool stopping;
+    atomic_uint nactors; /* actors assigned here, installed or on their way */
+    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps;
+};
+
+int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index);
+void es__loop_destroy(struct es__loop *loop);
+void *es__loop_main(void *arg);
+int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
+                       uint32_t events);
+/* Takes every message left in loop's inbound rings to the dead letters. */
+void es__loop_drain(struct es__loop *loop);
+struct es__loop *es__loop_current(void);
+
+/* --- signals (signal.c) --------------------------------------------------- */
+
+struct es__signals {
+    pthread_mutex_t lock;
+    struct es__sigsub {
+        int signo;
+        es_actor_id_t id; /* ES_ACTOR_NONE: stop the runtime */
+    } *subs;
+    size_t n, cap;
+    sigset_t mask;
+    struct es__watch watch; /* the signalfd, on loop 0 */
+    atomic_int active;      /* subscriptions exist */
+};
+
+int es__signals_init(es_runtime_t *rt);
+void es__signals_destroy(es_runtime_t *rt);
+void es__signals_drop_actor(es_runtime_t *rt, es_actor_id_t id);
+
+/* --- runtime (runtime.c) -------------------------------------------------- */
+
+struct es_runtime {
+    uint64_t serial; /* distinguishes runtimes in thread-local caches */
+    es_runtime_opts_t opts;
+    unsigned nloops;
+    struct es__loop *loops;
+    struct es__table *table;
+    ck_epoch_t epoch;
+    pthread_key_t key;
+    pthread_mutex_t tctx_lock;
+    struct es__tctx *foreign; /* contexts of non-demux threads */
+    struct es__signals sig;
+    atomic_int stopping;
+    atomic_uint rr_next;
+    bool started, waited;
+    pthread_mutex_t limbo_lock;
+    es_actor_t *limbo; /* discarded actors, freed with the runtime */
+    _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
+};
+
+#endif /* EVENTSERVER_INTERNAL_H */

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The demux loop: one per runtime thread. A turn fires due timers, drains
+ * the inbound rings (delivering each message), runs the actors with queued
+ * mail, then writes the wakeups its own sends need. With nothing left to
+ * do it announces that it sleeps and blocks in epoll_wait() until a timer
+ * is due, a sender wakes it through its socketpair, or a watched fd is
+ * ready. This is the only file that includes <sys/epoll.h>.
+ *
+ * The loop is inside its epoch section for the whole of a turn and outside
+ * it while asleep, so grace periods advance at least once per turn.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+_Static_assert(ES__WATCH_READ == EPOLLIN && ES__WATCH_WRITE == EPOLLOUT,
+               "watch bits are epoll's");
+
+static _Thread_local struct es__loop *tls_loop;
+
+struct es__loop *es__loop_current(void)
+{
+    return tls_loop;
+}
+
+static void wake_drain(struct es__loop *loop, struct es__watch *w,
+                       uint32_t events)
+{
+    char buf[256];
+    (void)loop;
+    (void)events;
+    while (recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+        ;
+}
+
+int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
+{
+    int sv[2];
+    loop->rt = rt;
+    loop->index = index;
+    loop->wake_rd = loop->wake_wr = -1;
+    es__timers_init(&loop->timers);
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0)
+        return -errno;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                   sv) < 0)
+        return -errno;
+    loop->wake_rd = sv[0];
+    loop->wake_wr = sv[1];
+    loop->wake_watch.fd = loop->wake_rd;
+    loop->wake_watch.cb = wake_drain;
+    int rc = es__loop_watch_add(loop, &loop->wake_watch, ES__WATCH_READ);
+    if (rc)
+        return rc;
+    loop->io_watches = 0; /* the wakeup socket does not count */
+    rc = es__tctx_init(rt, &loop->tctx, (int)index);
+    if (rc)
+        return rc;
+    return es__actor_new_loop_actor(loop);
+}
+
+void es__loop_destroy(struct es__loop *loop)
+{
+    es__timers_destroy(&loop->timers);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    if (loop->wake_rd >= 0)
+        close(loop->wake_rd);
+    if (loop->wake_wr >= 0)
+        close(loop->wake_wr);
+    loop->epfd = loop->wake_rd = loop->wake_wr = -1;
+}
+
+int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
+                       uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+        return -errno;
+    loop->io_watches++;
+    return 0;
+}
+
+/* Takes up to a budget of messages from every inbound ring. */
+static unsigned drain_rings(struct es__loop *loop)
+{
+    unsigned n = 0;
+    struct es__chan *c = atomic_load_explicit(&loop->inbound,
+                                              memory_order_acquire);
+    for (; c; c = c->next) {
+        es_msg_t m;
+        for (unsigned i = 0; i < ES__CHAN_BUDGET && es__chan_pop(c, &m); i++) {
+            es__actor_route(loop, &m);
+            n++;
+        }
+    }
+    return n;
+}
+
+static bool rings_nonempty(struct es__loop *loop)
+{
+    struct es__chan *c = atomic_load_explicit(&loop->inbound,
+                                              memory_order_acquire);
+    for (; c; c = c->next)
+        if (es__chan_nonempty(c))
+            return true;
+    return false;
+}
+
+static bool stop_requested(const struct es__loop *loop)
+{
+    return atomic_load_explicit(&loop->rt->stopping, memory_order_acquire);
+}
+
+static void poll_events(struct es__loop *loop, int timeout_ms)
+{
+    struct epoll_event ev[ES__EPOLL_EVENTS];
+    int n = epoll_wait(loop->epfd, ev, ES__EPOLL_EVENTS, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        struct es__watch *w = ev[i].data.ptr;
+        w->cb(loop, w, ev[i].events);
+    }
+}
+
+/* Blocks until there is something to do (see chan.c for the handshake). */
+static void sleep_until_work(struct es__loop *loop)
+{
+    uint64_t spin_ns = (uint64_t)loop->rt->opts.spin_us * 1000u;
+    if (spin_ns) {
+        uint64_t until = es__now_ns() + spin_ns;
+        while (!rings_nonempty(loop) && !stop_requested(loop) &&
+               es__now_ns() < until)
+            ;
+    }
+    int timeout = es__timers_timeout_ms(loop);
+    if (timeout == 0)
+        return;
+    atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (rings_nonempty(loop) || stop_requested(loop)) {
+        atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+        return;
+    }
+    ES__STAT_ADD(loop->sleeps, 1);
+    poll_events(loop, timeout);
+    atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+}
+
+/* Stops every actor here; later arrivals are stopped as they install. */
+static void begin_shutdown(struct es__loop *loop)
+{
+    loop->stopping = true;
+    while (loop->actors)
+        es__actor_finalize(loop->actors);
+}
+
+static unsigned turn(struct es__loop *loop)
+{
+    struct es__tctx *t = &loop->tctx;
+    unsigned work;
+    ck_epoch_begin(t->rec, NULL);
+    if (!loop->stopping && stop_requested(loop))
+        begin_shutdown(loop);
+    work = es__timers_run(loop);
+    work += drain_rings(loop);
+    work += es__runq_run(loop);
+    es__tctx_flush_wakes(t);
+    ES__TSAN_RELEASE(&loop->rt->epoch);
+    ck_epoch_end(t->rec, NULL);
+    if (t->rec->n_pending)
+        ck_epoch_poll(t->rec);
+    ES__STAT_ADD(loop->turns, 1);
+    return work;
+}
+
+void *es__loop_main(void *arg)
+{
+    struct es__loop *loop = arg;
+    es_runtime_t *rt = loop->rt;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    tls_loop = loop;
+    pthread_setspecific(rt->key, &loop->tctx);
+    for (;;) {
+        unsigned work = turn(loop);
+        if (loop->stopping &&
+            atomic_load_explicit(&loop->nactors, memory_order_acquire) == 0)
+            break;
+        if (work == 0)
+            sleep_until_work(loop);
+        else if (loop->io_watches || (loop->index == 0 &&
+                                      atomic_load_explicit(&rt->sig.active,
+                                                           memory_order_relaxed)))
+            poll_events(loop, 0);
+    }
+    ck_epoch_begin(loop->tctx.rec, NULL);
+    es__actor_finalize(loop->self);
+    es__tctx_flush_wakes(&loop->tctx);
+    ck_epoch_end(loop->tctx.rec, NULL);
+    tls_loop = NULL;
+    return NULL;
+}
+
+void es__loop_drain(struct es__loop *loop)
+{
+    struct es__chan *c = atomic_load_explicit(&loop->inbound,
+                                              memory_order_acquire);
+    for (; c; c = c->next) {
+        es_msg_t m;
+        while (es__chan_pop(c, &m))
+            es__actor_route(loop, &m);
+    }
+}

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The runtime: creates the demux threads and everything they share (actor
+ * table, epoch, signal routing), and takes it all down again. Shutdown
+ * order: es_runtime_stop() raises `stopping` and wakes every loop; each
+ * loop stops its actors (ES_MSG_STOP), keeps turning until the actors on
+ * their way to it have arrived and stopped too, then exits. The thread in
+ * es_runtime_wait() joins them, hands what is left in the rings to the dead
+ * letters and runs the last epoch grace period, after which every actor is
+ * freed.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#define MAX_THREADS 1024u
+
+static atomic_uint_fast64_t next_serial = 1;
+
+static unsigned round_up_pow2(unsigned v)
+{
+    unsigned p = 2;
+    while (p < v && p < (1u << 30))
+        p <<= 1;
+    return p;
+}
+
+static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
+{
+    *out = in ? *in : (es_runtime_opts_t){0};
+    if (!out->threads) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        out->threads = n > 0 ? (unsigned)n : 1;
+    }
+    if (out->threads > MAX_THREADS)
+        return -EINVAL;
+    if (!out->mailbox_capacity)
+        out->mailbox_capacity = ES_MAILBOX_DEFAULT;
+    if (out->mailbox_capacity > UINT32_MAX / 4)
+        return -EINVAL;
+    if (!out->channel_capacity)
+        out->channel_capacity = ES_CHANNEL_DEFAULT;
+    if (out->channel_capacity > (1u << 24))
+        return -EINVAL;
+    out->channel_capacity = round_up_pow2(out->channel_capacity);
+    return 0;
+}
+
+int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
+{
+    if (!out)
+        return -EINVAL;
+    es_runtime_t *rt = es__calloc(1, sizeof(*rt));
+    if (!rt)
+        return -ENOMEM;
+    int rc = check_opts(opts, &rt->opts);
+    if (rc) {
+        es__free(rt);
+        return rc;
+    }
+    rt->serial = atomic_fetch_add(&next_serial, 1);
+    rt->nloops = rt->opts.threads;
+    rt->sig.watch.fd = -1;
+    pthread_mutex_init(&rt->tctx_lock, NULL);
+    pthread_mutex_init(&rt->limbo_lock, NULL);
+    ck_epoch_init(&rt->epoch);
+    if ((rc = -pthread_key_create(&rt->key, es__tctx_key_dtor)) != 0) {
+        pthread_mutex_destroy(&rt->tctx_lock);
+        pthread_mutex_destroy(&rt->limbo_lock);
+        es__free(rt);
+        return rc;
+    }
+    rt->loops = es__calloc(rt->nloops, sizeof(*rt->loops));
+    rc = rt->loops ? es__table_new(&rt->table) : -ENOMEM;
+    for (unsigned i = 0; rt->loops && i < rt->nloops; i++)
+        rt->loops[i].epfd = rt->loops[i].wake_rd = rt->loops[i].wake_wr = -1;
+    for (unsigned i = 0; rc == 0 && i < rt->nloops; i++)
+        rc = es__loop_init(rt, &rt->loops[i], i);
+    if (rc == 0)
+        rc = es__signals_init(rt);
+    if (rc) {
+        rt->nloops = rt->loops ? rt->nloops : 0;
+        es_runtime_free(rt);
+        return rc == -ENFILE ? -EMFILE : rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+int es_runtime_start(es_runtime_t *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    if (rt->started)
+        return -EALREADY;
+    rt->started = true;
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        struct es__loop *loop = &rt->loops[i];
+        int rc = pthread_create(&loop->thread, NULL, es__loop_main, loop);
+        if (rc) {
+            es_runtime_stop(rt);
+            es_runtime_wait(rt);
+            return -rc;
+        }
+        loop->thread_started = true;
+    }
+    return 0;
+}
+
+int es_runtime_stop(es_runtime_t *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    if (atomic_exchange_explicit(&rt->stopping, 1, memory_order_acq_rel))
+        return -EALREADY;
+    struct es__tctx *t = es__tctx_current(rt);
+    struct es__tctx dummy = {0};
+    atomic_thread_fence(memory_order_seq_cst);
+    for (unsigned i = 0; i < rt->nloops; i++)
+        es__loop_wake(&rt->loops[i], t ? t : &dummy);
+    return 0;
+}
+
+/* Hands every message still in a ring to the dead letters. */
+static void drain_all(es_runtime_t *rt)
+{
+    for (unsigned i = 0; i < rt->nloops; i++)
+        es__loop_drain(&rt->loops[i]);
+}
+
+int es_runtime_wait(es_runtime_t *rt)
+{
+    if (!rt || !rt->started)
+        return -EINVAL;
+    struct es__tctx *t = es__tctx_current(rt);
+    if (t && t->loop_index >= 0)
+        return -EPERM;
+    if (rt->waited)
+        return 0;
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        if (rt->loops[i].thread_started)
+            pthread_join(rt->loops[i].thread, NULL);
+        rt->loops[i].thread_started = false;
+    }
+    rt->waited = true;
+    drain_all(rt);
+    for (unsigned i = 0; i < rt->nloops; i++)
+        ck_epoch_barrier(rt->loops[i].tctx.rec);
+    return 0;
+}
+
+int es_runtime_run(es_runtime_t *rt)
+{
+    int rc = es_runtime_start(rt);
+    return rc ? rc : es_runtime_wait(rt);
+}
+
+/* For a runtime whose threads never ran: settle what was queued for it. */
+static void settle_unstarted(es_runtime_t *rt)
+{
+    for (unsigned i = 0; i < rt->nloops; i++)
+        rt->loops[i].stopping = true;
+    drain_all(rt);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        if (rt->loops[i].self)
+            es__actor_finalize(rt->loops[i].self);
+        if (rt->loops[i].tctx.rec)
+            ck_epoch_barrier(rt->loops[i].tctx.rec);
+    }
+}
+
+static void free_contexts(es_runtime_t *rt)
+{
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        es__tctx_destroy(&rt->loops[i].tctx);
+        es__loop_destroy(&rt->loops[i]);
+    }
+    while (rt->foreign) {
+        struct es__tctx *t = rt->foreign;
+        rt->foreign = t->next;
+        es__tctx_destroy(t);
+        es__free(t);
+    }
+    while (rt->limbo) {
+        es_actor_t *a = rt->limbo;
+        rt->limbo = a->next;
+        es__free(a);
+    }
+}
+
+void es_runtime_free(es_runtime_t *rt)
+{
+    if (!rt)
+        return;
+    if (rt->started && !rt->waited) {
+        es_runtime_stop(rt);
+        es_runtime_wait(rt);
+    }
+    if (rt->started)
+        drain_all(rt); /* sends that raced with the end of es_runtime_wait */
+    else if (rt->table)
+        settle_unstarted(rt);
+    pthread_key_delete(rt->key);
+    if (rt->loops && rt->sig.watch.fd >= 0)
+        es__signals_destroy(rt);
+    if (rt->loops)
+        free_contexts(rt);
+    es__free(rt->loops);
+    es__table_free(rt->table);
+    pthread_mutex_destroy(&rt->tctx_lock);
+    pthread_mutex_destroy(&rt->limbo_lock);
+    es__free(rt);
+}
+
+unsigned es_runtime_threads(const es_runtime_t *rt)
+{
+    return rt->nloops;
+}
+
+es_actor_id_t es_runtime_loop_actor(const es_runtime_t *rt, unsigned index)
+{
+    if (index >= rt->nloops || !rt->loops[index].self)
+        return ES_ACTOR_NONE;
+    return rt->loops[index].self->id;
+}
+
+int es_runtime_current_loop(const es_runtime_t *rt)
+{
+    struct es__tctx *t = es__tctx_current(rt);
+    return t && t->loop_index >= 0 ? t->loop_index : -EPERM;
+}
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void add_sender(es_stats_t *s, struct es__tctx *t)
+{
+    s->msgs_sent += LOAD(t->sent);
+    s->mailbox_full += LOAD(t->mailbox_full);
+    s->wakeups_written += LOAD(t->wakeups_written);
+    s->wakeups_saved += LOAD(t->wakeups_saved);
+}
+
+static void add_loop(es_stats_t *s, struct es__loop *l)
+{
+    add_sender(s, &l->tctx);
+    s->msgs_received += LOAD(l->received);
+    s->dead_letters += LOAD(l->dead_letters);
+    s->timers_fired += LOAD(l->timers_fired);
+    s->actors += LOAD(l->nactors);
+    s->loop_turns += LOAD(l->turns);
+    s->sleeps += LOAD(l->sleeps);
+}
+
+int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)
+{
+    if (!rt || !out || index < -1 || (index >= 0 && (unsigned)index >= rt->nloops))
+        return -EINVAL;
+    es_runtime_t *mrt = (es_runtime_t *)rt; /* the lock, not the data */
+    *out = (es_stats_t){0};
+    if (index >= 0) {
+        add_loop(out, &mrt->loops[index]);
+        return 0;
+    }
+    for (unsigned i = 0; i < rt->nloops; i++)
+        add_loop(out, &mrt->loops[i]);
+    pthread_mutex_lock(&mrt->tctx_lock);
+    for (struct es__tctx *t = mrt->foreign; t; t = t->next)
+        add_sender(out, t);
+    pthread_mutex_unlock(&mrt->tctx_lock);
+    return 0;
+}
