@@ -39,7 +39,8 @@ es_actor_t *es__actor_current(void)
     return tls_current;
 }
 
-/* --- local queue ----------------------------------------------------------- */
+/* --- local queue -----------------------------------------------------------
+ */
 
 static int msgq_grow(struct es__msgq *q)
 {
@@ -162,7 +163,8 @@ unsigned es__runq_run(struct es__loop *loop)
     return handled;
 }
 
-/* --- delivery (home thread) ------------------------------------------------ */
+/* --- delivery (home thread) ------------------------------------------------
+ */
 
 static int call_behaviour(es_actor_t *a, es_msg_t *m)
 {
@@ -185,8 +187,10 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
             a->started = true;
         int rc = call_behaviour(a, m);
         if (rc < 0 && !a->stop_requested) {
-            es__log(ES_LOG_WARN, "actor %#llx stopped: its behaviour returned "
-                    "%d (%s)", (unsigned long long)a->id, rc, es_strerror(rc));
+            es__log(ES_LOG_WARN,
+                    "actor %#llx stopped: its behaviour returned "
+                    "%d (%s)",
+                    (unsigned long long)a->id, rc, es_strerror(rc));
             a->stop_requested = true;
             a->stop_reason = rc;
         }
@@ -228,8 +232,8 @@ void es__actor_route(struct es__loop *loop, es_msg_t *m)
 
 static void actor_reclaim(ck_epoch_entry_t *e)
 {
-    es_actor_t *a = (es_actor_t *)((char *)e -
-                                   offsetof(es_actor_t, epoch_entry));
+    es_actor_t *a =
+        (es_actor_t *)((char *)e - offsetof(es_actor_t, epoch_entry));
     ES__TSAN_ACQUIRE(&a->rt->epoch);
     es__table_release(a->rt->table, a->id);
     es__free(a);
@@ -347,7 +351,8 @@ int es__actor_new_loop_actor(struct es__loop *loop)
     return 0;
 }
 
-/* --- sending (any thread) -------------------------------------------------- */
+/* --- sending (any thread) --------------------------------------------------
+ */
 
 static bool mailbox_reserve(es_actor_t *a)
 {
@@ -433,14 +438,15 @@ int es_stop(es_runtime_t *rt, es_actor_id_t id)
     return es__send(rt, id, &m, false);
 }
 
-/* --- spawning --------------------------------------------------------------- */
+/* --- spawning ---------------------------------------------------------------
+ */
 
 static unsigned least_loaded(const es_runtime_t *rt)
 {
     unsigned best = 0, best_n = UINT32_MAX;
     for (unsigned i = 0; i < rt->nloops; i++) {
-        unsigned n = atomic_load_explicit(&rt->loops[i].nactors,
-                                          memory_order_relaxed);
+        unsigned n =
+            atomic_load_explicit(&rt->loops[i].nactors, memory_order_relaxed);
         if (n < best_n) {
             best = i;
             best_n = n;
@@ -521,7 +527,8 @@ int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, es_actor_id_t *out)
     return 0;
 }
 
-/* --- accessors ---------------------------------------------------------------- */
+/* --- accessors
+ * ---------------------------------------------------------------- */
 
 void es_actor_stop(es_actor_t *self)
 {

@@ -63,8 +63,8 @@ static struct es__chan *chan_new(struct es__tctx *t, unsigned capacity)
 
 static void chan_publish(struct es__loop *loop, struct es__chan *c)
 {
-    struct es__chan *head = atomic_load_explicit(&loop->inbound,
-                                                 memory_order_relaxed);
+    struct es__chan *head =
+        atomic_load_explicit(&loop->inbound, memory_order_relaxed);
     do {
         c->next = head;
     } while (!atomic_compare_exchange_weak_explicit(

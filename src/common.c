@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,8 @@ void es__log(es_log_level_t level, const char *fmt, ...)
 
 const char *es_strerror(int err)
 {
+    if (err == INT_MIN)
+        return "unknown error";
     switch (-err) {
 #define ES__ERRSTR(code, text)                                                 \
     case code:                                                                 \

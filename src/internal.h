@@ -23,7 +23,8 @@
  */
 #define ES__CHAN_BUDGET 256u   /* messages taken from one inbound ring */
 #define ES__ACTOR_BUDGET 64u   /* queued messages one actor handles per visit */
-#define ES__RUNQ_BUDGET 4096u  /* queued messages handled per turn, all actors */
+#define ES__RUNQ_BUDGET 4096u  /* queued messages handled per turn, all actors \
+                                */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
 #define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
 
@@ -102,10 +103,10 @@ struct es__chan {
 struct es__tctx {
     es_runtime_t *rt;
     ck_epoch_record_t *rec;
-    struct es__chan **chan; /* [threads] */
-    int loop_index;         /* -1 for a foreign thread */
-    atomic_int in_use;      /* foreign: 1 while a thread owns it */
-    struct es__tctx *next;  /* runtime's list of contexts */
+    struct es__chan **chan;      /* [threads] */
+    int loop_index;              /* -1 for a foreign thread */
+    atomic_int in_use;           /* foreign: 1 while a thread owns it */
+    struct es__tctx *next;       /* runtime's list of contexts */
     unsigned char *wake_pending; /* [threads]: demux senders batch wakeups */
     unsigned wake_count;
     _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved;
@@ -283,7 +284,7 @@ struct es__signals {
     struct es__sigsub {
         int signo;
         es_actor_id_t id; /* ES_ACTOR_NONE: stop the runtime */
-    } *subs;
+    } * subs;
     size_t n, cap;
     sigset_t mask;
     struct es__watch watch; /* the signalfd, on loop 0 */

@@ -47,8 +47,8 @@ int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
         return -errno;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                   sv) < 0)
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) <
+        0)
         return -errno;
     loop->wake_rd = sv[0];
     loop->wake_wr = sv[1];
@@ -90,8 +90,8 @@ int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
 static unsigned drain_rings(struct es__loop *loop)
 {
     unsigned n = 0;
-    struct es__chan *c = atomic_load_explicit(&loop->inbound,
-                                              memory_order_acquire);
+    struct es__chan *c =
+        atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next) {
         es_msg_t m;
         for (unsigned i = 0; i < ES__CHAN_BUDGET && es__chan_pop(c, &m); i++) {
@@ -104,8 +104,8 @@ static unsigned drain_rings(struct es__loop *loop)
 
 static bool rings_nonempty(struct es__loop *loop)
 {
-    struct es__chan *c = atomic_load_explicit(&loop->inbound,
-                                              memory_order_acquire);
+    struct es__chan *c =
+        atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next)
         if (es__chan_nonempty(c))
             return true;
@@ -194,9 +194,9 @@ void *es__loop_main(void *arg)
             break;
         if (work == 0)
             sleep_until_work(loop);
-        else if (loop->io_watches || (loop->index == 0 &&
-                                      atomic_load_explicit(&rt->sig.active,
-                                                           memory_order_relaxed)))
+        else if (loop->io_watches ||
+                 (loop->index == 0 &&
+                  atomic_load_explicit(&rt->sig.active, memory_order_relaxed)))
             poll_events(loop, 0);
     }
     ck_epoch_begin(loop->tctx.rec, NULL);
@@ -209,8 +209,8 @@ void *es__loop_main(void *arg)
 
 void es__loop_drain(struct es__loop *loop)
 {
-    struct es__chan *c = atomic_load_explicit(&loop->inbound,
-                                              memory_order_acquire);
+    struct es__chan *c =
+        atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next) {
         es_msg_t m;
         while (es__chan_pop(c, &m))

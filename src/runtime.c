@@ -254,7 +254,8 @@ static void add_loop(es_stats_t *s, struct es__loop *l)
 
 int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)
 {
-    if (!rt || !out || index < -1 || (index >= 0 && (unsigned)index >= rt->nloops))
+    if (!rt || !out || index < -1 ||
+        (index >= 0 && (unsigned)index >= rt->nloops))
         return -EINVAL;
     es_runtime_t *mrt = (es_runtime_t *)rt; /* the lock, not the data */
     *out = (es_stats_t){0};

@@ -60,8 +60,8 @@ static void route(es_runtime_t *rt, int signo)
         if (rc == -ESRCH)
             es_signal_unsubscribe(rt, ids[i], signo);
         else if (rc)
-            es__log(ES_LOG_ERROR, "signal %d not delivered to %#llx: %s",
-                    signo, (unsigned long long)ids[i], es_strerror(rc));
+            es__log(ES_LOG_ERROR, "signal %d not delivered to %#llx: %s", signo,
+                    (unsigned long long)ids[i], es_strerror(rc));
     }
     if (ids != local)
         es__free(ids);
@@ -170,8 +170,7 @@ int es_runtime_stop_on_signal(es_runtime_t *rt, int signo)
 }
 
 /* Removes matching subscriptions (signo 0: all of id's); lock held. */
-static size_t remove_subs(struct es__signals *sig, es_actor_id_t id,
-                          int signo)
+static size_t remove_subs(struct es__signals *sig, es_actor_id_t id, int signo)
 {
     size_t kept = 0, removed = 0;
     for (size_t i = 0; i < sig->n; i++) {

@@ -121,12 +121,12 @@ typedef enum es_placement {
 
 /* What to spawn. Zeroed fields take defaults. */
 typedef struct es_spawn_opts {
-    es_behaviour_cb behaviour;  /* required */
-    void *state;                /* handed to the behaviour via es_actor_state */
+    es_behaviour_cb behaviour; /* required */
+    void *state;               /* handed to the behaviour via es_actor_state */
     es_state_free_cb state_free; /* called once after ES_MSG_STOP, or NULL */
-    int loop;                   /* home demux thread, or ES_LOOP_ANY */
-    es_placement_t placement;   /* used when loop == ES_LOOP_ANY */
-    unsigned mailbox_capacity;  /* 0: the runtime's default */
+    int loop;                    /* home demux thread, or ES_LOOP_ANY */
+    es_placement_t placement;    /* used when loop == ES_LOOP_ANY */
+    unsigned mailbox_capacity;   /* 0: the runtime's default */
 } es_spawn_opts_t;
 
 /*

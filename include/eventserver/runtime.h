@@ -12,7 +12,8 @@
 extern "C" {
 #endif
 
-/* Opaque runtime; created by es_runtime_new(), destroyed by es_runtime_free(). */
+/* Opaque runtime; created by es_runtime_new(), destroyed by es_runtime_free().
+ */
 typedef struct es_runtime es_runtime_t;
 
 /* Handle of an actor: index and generation; 0 is never a live actor. */
@@ -56,8 +57,7 @@ typedef struct es_runtime_opts {
  * Ownership: the caller owns *out and frees it with es_runtime_free().
  * Thread: any.
  */
-ES_EXTERN int es_runtime_new(const es_runtime_opts_t *opts,
-                             es_runtime_t **out);
+ES_EXTERN int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out);
 
 /*
  * Starts the demux threads and returns at once.
@@ -121,16 +121,17 @@ ES_EXTERN int es_runtime_current_loop(const es_runtime_t *rt);
 
 /* Counters of one demux thread (or of all threads, see es_runtime_stats()). */
 typedef struct es_stats {
-    uint64_t msgs_sent;       /* messages accepted by es_send() on this thread */
-    uint64_t msgs_received;   /* messages delivered to a behaviour here */
-    uint64_t dead_letters;    /* messages whose target had stopped */
-    uint64_t mailbox_full;    /* sends refused with -EAGAIN */
-    uint64_t wakeups_written; /* bytes written to a sleeping loop's socketpair */
-    uint64_t wakeups_saved;   /* cross-thread sends that needed no wakeup */
-    uint64_t timers_fired;    /* ES_MSG_TIMER messages delivered */
-    uint64_t actors;          /* actors living on this thread now */
-    uint64_t loop_turns;      /* iterations of the demux loop */
-    uint64_t sleeps;          /* times the loop blocked in epoll_wait() */
+    uint64_t msgs_sent;     /* messages accepted by es_send() on this thread */
+    uint64_t msgs_received; /* messages delivered to a behaviour here */
+    uint64_t dead_letters;  /* messages whose target had stopped */
+    uint64_t mailbox_full;  /* sends refused with -EAGAIN */
+    uint64_t
+        wakeups_written;    /* bytes written to a sleeping loop's socketpair */
+    uint64_t wakeups_saved; /* cross-thread sends that needed no wakeup */
+    uint64_t timers_fired;  /* ES_MSG_TIMER messages delivered */
+    uint64_t actors;        /* actors living on this thread now */
+    uint64_t loop_turns;    /* iterations of the demux loop */
+    uint64_t sleeps;        /* times the loop blocked in epoll_wait() */
 } es_stats_t;
 
 /*
