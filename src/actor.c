@@ -20,7 +20,8 @@
  * Unsigned wrap-around keeps the arithmetic right after 2^32 messages.
  *
  * A stopped actor leaves the table at once (new sends get -ESRCH), gets
- * ES_MSG_STOP if it had started, loses its timers and subscriptions, hands
+ * ES_MSG_STOP (an actor installed after its loop began to stop gets START
+ * and STOP back to back), loses its timers and subscriptions, hands
  * its queued messages to the dead letters and is freed after an epoch grace
  * period, because a sender may still be reading it.
  */
@@ -271,14 +272,16 @@ void es__actor_finalize(es_actor_t *a)
 
 void es__actor_install(struct es__loop *loop, es_actor_t *a)
 {
+    es_msg_t start = es_msg_make(ES_MSG_START);
+    start.to = a->id;
     a->installed = true;
     list_link(loop, a);
     if (loop->stopping) {
+        /* Every successful spawn sees START and STOP, even this late. */
+        es__actor_dispatch(a, &start);
         es__actor_finalize(a);
         return;
     }
-    es_msg_t start = es_msg_make(ES_MSG_START);
-    start.to = a->id;
     if (es__msgq_push(&a->q, &start, true) != 0) {
         es__log(ES_LOG_ERROR, "no memory to start actor %#llx",
                 (unsigned long long)a->id);
@@ -291,36 +294,15 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
 {
     if (es__msg_is_internal(m->type)) {
+        /* A spawn that reached its loop after the loop exited. */
         if (m->type == ES__MSG_SPAWN)
-            es__actor_discard(m->ptr);
+            es__actor_install(((es_actor_t *)m->ptr)->loop, m->ptr);
         return;
     }
     ES__STAT_ADD(loop->dead_letters, 1);
     if (rt->opts.dead_letter)
         rt->opts.dead_letter(rt->opts.dead_letter_arg, m->to, m);
     es_msg_release(m);
-}
-
-/*
- * An actor whose spawn message was still in flight when its loop exited.
- * Senders may still hold it (they found it in the table), so it is kept
- * until the runtime is freed rather than freed now.
- */
-void es__actor_discard(es_actor_t *a)
-{
-    es_runtime_t *rt = a->rt;
-    es__table_remove(rt->table, a);
-    es_msg_t m;
-    while (es__msgq_pop(&a->q, &m))
-        es__dead_letter(rt, a->loop, &m);
-    es__msgq_reset(&a->q);
-    if (a->state_free)
-        a->state_free(a->state);
-    atomic_fetch_sub_explicit(&a->loop->nactors, 1, memory_order_relaxed);
-    pthread_mutex_lock(&rt->limbo_lock);
-    a->next = rt->limbo;
-    rt->limbo = a;
-    pthread_mutex_unlock(&rt->limbo_lock);
 }
 
 static int loop_behaviour(es_actor_t *self, es_msg_t *msg)

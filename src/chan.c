@@ -212,6 +212,7 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
     es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
     if (!slot)
         *err = -EAGAIN;
+    ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
     return slot;
 }
 
@@ -246,6 +247,7 @@ bool es__chan_pop(struct es__chan *c, es_msg_t *out)
     if (!ck_ring_dequeue_spsc_es_msg(&c->ring, c->slots, out))
         return false;
     ES__TSAN_ACQUIRE(c);
+    ES__TSAN_RELEASE(&c->ring.c_head);
     return true;
 }
 

@@ -21,9 +21,10 @@
  * loop from the others (fairness) and how stale the epoch can get: a loop
  * leaves its epoch section once per turn.
  */
-#define ES__CHAN_BUDGET 256u   /* messages taken from one inbound ring */
-#define ES__ACTOR_BUDGET 64u   /* queued messages one actor handles per visit */
-#define ES__RUNQ_BUDGET 4096u  /* queued messages handled per turn, all actors \
+#define ES__CHAN_BUDGET 256u /* messages taken from one inbound ring */
+#define ES__ACTOR_BUDGET 64u /* queued messages one actor handles per visit */
+#define ES__RUNQ_BUDGET                                                        \
+    4096u                      /* queued messages handled per turn, all actors \
                                 */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
 #define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
@@ -211,8 +212,6 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a);
 void es__actor_finalize(es_actor_t *a);
 /* Disposes of a message whose target is gone (internal ones included). */
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m);
-/* Frees an actor that was never installed (spawn undone or drained). */
-void es__actor_discard(es_actor_t *a);
 int es__actor_new_loop_actor(struct es__loop *loop);
 
 /* --- timers (timer.c) ----------------------------------------------------- */
@@ -273,8 +272,9 @@ void es__loop_destroy(struct es__loop *loop);
 void *es__loop_main(void *arg);
 int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
                        uint32_t events);
-/* Takes every message left in loop's inbound rings to the dead letters. */
-void es__loop_drain(struct es__loop *loop);
+/* After the loop exited: routes (so dead-letters) every message left in its
+ * inbound rings. Returns how many there were. */
+unsigned es__loop_drain(struct es__loop *loop);
 struct es__loop *es__loop_current(void);
 
 /* --- signals (signal.c) --------------------------------------------------- */
@@ -311,8 +311,6 @@ struct es_runtime {
     atomic_int stopping;
     atomic_uint rr_next;
     bool started, waited;
-    pthread_mutex_t limbo_lock;
-    es_actor_t *limbo; /* discarded actors, freed with the runtime */
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
 };
 

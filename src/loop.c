@@ -207,13 +207,17 @@ void *es__loop_main(void *arg)
     return NULL;
 }
 
-void es__loop_drain(struct es__loop *loop)
+unsigned es__loop_drain(struct es__loop *loop)
 {
+    unsigned n = 0;
     struct es__chan *c =
         atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next) {
         es_msg_t m;
-        while (es__chan_pop(c, &m))
+        while (es__chan_pop(c, &m)) {
             es__actor_route(loop, &m);
+            n++;
+        }
     }
+    return n;
 }

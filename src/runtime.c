@@ -63,11 +63,9 @@ int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
     rt->nloops = rt->opts.threads;
     rt->sig.watch.fd = -1;
     pthread_mutex_init(&rt->tctx_lock, NULL);
-    pthread_mutex_init(&rt->limbo_lock, NULL);
     ck_epoch_init(&rt->epoch);
     if ((rc = -pthread_key_create(&rt->key, es__tctx_key_dtor)) != 0) {
         pthread_mutex_destroy(&rt->tctx_lock);
-        pthread_mutex_destroy(&rt->limbo_lock);
         es__free(rt);
         return rc;
     }
@@ -122,11 +120,23 @@ int es_runtime_stop(es_runtime_t *rt)
     return 0;
 }
 
-/* Hands every message still in a ring to the dead letters. */
-static void drain_all(es_runtime_t *rt)
+/*
+ * After the loops exited: hands every message still in a ring to the dead
+ * letters, and runs the last grace period so every stopped actor is freed.
+ * Repeats while behaviours run here (late spawns get START and STOP on this
+ * thread) send more.
+ */
+static void settle(es_runtime_t *rt)
 {
+    bool more = true;
+    while (more) {
+        more = false;
+        for (unsigned i = 0; i < rt->nloops; i++)
+            more |= es__loop_drain(&rt->loops[i]) > 0;
+    }
     for (unsigned i = 0; i < rt->nloops; i++)
-        es__loop_drain(&rt->loops[i]);
+        if (rt->loops[i].tctx.rec)
+            ck_epoch_barrier(rt->loops[i].tctx.rec);
 }
 
 int es_runtime_wait(es_runtime_t *rt)
@@ -144,9 +154,7 @@ int es_runtime_wait(es_runtime_t *rt)
         rt->loops[i].thread_started = false;
     }
     rt->waited = true;
-    drain_all(rt);
-    for (unsigned i = 0; i < rt->nloops; i++)
-        ck_epoch_barrier(rt->loops[i].tctx.rec);
+    settle(rt);
     return 0;
 }
 
@@ -161,13 +169,11 @@ static void settle_unstarted(es_runtime_t *rt)
 {
     for (unsigned i = 0; i < rt->nloops; i++)
         rt->loops[i].stopping = true;
-    drain_all(rt);
-    for (unsigned i = 0; i < rt->nloops; i++) {
+    settle(rt);
+    for (unsigned i = 0; i < rt->nloops; i++)
         if (rt->loops[i].self)
             es__actor_finalize(rt->loops[i].self);
-        if (rt->loops[i].tctx.rec)
-            ck_epoch_barrier(rt->loops[i].tctx.rec);
-    }
+    settle(rt);
 }
 
 static void free_contexts(es_runtime_t *rt)
@@ -182,11 +188,6 @@ static void free_contexts(es_runtime_t *rt)
         es__tctx_destroy(t);
         es__free(t);
     }
-    while (rt->limbo) {
-        es_actor_t *a = rt->limbo;
-        rt->limbo = a->next;
-        es__free(a);
-    }
 }
 
 void es_runtime_free(es_runtime_t *rt)
@@ -198,7 +199,7 @@ void es_runtime_free(es_runtime_t *rt)
         es_runtime_wait(rt);
     }
     if (rt->started)
-        drain_all(rt); /* sends that raced with the end of es_runtime_wait */
+        settle(rt); /* sends that raced with the end of es_runtime_wait */
     else if (rt->table)
         settle_unstarted(rt);
     pthread_key_delete(rt->key);
@@ -209,7 +210,6 @@ void es_runtime_free(es_runtime_t *rt)
     es__free(rt->loops);
     es__table_free(rt->table);
     pthread_mutex_destroy(&rt->tctx_lock);
-    pthread_mutex_destroy(&rt->limbo_lock);
     es__free(rt);
 }
 

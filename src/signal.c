@@ -75,7 +75,13 @@ static void on_readable(struct es__loop *loop, struct es__watch *w,
     struct signalfd_siginfo si[8];
     ssize_t n;
     (void)events;
-    while ((n = read(w->fd, si, sizeof(si))) > 0) {
+    for (;;) {
+        /* Under the lock that update_mask() changes the fd's mask with. */
+        pthread_mutex_lock(&loop->rt->sig.lock);
+        n = read(w->fd, si, sizeof(si));
+        pthread_mutex_unlock(&loop->rt->sig.lock);
+        if (n <= 0)
+            break;
         for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++)
             route(loop->rt, (int)si[i].ssi_signo);
     }

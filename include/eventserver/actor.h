@@ -130,8 +130,10 @@ typedef struct es_spawn_opts {
 } es_spawn_opts_t;
 
 /*
- * Spawns an actor. Its first message is ES_MSG_START, delivered on its home
- * thread; messages sent to the returned handle before that are queued.
+ * Spawns an actor. Once this returns 0 the actor is guaranteed to receive
+ * ES_MSG_START first and ES_MSG_STOP last (even if the runtime stops before
+ * it ever ran), then state_free; messages sent to the returned handle before
+ * START are queued behind it.
  * Returns: 0 and *out, -EINVAL, -ENOMEM, -ESHUTDOWN once the runtime stops,
  * -EAGAIN if the home thread's channel is full.
  * Ownership: on success the runtime owns state and calls state_free exactly
