@@ -160,6 +160,8 @@ unsigned es__runq_run(struct es__loop *loop)
         }
         if (!a->stopped && a->q.count)
             runq_push(loop, a);
+        /* One fence per visit keeps other loops from sleeping on mail. */
+        es__tctx_flush_wakes(&loop->tctx);
     }
     return handled;
 }
@@ -254,6 +256,7 @@ void es__actor_finalize(es_actor_t *a)
         (void)call_behaviour(a, &stop);
     }
     es__timers_cancel_actor(loop, a);
+    es__io_unwatch_actor(a);
     if (atomic_load_explicit(&rt->sig.active, memory_order_relaxed))
         es__signals_drop_actor(rt, a->id);
     es_msg_t m;
@@ -267,6 +270,8 @@ void es__actor_finalize(es_actor_t *a)
     }
     if (a->state_free)
         a->state_free(a->state);
+    if (a->ext_free)
+        a->ext_free(a->ext);
     ck_epoch_call(loop->tctx.rec, &a->epoch_entry, actor_reclaim);
 }
 
@@ -297,6 +302,8 @@ void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
         /* A spawn that reached its loop after the loop exited. */
         if (m->type == ES__MSG_SPAWN)
             es__actor_install(((es_actor_t *)m->ptr)->loop, m->ptr);
+        else
+            es_msg_release(m);
         return;
     }
     ES__STAT_ADD(loop->dead_letters, 1);
@@ -450,8 +457,12 @@ static unsigned choose_loop(es_runtime_t *rt, const struct es__tctx *t,
            rt->nloops;
 }
 
-/* Hands a to its home loop through the caller's ring; a is not yet public. */
-static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a)
+/*
+ * Hands a to its home loop through the caller's ring; a is not yet public.
+ * *id is read before the commit: after it, a may run, stop and be freed.
+ */
+static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a,
+                        es_actor_id_t *id)
 {
     int rc;
     unsigned index = a->loop->index;
@@ -461,6 +472,7 @@ static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a)
     rc = es__table_add(rt->table, a);
     if (rc)
         return rc; /* the reservation is reused by the next send */
+    *id = a->id;
     *slot = es_msg_make(ES__MSG_SPAWN);
     slot->ptr = a;
     slot->to = a->loop->self->id;
@@ -468,7 +480,8 @@ static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a)
     return 0;
 }
 
-int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, es_actor_id_t *out)
+int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
+              es_state_free_cb ext_free, es_actor_id_t *out)
 {
     if (!rt || !opts || !opts->behaviour || !out)
         return -EINVAL;
@@ -491,22 +504,37 @@ int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, es_actor_id_t *out)
     a->behaviour = opts->behaviour;
     a->state = opts->state;
     a->state_free = opts->state_free;
+    a->ext = ext;
+    a->ext_free = ext_free;
     atomic_fetch_add_explicit(&loop->nactors, 1, memory_order_relaxed);
+    es_actor_id_t id = ES_ACTOR_NONE;
     int rc;
     if ((int)loop->index == t->loop_index) {
         rc = es__table_add(rt->table, a);
-        if (rc == 0)
+        if (rc == 0) {
+            id = a->id; /* install may run it to its end */
             es__actor_install(loop, a);
+        }
     } else {
-        rc = spawn_remote(rt, t, a);
+        rc = spawn_remote(rt, t, a, &id);
     }
     if (rc) {
         atomic_fetch_sub_explicit(&loop->nactors, 1, memory_order_relaxed);
         es__free(a);
         return rc;
     }
-    *out = a->id;
+    *out = id;
     return 0;
+}
+
+int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, es_actor_id_t *out)
+{
+    return es__spawn(rt, opts, NULL, NULL, out);
+}
+
+uint32_t es__actor_backlog(const es_actor_t *a)
+{
+    return atomic_load_explicit(&a->sent, memory_order_relaxed) - a->done_local;
 }
 
 /* --- accessors

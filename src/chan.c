@@ -37,6 +37,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 CK_RING_PROTOTYPE(es_msg, es_msg)
@@ -105,12 +106,129 @@ void es__tctx_destroy(struct es__tctx *t)
     t->rec = NULL;
 }
 
-/* Runs when a foreign thread exits: its context goes back to the pool. */
-void es__tctx_key_dtor(void *ctx)
+/*
+ * Which context a thread uses for which runtime. A thread keeps a small
+ * list of (runtime serial, context) pairs under one process-wide pthread
+ * key, with a one-entry thread-local cache in front. Serials are never
+ * reused, so an entry left from a freed runtime can never match a live one.
+ * When a thread exits, the key's destructor gives its foreign contexts back
+ * to their runtimes' pools, but only for runtimes still registered: the
+ * registry lock keeps es_runtime_free() from freeing a runtime meanwhile.
+ * These lists outlive runtimes (they go with the thread), so they use libc's
+ * allocator, not the hooks, which may be replaced between runtimes.
+ */
+struct thread_entry {
+    uint64_t serial;
+    es_runtime_t *rt;
+    struct es__tctx *t;
+};
+
+struct thread_ctxs {
+    unsigned n, cap;
+    struct thread_entry *ent;
+};
+
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+static int thread_key_err;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static es_runtime_t *registry;
+
+/* True if rt is a live runtime with that serial; registry_lock is held. */
+static bool registered(const es_runtime_t *rt, uint64_t serial)
 {
-    struct es__tctx *t = ctx;
-    if (t->loop_index < 0)
-        atomic_store_explicit(&t->in_use, 0, memory_order_release);
+    for (es_runtime_t *r = registry; r; r = r->reg_next)
+        if (r == rt && r->serial == serial)
+            return true;
+    return false;
+}
+
+static void thread_exit(void *arg)
+{
+    struct thread_ctxs *tc = arg;
+    pthread_mutex_lock(&registry_lock);
+    for (unsigned i = 0; i < tc->n; i++) {
+        struct thread_entry *e = &tc->ent[i];
+        if (e->t->loop_index < 0 && registered(e->rt, e->serial))
+            atomic_store_explicit(&e->t->in_use, 0, memory_order_release);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    free(tc->ent);
+    free(tc);
+}
+
+static void thread_key_make(void)
+{
+    thread_key_err = pthread_key_create(&thread_key, thread_exit);
+}
+
+void es__registry_add(es_runtime_t *rt)
+{
+    pthread_mutex_lock(&registry_lock);
+    rt->reg_next = registry;
+    registry = rt;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void es__registry_remove(es_runtime_t *rt)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (es_runtime_t **p = &registry; *p; p = &(*p)->reg_next) {
+        if (*p == rt) {
+            *p = rt->reg_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static struct thread_ctxs *thread_ctxs(bool create)
+{
+    pthread_once(&thread_key_once, thread_key_make);
+    if (thread_key_err)
+        return NULL;
+    struct thread_ctxs *tc = pthread_getspecific(thread_key);
+    if (!tc && create) {
+        tc = calloc(1, sizeof(*tc));
+        if (tc && pthread_setspecific(thread_key, tc) != 0) {
+            free(tc);
+            tc = NULL;
+        }
+    }
+    return tc;
+}
+
+/* Drops entries of runtimes that are gone, to make room. */
+static void thread_prune(struct thread_ctxs *tc)
+{
+    unsigned kept = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (unsigned i = 0; i < tc->n; i++)
+        if (registered(tc->ent[i].rt, tc->ent[i].serial))
+            tc->ent[kept++] = tc->ent[i];
+    pthread_mutex_unlock(&registry_lock);
+    tc->n = kept;
+}
+
+int es__thread_bind(es_runtime_t *rt, struct es__tctx *t)
+{
+    struct thread_ctxs *tc = thread_ctxs(true);
+    if (!tc)
+        return -ENOMEM;
+    if (tc->n == tc->cap)
+        thread_prune(tc);
+    if (tc->n == tc->cap) {
+        unsigned cap = tc->cap ? tc->cap * 2 : 4;
+        void *ent = realloc(tc->ent, cap * sizeof(*tc->ent));
+        if (!ent)
+            return -ENOMEM;
+        tc->ent = ent;
+        tc->cap = cap;
+    }
+    tc->ent[tc->n++] = (struct thread_entry){rt->serial, rt, t};
+    tls_ctx.serial = rt->serial;
+    tls_ctx.ctx = t;
+    return 0;
 }
 
 static struct es__tctx *foreign_acquire(es_runtime_t *rt)
@@ -143,12 +261,15 @@ struct es__tctx *es__tctx_current(const es_runtime_t *rt)
 {
     if (tls_ctx.serial == rt->serial)
         return tls_ctx.ctx;
-    struct es__tctx *t = pthread_getspecific(rt->key);
-    if (t) {
-        tls_ctx.serial = rt->serial;
-        tls_ctx.ctx = t;
+    struct thread_ctxs *tc = thread_ctxs(false);
+    for (unsigned i = 0; tc && i < tc->n; i++) {
+        if (tc->ent[i].serial == rt->serial) {
+            tls_ctx.serial = rt->serial;
+            tls_ctx.ctx = tc->ent[i].t;
+            return tc->ent[i].t;
+        }
     }
-    return t;
+    return NULL;
 }
 
 struct es__tctx *es__tctx_get(es_runtime_t *rt)
@@ -157,14 +278,10 @@ struct es__tctx *es__tctx_get(es_runtime_t *rt)
     if (t)
         return t;
     t = foreign_acquire(rt);
-    if (!t)
-        return NULL;
-    if (pthread_setspecific(rt->key, t) != 0) {
-        es__tctx_key_dtor(t);
-        return NULL;
+    if (t && es__thread_bind(rt, t) != 0) {
+        atomic_store_explicit(&t->in_use, 0, memory_order_release);
+        t = NULL;
     }
-    tls_ctx.serial = rt->serial;
-    tls_ctx.ctx = t;
     return t;
 }
 
@@ -210,8 +327,12 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
         chan_publish(&t->rt->loops[index], c);
     }
     es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
-    if (!slot)
+    if (!slot) {
         *err = -EAGAIN;
+        /* A full ring whose consumer may be asleep: wake it now, not at the
+         * end of this turn, or the sender only ever sees -EAGAIN. */
+        es__tctx_flush_wakes(t);
+    }
     ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
     return slot;
 }

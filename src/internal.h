@@ -34,6 +34,7 @@ enum {
     ES__MSG_INTERNAL = 0xF000,
     ES__MSG_SPAWN,    /* to a loop actor: ptr is the actor to install */
     ES__MSG_STOP_REQ, /* to any actor: es_stop() */
+    ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
 };
 
 static inline bool es__msg_is_internal(uint32_t type)
@@ -117,7 +118,11 @@ struct es__tctx *es__tctx_get(es_runtime_t *rt);
 struct es__tctx *es__tctx_current(const es_runtime_t *rt);
 int es__tctx_init(es_runtime_t *rt, struct es__tctx *t, int loop_index);
 void es__tctx_destroy(struct es__tctx *t);
-void es__tctx_key_dtor(void *ctx);
+/* Records that the calling thread sends into rt with t. */
+int es__thread_bind(es_runtime_t *rt, struct es__tctx *t);
+/* Live runtimes, for threads that exit (see chan.c). */
+void es__registry_add(es_runtime_t *rt);
+void es__registry_remove(es_runtime_t *rt);
 /* Enqueues m for loop `index`. Returns 0, -EAGAIN (ring full), -ENOMEM. */
 int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m);
 /* Reserves the next slot of t's ring to loop `index`: NULL if it is full
@@ -169,6 +174,9 @@ struct es_actor {
     es_actor_t *run_prev, *run_next; /* loop's run queue */
     es_actor_t *prev, *next;         /* loop's actor list */
     struct es__timer *timers;        /* timers this actor owns */
+    int io_head;                     /* first watched fd + 1, 0 if none */
+    void *ext;                       /* actors/ modules: connection state */
+    es_state_free_cb ext_free;       /* frees ext after state_free */
     uint32_t done_local;
     bool installed, started, in_runq, stop_requested, stopped, running;
     int stop_reason;
@@ -199,6 +207,13 @@ void es__table_release(struct es__table *t, es_actor_id_t id);
 es_actor_t *es__table_lookup(struct es__table *t, es_actor_id_t id);
 
 es_actor_t *es__actor_current(void);
+/* es_spawn() with an extension for actors/ modules (freed by ext_free). */
+int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
+              es_state_free_cb ext_free, es_actor_id_t *out);
+/* Messages counted against a's mailbox and not yet handled (home thread). */
+uint32_t es__actor_backlog(const es_actor_t *a);
+/* Runs fn(arg) when rt is freed, after its threads are gone. */
+int es__runtime_on_free(es_runtime_t *rt, void (*fn)(void *), void *arg);
 /* Sends with or without the mailbox limit (internal and system messages). */
 int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
              bool capped);
@@ -213,6 +228,22 @@ void es__actor_finalize(es_actor_t *a);
 /* Disposes of a message whose target is gone (internal ones included). */
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m);
 int es__actor_new_loop_actor(struct es__loop *loop);
+
+/* --- fd watches (io.c) -----------------------------------------------------
+ */
+
+/* One watched fd of a loop; the table is indexed by fd. */
+struct es__fdent {
+    es_actor_t *owner; /* NULL when not watched */
+    uint32_t events;
+    uint32_t gen;         /* tells a stale epoll event from a live one */
+    int next_fd, prev_fd; /* owner's list of watched fds (+1, 0 = end) */
+};
+
+/* Delivers an epoll event tagged for fd and generation gen. */
+void es__io_ready(struct es__loop *loop, int fd, uint32_t gen, uint32_t events);
+void es__io_unwatch_actor(es_actor_t *a);
+void es__io_destroy(struct es__loop *loop);
 
 /* --- timers (timer.c) ----------------------------------------------------- */
 
@@ -261,7 +292,10 @@ struct es__loop {
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
     struct es__timers timers;
-    unsigned io_watches; /* watches besides the wakeup socket */
+    unsigned io_watches;    /* watches besides the wakeup socket */
+    struct es__fdent *fds;  /* actors' fd watches, indexed by fd */
+    unsigned char *scratch; /* read buffer shared by this loop's actors */
+    int fds_cap;
     bool stopping;
     atomic_uint nactors; /* actors assigned here, installed or on their way */
     _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps;
@@ -272,10 +306,20 @@ void es__loop_destroy(struct es__loop *loop);
 void *es__loop_main(void *arg);
 int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
                        uint32_t events);
+/* epoll_ctl for an actor's fd watch: op is ES__CTL_*; data tags the event. */
+enum { ES__CTL_ADD, ES__CTL_MOD, ES__CTL_DEL };
+int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
+                 uint64_t data);
 /* After the loop exited: routes (so dead-letters) every message left in its
  * inbound rings. Returns how many there were. */
 unsigned es__loop_drain(struct es__loop *loop);
 struct es__loop *es__loop_current(void);
+/* The loop's scratch buffer of ES__SCRATCH bytes (made on first use): what
+ * a connection reads into, so an idle connection holds no buffer. */
+#define ES__SCRATCH (64u * 1024u)
+unsigned char *es__loop_scratch(struct es__loop *loop);
+/* True between es_runtime_start() and the end of es_runtime_wait(). */
+bool es__runtime_running(const es_runtime_t *rt);
 
 /* --- signals (signal.c) --------------------------------------------------- */
 
@@ -304,7 +348,14 @@ struct es_runtime {
     struct es__loop *loops;
     struct es__table *table;
     ck_epoch_t epoch;
-    pthread_key_t key;
+    es_runtime_t *reg_next; /* registry of live runtimes (chan.c) */
+    struct es__cleanup {
+        void (*fn)(void *);
+        void *arg;
+        struct es__cleanup *next;
+    } * cleanups;
+    pthread_mutex_t cleanup_lock;
+    void *resolver; /* actors/resolver.c, made on first use */
     pthread_mutex_t tctx_lock;
     struct es__tctx *foreign; /* contexts of non-demux threads */
     struct es__signals sig;

@@ -64,9 +64,19 @@ int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
     return es__actor_new_loop_actor(loop);
 }
 
+unsigned char *es__loop_scratch(struct es__loop *loop)
+{
+    if (!loop->scratch)
+        loop->scratch = es__malloc(ES__SCRATCH);
+    return loop->scratch;
+}
+
 void es__loop_destroy(struct es__loop *loop)
 {
+    es__free(loop->scratch);
+    loop->scratch = NULL;
     es__timers_destroy(&loop->timers);
+    es__io_destroy(loop);
     if (loop->epfd >= 0)
         close(loop->epfd);
     if (loop->wake_rd >= 0)
@@ -86,6 +96,20 @@ int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
     return 0;
 }
 
+int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
+                 uint64_t data)
+{
+    static const int ops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    if (epoll_ctl(loop->epfd, ops[op], fd, &ev) < 0)
+        return -errno;
+    if (op == ES__CTL_ADD)
+        loop->io_watches++;
+    else if (op == ES__CTL_DEL)
+        loop->io_watches--;
+    return 0;
+}
+
 /* Takes up to a budget of messages from every inbound ring. */
 static unsigned drain_rings(struct es__loop *loop)
 {
@@ -98,6 +122,7 @@ static unsigned drain_rings(struct es__loop *loop)
             es__actor_route(loop, &m);
             n++;
         }
+        es__tctx_flush_wakes(&loop->tctx);
     }
     return n;
 }
@@ -121,10 +146,23 @@ static void poll_events(struct es__loop *loop, int timeout_ms)
 {
     struct epoll_event ev[ES__EPOLL_EVENTS];
     int n = epoll_wait(loop->epfd, ev, ES__EPOLL_EVENTS, timeout_ms);
+    if (n <= 0)
+        return;
+    /* Handlers run behaviours, which send: inside the epoch, as in a turn. */
+    ck_epoch_begin(loop->tctx.rec, NULL);
     for (int i = 0; i < n; i++) {
-        struct es__watch *w = ev[i].data.ptr;
-        w->cb(loop, w, ev[i].events);
+        uint64_t data = ev[i].data.u64;
+        if (data & 1) { /* an actor's watch: see io.c */
+            es__io_ready(loop, (int)((uint32_t)data >> 1),
+                         (uint32_t)(data >> 32), ev[i].events);
+        } else {
+            struct es__watch *w = ev[i].data.ptr;
+            w->cb(loop, w, ev[i].events);
+        }
     }
+    es__tctx_flush_wakes(&loop->tctx);
+    ES__TSAN_RELEASE(&loop->rt->epoch);
+    ck_epoch_end(loop->tctx.rec, NULL);
 }
 
 /* Blocks until there is something to do (see chan.c for the handshake). */
@@ -186,7 +224,11 @@ void *es__loop_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     tls_loop = loop;
-    pthread_setspecific(rt->key, &loop->tctx);
+    if (es__thread_bind(rt, &loop->tctx) != 0)
+        es__log(ES_LOG_ERROR,
+                "loop %u: no memory for its thread record; "
+                "sends from this thread will fail",
+                loop->index);
     for (;;) {
         unsigned work = turn(loop);
         if (loop->stopping &&

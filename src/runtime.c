@@ -63,12 +63,8 @@ int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
     rt->nloops = rt->opts.threads;
     rt->sig.watch.fd = -1;
     pthread_mutex_init(&rt->tctx_lock, NULL);
+    pthread_mutex_init(&rt->cleanup_lock, NULL);
     ck_epoch_init(&rt->epoch);
-    if ((rc = -pthread_key_create(&rt->key, es__tctx_key_dtor)) != 0) {
-        pthread_mutex_destroy(&rt->tctx_lock);
-        es__free(rt);
-        return rc;
-    }
     rt->loops = es__calloc(rt->nloops, sizeof(*rt->loops));
     rc = rt->loops ? es__table_new(&rt->table) : -ENOMEM;
     for (unsigned i = 0; rt->loops && i < rt->nloops; i++)
@@ -77,6 +73,7 @@ int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
         rc = es__loop_init(rt, &rt->loops[i], i);
     if (rc == 0)
         rc = es__signals_init(rt);
+    es__registry_add(rt);
     if (rc) {
         rt->nloops = rt->loops ? rt->nloops : 0;
         es_runtime_free(rt);
@@ -198,11 +195,18 @@ void es_runtime_free(es_runtime_t *rt)
         es_runtime_stop(rt);
         es_runtime_wait(rt);
     }
+    /* Module cleanups (a resolver thread, say) stop their senders first. */
+    while (rt->cleanups) {
+        struct es__cleanup *c = rt->cleanups;
+        rt->cleanups = c->next;
+        c->fn(c->arg);
+        es__free(c);
+    }
     if (rt->started)
         settle(rt); /* sends that raced with the end of es_runtime_wait */
     else if (rt->table)
         settle_unstarted(rt);
-    pthread_key_delete(rt->key);
+    es__registry_remove(rt);
     if (rt->loops && rt->sig.watch.fd >= 0)
         es__signals_destroy(rt);
     if (rt->loops)
@@ -210,7 +214,27 @@ void es_runtime_free(es_runtime_t *rt)
     es__free(rt->loops);
     es__table_free(rt->table);
     pthread_mutex_destroy(&rt->tctx_lock);
+    pthread_mutex_destroy(&rt->cleanup_lock);
     es__free(rt);
+}
+
+int es__runtime_on_free(es_runtime_t *rt, void (*fn)(void *), void *arg)
+{
+    struct es__cleanup *c = es__malloc(sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    pthread_mutex_lock(&rt->cleanup_lock);
+    c->next = rt->cleanups;
+    rt->cleanups = c;
+    pthread_mutex_unlock(&rt->cleanup_lock);
+    return 0;
+}
+
+bool es__runtime_running(const es_runtime_t *rt)
+{
+    return rt->started && !rt->waited;
 }
 
 unsigned es_runtime_threads(const es_runtime_t *rt)

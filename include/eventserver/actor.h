@@ -22,6 +22,14 @@ enum es_msg_type {
     ES_MSG_STOP,      /* last message; the actor is being stopped */
     ES_MSG_TIMER,     /* a timer fired: es_msg_timer_tag(), es_msg_timer_id() */
     ES_MSG_SIGNAL,    /* a subscribed signal arrived: es_msg_signo() */
+    ES_MSG_IO,        /* a watched fd is ready: es_msg_io_fd(), _events() */
+    /* Connection actors (eventserver/conn.h): */
+    ES_MSG_CONN_OPEN,       /* connected or accepted */
+    ES_MSG_CONN_DATA,       /* bytes received: ptr, len (valid during call) */
+    ES_MSG_CONN_SENT,       /* write queue flushed: len bytes since last */
+    ES_MSG_CONN_HIGH_WATER, /* write queue rose above the high watermark */
+    ES_MSG_CONN_LOW_WATER,  /* write queue fell below the low watermark */
+    ES_MSG_CONN_CLOSED,     /* es_msg_conn_reason(), es_msg_conn_error() */
     ES_MSG_USER = 0x10000,
 };
 

@@ -10,6 +10,8 @@
 #include <eventserver/actor.h>
 #include <eventserver/timer.h>
 #include <eventserver/signal.h>
+#include <eventserver/io.h>
+#include <eventserver/conn.h>
 
 #define ES_VERSION_MAJOR 0
 #define ES_VERSION_MINOR 1

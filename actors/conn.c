@@ -1,0 +1,637 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The connection actor: owns one connected socket and turns its readiness
+ * into ES_MSG_CONN_* messages for the user's behaviour, which it wraps.
+ *
+ * The user's calls (es_conn_write, es_conn_close, ...) only queue data or
+ * set flags; what they imply (closing, telling the user about a watermark,
+ * changing the epoll interest) happens in settle(), after the user's
+ * behaviour has returned. So the user's behaviour is never re-entered and
+ * ES_MSG_CONN_CLOSED is delivered exactly once, from one place.
+ *
+ * Memory: an idle connection holds its actor, this state and an fd-table
+ * entry; reads go into the loop's shared scratch buffer and are handed to
+ * the behaviour in place. Writes that cannot go out at once are queued
+ * (small ones coalesced); reading stops while the queue is above
+ * write_high, or the actor's mailbox is over half full, and resumes below
+ * write_low / a quarter.
+ */
+#include "conn_private.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BUDGET 4 /* reads per readiness event, for fairness */
+#define IOV_BATCH 64  /* segments per sendmsg() */
+#define SEG_MIN 4096u /* smallest copied segment, for coalescing */
+#define NS_PER_MS 1000000ull
+#define SETTLE_ROUNDS 4 /* watermark calls that may chain in settle() */
+
+/* A queued write: a copy (data[] follows) or a caller's buffer. */
+struct es__wseg {
+    struct es__wseg *next;
+    char *ptr;
+    size_t len, off, cap; /* cap: room in data[] for copies, 0 for refs */
+    es_msg_free_cb free_cb;
+    char data[];
+};
+
+const char *es_conn_reason_str(int reason)
+{
+    static const char *const names[] = {
+        [ES_CONN_PEER_CLOSED] = "peer closed",
+        [ES_CONN_RESET] = "connection reset",
+        [ES_CONN_ERROR] = "socket error",
+        [ES_CONN_LOCAL] = "closed locally",
+        [ES_CONN_TIMEOUT] = "idle timeout",
+        [ES_CONN_REFUSED] = "connection refused",
+        [ES_CONN_UNREACHABLE] = "unreachable",
+        [ES_CONN_CONNECT_TIMEOUT] = "connect timeout",
+        [ES_CONN_RESOLVE_FAILED] = "name not resolved",
+        [ES_CONN_STOPPED] = "actor stopped",
+    };
+    if (reason <= 0 || reason > ES_CONN_STOPPED)
+        return "unknown reason";
+    return names[reason];
+}
+
+static struct es__conn *conn_of(const es_actor_t *self)
+{
+    if (!self || self->ext_free != es__conn_free)
+        return NULL;
+    return self->ext;
+}
+
+struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp)
+{
+    if (!opts || !opts->behaviour)
+        return NULL;
+    struct es__conn *c = es__calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->is_tcp = is_tcp;
+    c->user = opts->behaviour;
+    c->opts = *opts;
+    if (!c->opts.write_high)
+        c->opts.write_high = ES_CONN_WRITE_HIGH_DEFAULT;
+    if (!c->opts.write_low || c->opts.write_low > c->opts.write_high)
+        c->opts.write_low = c->opts.write_high / 4;
+    return c;
+}
+
+static void queue_drop(struct es__conn *c)
+{
+    while (c->head) {
+        struct es__wseg *s = c->head;
+        c->head = s->next;
+        if (s->free_cb)
+            s->free_cb(s->ptr);
+        es__free(s);
+    }
+    c->tail = NULL;
+    c->queued = 0;
+}
+
+void es__conn_free(void *arg)
+{
+    struct es__conn *c = arg;
+    queue_drop(c);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->cx)
+        es__connect_free(c->cx);
+    es__free(c);
+}
+
+void es__conn_fail(struct es__conn *c, int reason, int err)
+{
+    if (!c->fail_reason) {
+        c->fail_reason = reason;
+        c->fail_err = err;
+    }
+}
+
+static int reason_of(int err)
+{
+    return err == ECONNRESET || err == EPIPE ? ES_CONN_RESET : ES_CONN_ERROR;
+}
+
+int es__conn_timer(es_actor_t *self, struct es__conn *c,
+                   enum es__conn_timer kind, unsigned ms)
+{
+    if (c->timer_kind != ES__TIMER_NONE)
+        (void)es_timer_stop(self, c->timer);
+    c->timer_kind = ES__TIMER_NONE;
+    if (kind == ES__TIMER_NONE)
+        return 0;
+    int rc = es_timer_start(self, ms, 0, ES__CONN_TIMER_TAG, &c->timer);
+    if (rc == 0)
+        c->timer_kind = kind;
+    return rc;
+}
+
+static int deliver(es_actor_t *self, struct es__conn *c, es_msg_t *m)
+{
+    m->to = self->id;
+    return c->user(self, m);
+}
+
+static void deliver_simple(es_actor_t *self, struct es__conn *c, uint32_t type,
+                           size_t len)
+{
+    es_msg_t m = es_msg_make(type);
+    m.len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    (void)deliver(self, c, &m);
+}
+
+/* Closes the socket and tells the user; the actor stops afterwards. */
+static void close_now(es_actor_t *self, struct es__conn *c, int reason, int err)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    if (c->fd >= 0) {
+        if (c->watched)
+            (void)es_io_unwatch(self, c->fd);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->watched = 0;
+    queue_drop(c);
+    es__conn_timer(self, c, ES__TIMER_NONE, 0);
+    if (c->cx) {
+        es__connect_free(c->cx);
+        c->cx = NULL;
+    }
+    es_msg_t m = es_msg_make(ES_MSG_CONN_CLOSED);
+    m.inl.i64[0] = reason;
+    m.inl.i64[1] = err;
+    m.len = 2 * sizeof(int64_t);
+    (void)deliver(self, c, &m);
+    es_actor_stop(self);
+}
+
+static bool can_read(const struct es__conn *c)
+{
+    return !c->closed && !c->connecting && !c->peer_eof && !c->above_high &&
+           !c->paused_user && !c->paused_mailbox && !c->close_reason &&
+           !c->fail_reason && !c->abort_pending;
+}
+
+static void update_watch(es_actor_t *self, struct es__conn *c)
+{
+    if (c->closed || c->fd < 0)
+        return;
+    uint32_t want = c->connecting ? ES_IO_WRITE : 0;
+    if (can_read(c))
+        want |= ES_IO_READ;
+    if (c->queued && !c->connecting)
+        want |= ES_IO_WRITE;
+    if (want == c->watched)
+        return;
+    int rc = want ? es_io_watch(self, c->fd, want) : es_io_unwatch(self, c->fd);
+    if (rc)
+        es__conn_fail(c, ES_CONN_ERROR, rc);
+    else
+        c->watched = want;
+}
+
+/* Mailbox backpressure: stop reading while the mailbox is half full. */
+static void check_mailbox(es_actor_t *self, struct es__conn *c)
+{
+    uint32_t backlog = es__actor_backlog(self);
+    if (!c->paused_mailbox && backlog > self->capacity / 2)
+        c->paused_mailbox = true;
+    else if (c->paused_mailbox && backlog <= self->capacity / 4)
+        c->paused_mailbox = false;
+}
+
+/* Carries out what the user's calls asked for; see the file comment. */
+static void settle(es_actor_t *self, struct es__conn *c)
+{
+    for (int round = 0; round < SETTLE_ROUNDS && !c->closed; round++) {
+        if (c->fail_reason) {
+            close_now(self, c, c->fail_reason, c->fail_err);
+        } else if (c->abort_pending) {
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            close_now(self, c, ES_CONN_LOCAL, 0);
+        } else if (c->close_reason && !c->queued && !c->connecting) {
+            close_now(self, c, c->close_reason, 0);
+        } else if (c->high_notify) {
+            c->high_notify = false;
+            deliver_simple(self, c, ES_MSG_CONN_HIGH_WATER, c->queued);
+            continue; /* the user may have closed or written more */
+        }
+        break;
+    }
+    if (c->closed)
+        return;
+    if (c->shut_pending && !c->queued && !c->shut_done && !c->connecting) {
+        c->shut_done = true;
+        if (shutdown(c->fd, SHUT_WR) < 0)
+            es__conn_fail(c, reason_of(errno), -errno);
+    }
+    check_mailbox(self, c);
+    update_watch(self, c);
+    if (c->fail_reason)
+        close_now(self, c, c->fail_reason, c->fail_err);
+}
+
+static void touch(struct es__conn *c)
+{
+    if (c->opts.idle_timeout_ms)
+        c->last_active_ns = es__now_ns();
+}
+
+void es__conn_opened(es_actor_t *self, struct es__conn *c)
+{
+    c->connecting = false;
+    if (c->is_tcp && c->opts.no_delay >= 0) {
+        int one = 1;
+        (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    es__conn_timer(self, c, ES__TIMER_NONE, 0);
+    if (c->opts.idle_timeout_ms) {
+        touch(c);
+        if (es__conn_timer(self, c, ES__TIMER_IDLE, c->opts.idle_timeout_ms))
+            es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
+    }
+    deliver_simple(self, c, ES_MSG_CONN_OPEN, 0);
+}
+
+/* Reads what is there, up to a budget; returns the user's error if any. */
+static int do_read(es_actor_t *self, struct es__conn *c)
+{
+    unsigned char *buf = es__loop_scratch(self->loop);
+    if (!buf) {
+        es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
+        return 0;
+    }
+    for (int i = 0; i < READ_BUDGET && can_read(c); i++) {
+        ssize_t n = recv(c->fd, buf, ES__SCRATCH, 0);
+        if (n > 0) {
+            touch(c);
+            es_msg_t m = es_msg_make(ES_MSG_CONN_DATA);
+            m.ptr = buf;
+            m.len = (uint32_t)n;
+            int rc = deliver(self, c, &m);
+            if (rc < 0)
+                return rc;
+            if ((size_t)n < ES__SCRATCH)
+                break; /* drained, most likely: let epoll say otherwise */
+        } else if (n == 0) {
+            c->peer_eof = true;
+            if (!c->close_reason)
+                c->close_reason = ES_CONN_PEER_CLOSED;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            es__conn_fail(c, reason_of(errno), -errno);
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Frees the first `n` sent bytes of the queue. */
+static void consume(struct es__conn *c, size_t n)
+{
+    c->queued -= n;
+    c->sent_since += n;
+    while (n) {
+        struct es__wseg *s = c->head;
+        size_t left = s->len - s->off;
+        if (n < left) {
+            s->off += n;
+            return;
+        }
+        n -= left;
+        c->head = s->next;
+        if (!c->head)
+            c->tail = NULL;
+        if (s->free_cb)
+            s->free_cb(s->ptr);
+        es__free(s);
+    }
+}
+
+static void flush(es_actor_t *self, struct es__conn *c)
+{
+    struct iovec iov[IOV_BATCH];
+    int n = 0;
+    for (struct es__wseg *s = c->head; s && n < IOV_BATCH; s = s->next)
+        iov[n++] = (struct iovec){s->ptr + s->off, s->len - s->off};
+    if (!n)
+        return;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            es__conn_fail(c, reason_of(errno), -errno);
+        return;
+    }
+    touch(c);
+    consume(c, (size_t)w);
+    if (!c->queued && c->sent_notify) {
+        c->sent_notify = false;
+        size_t sent = c->sent_since;
+        c->sent_since = 0;
+        deliver_simple(self, c, ES_MSG_CONN_SENT, sent);
+    }
+    if (c->above_high && c->queued <= c->opts.write_low) {
+        c->above_high = false;
+        deliver_simple(self, c, ES_MSG_CONN_LOW_WATER, c->queued);
+    }
+}
+
+static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
+{
+    if (c->connecting) {
+        es__connector_on_io(self, c, events);
+        return 0;
+    }
+    if (events & ES_IO_ERROR) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        (void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        es__conn_fail(c, reason_of(err), -err);
+        return 0;
+    }
+    if (events & ES_IO_WRITE)
+        flush(self, c);
+    if (events & (ES_IO_READ | ES_IO_HUP)) {
+        if (can_read(c))
+            return do_read(self, c);
+        if (events & ES_IO_HUP) /* both ways closed and we were not reading */
+            es__conn_fail(c, ES_CONN_PEER_CLOSED, 0);
+    }
+    return 0;
+}
+
+static void on_idle_timer(es_actor_t *self, struct es__conn *c)
+{
+    uint64_t idle = c->opts.idle_timeout_ms * NS_PER_MS;
+    uint64_t quiet = es__now_ns() - c->last_active_ns;
+    c->timer_kind = ES__TIMER_NONE; /* a one-shot that just fired */
+    if (quiet >= idle) {
+        es__conn_fail(c, ES_CONN_TIMEOUT, 0);
+        return;
+    }
+    unsigned left = (unsigned)((idle - quiet + NS_PER_MS - 1) / NS_PER_MS);
+    if (es__conn_timer(self, c, ES__TIMER_IDLE, left))
+        es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
+}
+
+static bool is_our_timer(const struct es__conn *c, const es_msg_t *m)
+{
+    return c->timer_kind != ES__TIMER_NONE &&
+           es_msg_timer_tag(m) == ES__CONN_TIMER_TAG &&
+           es_msg_timer_id(m) == c->timer;
+}
+
+static int on_start(es_actor_t *self, struct es__conn *c, es_msg_t *msg)
+{
+    if (c->opts.state_new) {
+        self->state = c->opts.state_new(c->opts.arg);
+        self->state_free = c->opts.state_free;
+    } else {
+        self->state = c->opts.arg;
+    }
+    int rc = deliver(self, c, msg);
+    if (rc < 0 || c->closed)
+        return rc;
+    if (c->cx)
+        es__connector_start(self, c);
+    else
+        es__conn_opened(self, c);
+    return 0;
+}
+
+static int conn_behaviour(es_actor_t *self, es_msg_t *msg)
+{
+    struct es__conn *c = self->ext;
+    int rc = 0;
+    switch (msg->type) {
+    case ES_MSG_START:
+        rc = on_start(self, c, msg);
+        break;
+    case ES_MSG_IO:
+        rc = on_io(self, c, es_msg_io_events(msg));
+        break;
+    case ES__MSG_RESOLVED:
+        es__connector_on_resolved(self, c, msg);
+        break;
+    case ES_MSG_TIMER:
+        if (!is_our_timer(c, msg))
+            rc = deliver(self, c, msg);
+        else if (c->timer_kind == ES__TIMER_IDLE)
+            on_idle_timer(self, c);
+        else
+            es__conn_fail(c, ES_CONN_CONNECT_TIMEOUT, -ETIMEDOUT);
+        break;
+    case ES_MSG_STOP:
+        close_now(self, c, c->fail_reason ? c->fail_reason : ES_CONN_STOPPED,
+                  c->fail_err);
+        return deliver(self, c, msg);
+    default:
+        rc = deliver(self, c, msg);
+        break;
+    }
+    settle(self, c);
+    return rc;
+}
+
+int es__conn_spawn(es_runtime_t *rt, struct es__conn *c, int loop,
+                   es_placement_t placement, es_actor_id_t *out)
+{
+    es_spawn_opts_t so = {
+        .behaviour = conn_behaviour,
+        .loop = loop,
+        .placement = placement,
+        .mailbox_capacity = c->opts.mailbox_capacity,
+    };
+    return es__spawn(rt, &so, c, es__conn_free, out);
+}
+
+/* Appends len bytes of data as a copy, filling the tail segment first. */
+static int queue_copy(struct es__conn *c, const char *data, size_t len)
+{
+    struct es__wseg *t = c->tail;
+    if (t && t->cap && t->len < t->cap) {
+        size_t room = t->cap - t->len;
+        size_t n = len < room ? len : room;
+        memcpy(t->data + t->len, data, n);
+        t->len += n;
+        data += n;
+        len -= n;
+        c->queued += n;
+    }
+    if (!len)
+        return 0;
+    size_t cap = len > SEG_MIN ? len : SEG_MIN;
+    struct es__wseg *s = es__malloc(sizeof(*s) + cap);
+    if (!s)
+        return -ENOMEM;
+    *s = (struct es__wseg){.ptr = s->data, .len = len, .cap = cap};
+    memcpy(s->data, data, len);
+    if (c->tail)
+        c->tail->next = s;
+    else
+        c->head = s;
+    c->tail = s;
+    c->queued += len;
+    return 0;
+}
+
+static int queue_ref(struct es__conn *c, char *data, size_t len,
+                     es_msg_free_cb free_cb)
+{
+    struct es__wseg *s = es__malloc(sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    *s = (struct es__wseg){.ptr = data, .len = len, .free_cb = free_cb};
+    if (c->tail)
+        c->tail->next = s;
+    else
+        c->head = s;
+    c->tail = s;
+    c->queued += len;
+    return 0;
+}
+
+/* Sends what it can at once when nothing is queued; returns bytes sent. */
+static size_t try_send(struct es__conn *c, const void *data, size_t len)
+{
+    if (c->queued || c->connecting || c->fd < 0)
+        return 0;
+    ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+        return (size_t)w;
+    if (errno != EAGAIN && errno != EINTR)
+        es__conn_fail(c, reason_of(errno), -errno);
+    return 0;
+}
+
+static bool writable(const struct es__conn *c)
+{
+    return !c->closed && !c->close_reason && !c->fail_reason &&
+           !c->abort_pending && !c->shut_pending;
+}
+
+static void after_queue(struct es__conn *c)
+{
+    c->sent_notify = true;
+    if (!c->above_high && c->queued > c->opts.write_high) {
+        c->above_high = true;
+        c->high_notify = true;
+    }
+}
+
+int es_conn_write(es_actor_t *self, const void *data, size_t len)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c || (!data && len))
+        return -EINVAL;
+    if (!writable(c))
+        return -EPIPE;
+    size_t sent = try_send(c, data, len);
+    if (c->fail_reason)
+        return -EPIPE;
+    if (sent == len)
+        return 0;
+    int rc = queue_copy(c, (const char *)data + sent, len - sent);
+    if (rc == 0)
+        after_queue(c);
+    return rc;
+}
+
+int es_conn_write_ref(es_actor_t *self, void *data, size_t len,
+                      es_msg_free_cb free_cb)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c || (!data && len))
+        return -EINVAL;
+    if (!writable(c))
+        return -EPIPE;
+    size_t sent = try_send(c, data, len);
+    if (c->fail_reason)
+        return -EPIPE;
+    if (sent == len) {
+        if (free_cb)
+            free_cb(data);
+        return 0;
+    }
+    int rc = queue_ref(c, data, len, free_cb);
+    if (rc == 0) {
+        c->tail->off = sent;
+        c->queued -= sent;
+        after_queue(c);
+    }
+    return rc;
+}
+
+int es_conn_close(es_actor_t *self)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    if (c->closed || c->close_reason == ES_CONN_LOCAL || c->abort_pending)
+        return -EALREADY;
+    c->close_reason = ES_CONN_LOCAL;
+    return 0;
+}
+
+int es_conn_abort(es_actor_t *self)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    if (c->closed || c->abort_pending)
+        return -EALREADY;
+    c->abort_pending = true;
+    return 0;
+}
+
+int es_conn_shutdown(es_actor_t *self)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    if (c->closed || c->shut_pending)
+        return -EALREADY;
+    c->shut_pending = true;
+    return 0;
+}
+
+int es_conn_pause(es_actor_t *self, int paused)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    c->paused_user = paused != 0;
+    return 0;
+}
+
+size_t es_conn_queued(const es_actor_t *self)
+{
+    struct es__conn *c = conn_of(self);
+    return c ? c->queued : 0;
+}
+
+int es_conn_fd(const es_actor_t *self)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    return c->fd >= 0 ? c->fd : -EBADF;
+}
+
+void *es_conn_state(const es_actor_t *self)
+{
+    return self ? self->state : NULL;
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the connection, acceptor and connector actors share: the state of a
+ * connection actor (its extension, see es__spawn()) and the calls between
+ * the three files. Not installed.
+ */
+#ifndef EVENTSERVER_CONN_PRIVATE_H
+#define EVENTSERVER_CONN_PRIVATE_H
+
+#include "../src/internal.h"
+
+#include <netdb.h>
+
+/* Tags our own timers so they are told apart from the user's. */
+#define ES__CONN_TIMER_TAG 0x45530000434f4e4eull /* "ES\0\0CONN" */
+
+enum es__conn_timer { ES__TIMER_NONE, ES__TIMER_IDLE, ES__TIMER_CONNECT };
+
+struct es__wseg; /* a queued write, see conn.c */
+
+/* Where an outbound connection is going (connector.c). */
+struct es__connect {
+    char *host;
+    char port[8];
+    char *unix_path;
+    unsigned timeout_ms;
+    struct addrinfo *ai_list, *ai_next; /* addresses left to try */
+    int last_err;
+};
+
+struct es__conn {
+    int fd;
+    bool is_tcp;
+    es_behaviour_cb user;
+    es_conn_opts_t opts;
+    struct es__connect *cx; /* outbound only, until connected */
+
+    struct es__wseg *head, *tail; /* write queue */
+    size_t queued, sent_since;
+    uint32_t watched; /* ES_IO_* bits registered now */
+
+    uint64_t last_active_ns; /* for the idle timeout */
+    es_timer_id_t timer;
+    enum es__conn_timer timer_kind;
+
+    int close_reason; /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
+    int fail_reason, fail_err; /* close now */
+    bool connecting, closed, peer_eof, above_high, high_notify, sent_notify;
+    bool paused_user, paused_mailbox, shut_pending, shut_done, abort_pending;
+};
+
+/* A connection actor's state for opts; fd is -1 for an outbound one. */
+struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp);
+/* Frees c (closing its fd if still open); the actors' ext_free. */
+void es__conn_free(void *c);
+/* Spawns the connection actor that owns c. On failure c is still the
+ * caller's. */
+int es__conn_spawn(es_runtime_t *rt, struct es__conn *c, int loop,
+                   es_placement_t placement, es_actor_id_t *out);
+/* Marks c to close now with reason (done when the behaviour returns). */
+void es__conn_fail(struct es__conn *c, int reason, int err);
+/* The connector got its socket connected: start being a connection. */
+void es__conn_opened(es_actor_t *self, struct es__conn *c);
+/* Starts or stops c's one timer (idle or connect timeout). */
+int es__conn_timer(es_actor_t *self, struct es__conn *c,
+                   enum es__conn_timer kind, unsigned ms);
+
+/* connector.c */
+void es__connector_start(es_actor_t *self, struct es__conn *c);
+void es__connector_on_io(es_actor_t *self, struct es__conn *c, uint32_t events);
+void es__connector_on_resolved(es_actor_t *self, struct es__conn *c,
+                               es_msg_t *msg);
+void es__connect_free(struct es__connect *cx);
+
+/* resolver.c: resolves host:port off the demux threads and sends the
+ * result to `id` as ES__MSG_RESOLVED (ptr: addrinfo list, or NULL and
+ * inl.i64[0] = the EAI_* error). Returns 0 or -ENOMEM / -ESHUTDOWN. */
+int es__resolve(es_runtime_t *rt, es_actor_id_t id, const char *host,
+                const char *port);
+
+#endif /* EVENTSERVER_CONN_PRIVATE_H */
