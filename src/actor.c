@@ -31,9 +31,8 @@
 #include <string.h>
 
 #define MSGQ_MIN 8u
-#define MSGQ_KEEP 64u /* queue storage kept while empty, in messages */
 
-static _Thread_local es_actor_t *tls_current;
+static ES__TLS es_actor_t *tls_current;
 
 es_actor_t *es__actor_current(void)
 {
@@ -43,7 +42,7 @@ es_actor_t *es__actor_current(void)
 /* --- local queue -----------------------------------------------------------
  */
 
-static int msgq_grow(struct es__msgq *q)
+int es__msgq_grow(struct es__msgq *q)
 {
     if (q->cap > UINT32_MAX / 2)
         return -EOVERFLOW;
@@ -58,34 +57,6 @@ static int msgq_grow(struct es__msgq *q)
     q->cap = cap;
     q->head = 0;
     return 0;
-}
-
-int es__msgq_push(struct es__msgq *q, const es_msg_t *m, bool front)
-{
-    if (q->count == q->cap) {
-        int rc = msgq_grow(q);
-        if (rc)
-            return rc;
-    }
-    if (front) {
-        q->head = (q->head + q->cap - 1) & (q->cap - 1);
-        q->buf[q->head] = *m;
-    } else {
-        q->buf[(q->head + q->count) & (q->cap - 1)] = *m;
-    }
-    q->count++;
-    return 0;
-}
-
-bool es__msgq_pop(struct es__msgq *q, es_msg_t *out)
-{
-    if (!q->count)
-        return false;
-    *out = q->buf[q->head];
-    q->head = (q->head + 1) & (q->cap - 1);
-    if (--q->count == 0 && q->cap > MSGQ_KEEP)
-        es__msgq_reset(q);
-    return true;
 }
 
 void es__msgq_reset(struct es__msgq *q)
@@ -151,8 +122,12 @@ unsigned es__runq_run(struct es__loop *loop)
     while (handled < ES__RUNQ_BUDGET && loop->runq_head) {
         es_actor_t *a = loop->runq_head;
         runq_remove(loop, a);
+        /* Only what was queued when the visit began: an actor that keeps
+         * sending to itself must not starve the others. */
+        uint32_t n =
+            a->q.count < ES__ACTOR_BUDGET ? a->q.count : ES__ACTOR_BUDGET;
         es_msg_t m;
-        for (unsigned i = 0; i < ES__ACTOR_BUDGET && !a->stopped; i++) {
+        for (uint32_t i = 0; i < n && !a->stopped; i++) {
             if (!es__msgq_pop(&a->q, &m))
                 break;
             es__actor_dispatch(a, &m);
@@ -197,7 +172,8 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
             a->stop_requested = true;
             a->stop_reason = rc;
         }
-        es_msg_release(m);
+        if (m->free_cb)
+            es_msg_release(m);
         if (m->type >= ES_MSG_USER) {
             a->done_local++;
             atomic_store_explicit(&a->done, a->done_local,
@@ -357,12 +333,28 @@ static bool mailbox_reserve(es_actor_t *a)
     return false;
 }
 
-static int local_push(es_actor_t *a, const es_msg_t *m)
+/* Where the message goes: a slot of a's local queue or of t's ring. The
+ * message is written straight into it (one copy), then committed. */
+static es_msg_t *send_slot(struct es__tctx *t, es_actor_t *a, bool local,
+                           int *err)
 {
-    int rc = es__msgq_push(&a->q, m, false);
-    if (rc == 0 && a->installed)
+    if (!local)
+        return es__chan_reserve(t, a->loop->index, err);
+    struct es__msgq *q = &a->q;
+    if (q->count == q->cap && (*err = es__msgq_grow(q)) != 0)
+        return NULL;
+    return &q->buf[(q->head + q->count) & (q->cap - 1)];
+}
+
+static void send_commit(struct es__tctx *t, es_actor_t *a, bool local)
+{
+    if (!local) {
+        es__chan_commit(t, a->loop->index);
+        return;
+    }
+    a->q.count++;
+    if (a->installed)
         runq_push(a->loop, a);
-    return rc;
 }
 
 /* The body of es__send, inside the sender's epoch section. */
@@ -376,22 +368,21 @@ static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
         ES__STAT_ADD(t->mailbox_full, 1);
         return -EAGAIN;
     }
-    es_msg_t m = *msg;
-    es_actor_t *cur = tls_current;
-    m.to = to;
-    m.from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
+    bool local = (int)a->loop->index == t->loop_index;
     int rc;
-    if ((int)a->loop->index == t->loop_index)
-        rc = local_push(a, &m);
-    else
-        rc = es__chan_push(t, a->loop->index, &m);
-    if (rc) {
+    es_msg_t *slot = send_slot(t, a, local, &rc);
+    if (!slot) {
         if (capped)
             atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
         if (rc == -EAGAIN)
             ES__STAT_ADD(t->mailbox_full, 1);
         return rc;
     }
+    es_actor_t *cur = tls_current;
+    *slot = *msg;
+    slot->to = to;
+    slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
+    send_commit(t, a, local);
     ES__STAT_ADD(t->sent, 1);
     return 0;
 }

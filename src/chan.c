@@ -42,10 +42,7 @@
 
 CK_RING_PROTOTYPE(es_msg, es_msg)
 
-static _Thread_local struct {
-    uint64_t serial;
-    struct es__tctx *ctx;
-} tls_ctx;
+ES__TLS struct es__tls_ctx es__tls_ctx;
 
 static struct es__chan *chan_new(struct es__tctx *t, unsigned capacity)
 {
@@ -226,8 +223,8 @@ int es__thread_bind(es_runtime_t *rt, struct es__tctx *t)
         tc->cap = cap;
     }
     tc->ent[tc->n++] = (struct thread_entry){rt->serial, rt, t};
-    tls_ctx.serial = rt->serial;
-    tls_ctx.ctx = t;
+    es__tls_ctx.serial = rt->serial;
+    es__tls_ctx.ctx = t;
     return 0;
 }
 
@@ -257,15 +254,13 @@ static struct es__tctx *foreign_acquire(es_runtime_t *rt)
     return t;
 }
 
-struct es__tctx *es__tctx_current(const es_runtime_t *rt)
+struct es__tctx *es__tctx_lookup(const es_runtime_t *rt)
 {
-    if (tls_ctx.serial == rt->serial)
-        return tls_ctx.ctx;
     struct thread_ctxs *tc = thread_ctxs(false);
     for (unsigned i = 0; tc && i < tc->n; i++) {
         if (tc->ent[i].serial == rt->serial) {
-            tls_ctx.serial = rt->serial;
-            tls_ctx.ctx = tc->ent[i].t;
+            es__tls_ctx.serial = rt->serial;
+            es__tls_ctx.ctx = tc->ent[i].t;
             return tc->ent[i].t;
         }
     }

@@ -42,6 +42,14 @@ static inline bool es__msg_is_internal(uint32_t type)
     return type >= ES__MSG_INTERNAL && type < ES_MSG_USER;
 }
 
+/*
+ * Thread-locals on the send and dispatch paths. The initial-exec model
+ * makes each access one instruction instead of a __tls_get_addr() call; it
+ * suits a library linked at program start (a dlopen()ed copy still works
+ * while glibc's static TLS surplus lasts, as for most system libraries).
+ */
+#define ES__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
 /* --- allocation, logging (alloc.c) --------------------------------------- */
 
 void *es__malloc(size_t size);
@@ -115,7 +123,13 @@ struct es__tctx {
 };
 
 struct es__tctx *es__tctx_get(es_runtime_t *rt);
-struct es__tctx *es__tctx_current(const es_runtime_t *rt);
+/* The calling thread's context for rt, or NULL (chan.c: the slow path). */
+struct es__tctx *es__tctx_lookup(const es_runtime_t *rt);
+extern ES__TLS struct es__tls_ctx {
+    uint64_t serial;
+    struct es__tctx *ctx;
+} es__tls_ctx;
+
 int es__tctx_init(es_runtime_t *rt, struct es__tctx *t, int loop_index);
 void es__tctx_destroy(struct es__tctx *t);
 /* Records that the calling thread sends into rt with t. */
@@ -147,9 +161,42 @@ struct es__msgq {
     uint32_t head, count, cap;
 };
 
-int es__msgq_push(struct es__msgq *q, const es_msg_t *m, bool front);
-bool es__msgq_pop(struct es__msgq *q, es_msg_t *out);
+/* Doubles q's storage. Returns 0, -ENOMEM, -EOVERFLOW. */
+int es__msgq_grow(struct es__msgq *q);
 void es__msgq_reset(struct es__msgq *q);
+
+/* Queue storage kept while empty, in messages; more is freed when drained. */
+#define ES__MSGQ_KEEP 64u
+
+static inline int es__msgq_push(struct es__msgq *q, const es_msg_t *m,
+                                bool front)
+{
+    if (q->count == q->cap) {
+        int rc = es__msgq_grow(q);
+        if (rc)
+            return rc;
+    }
+    uint32_t mask = q->cap - 1;
+    if (front) {
+        q->head = (q->head + mask) & mask;
+        q->buf[q->head] = *m;
+    } else {
+        q->buf[(q->head + q->count) & mask] = *m;
+    }
+    q->count++;
+    return 0;
+}
+
+static inline bool es__msgq_pop(struct es__msgq *q, es_msg_t *out)
+{
+    if (!q->count)
+        return false;
+    *out = q->buf[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    if (--q->count == 0 && q->cap > ES__MSGQ_KEEP)
+        es__msgq_reset(q);
+    return true;
+}
 
 struct es__timer;
 struct es__loop;
@@ -194,7 +241,22 @@ struct es_actor {
 };
 
 /* Actor table (table.c): handle -> actor, safe against stale handles. */
-struct es__table;
+#define ES__TABLE_CHUNK_SHIFT 12
+#define ES__TABLE_CHUNK_SLOTS (1u << ES__TABLE_CHUNK_SHIFT)
+#define ES__TABLE_MAX_CHUNKS 4096u /* 16 M actors at once */
+
+struct es__slot {
+    _Atomic(es_actor_t *) actor;
+    uint32_t gen;       /* generation of the next (or current) occupant */
+    uint32_t next_free; /* free list link, under the lock */
+};
+
+struct es__table {
+    pthread_mutex_t lock;
+    _Atomic(struct es__slot *) chunks[ES__TABLE_MAX_CHUNKS];
+    uint32_t free_head; /* index of the first free slot, or UINT32_MAX */
+    uint32_t used;      /* slots ever handed out (high-water mark) */
+};
 int es__table_new(struct es__table **out);
 void es__table_free(struct es__table *t);
 /* Publishes a; fills a->id. Returns 0 or -ENOMEM. */
@@ -203,8 +265,23 @@ int es__table_add(struct es__table *t, es_actor_t *a);
 void es__table_remove(struct es__table *t, es_actor_t *a);
 /* Makes a's slot reusable; only after an epoch grace period. */
 void es__table_release(struct es__table *t, es_actor_id_t id);
-/* The live actor with this handle, or NULL. Caller is in an epoch section. */
-es_actor_t *es__table_lookup(struct es__table *t, es_actor_id_t id);
+/* The live actor with this handle, or NULL. Caller is in an epoch section.
+ * (See table.c for why the loads' orders suffice.) */
+static inline es_actor_t *es__table_lookup(struct es__table *t,
+                                           es_actor_id_t id)
+{
+    uint32_t idx = (uint32_t)id;
+    if (id == ES_ACTOR_NONE ||
+        (idx >> ES__TABLE_CHUNK_SHIFT) >= ES__TABLE_MAX_CHUNKS)
+        return NULL;
+    struct es__slot *chunk = atomic_load_explicit(
+        &t->chunks[idx >> ES__TABLE_CHUNK_SHIFT], memory_order_acquire);
+    if (!chunk)
+        return NULL;
+    es_actor_t *a = atomic_load_explicit(
+        &chunk[idx & (ES__TABLE_CHUNK_SLOTS - 1)].actor, memory_order_acquire);
+    return a && a->id == id ? a : NULL;
+}
 
 es_actor_t *es__actor_current(void);
 /* es_spawn() with an extension for actors/ modules (freed by ext_free). */
@@ -364,5 +441,13 @@ struct es_runtime {
     bool started, waited;
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
 };
+
+/* The calling thread's context for rt, or NULL: one compare when cached. */
+static inline struct es__tctx *es__tctx_current(const es_runtime_t *rt)
+{
+    if (es__tls_ctx.serial == rt->serial)
+        return es__tls_ctx.ctx;
+    return es__tctx_lookup(rt);
+}
 
 #endif /* EVENTSERVER_INTERNAL_H */

@@ -20,7 +20,7 @@
 _Static_assert(ES__WATCH_READ == EPOLLIN && ES__WATCH_WRITE == EPOLLOUT,
                "watch bits are epoll's");
 
-static _Thread_local struct es__loop *tls_loop;
+static ES__TLS struct es__loop *tls_loop;
 
 struct es__loop *es__loop_current(void)
 {

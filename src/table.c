@@ -24,23 +24,10 @@
 
 #include <errno.h>
 
-#define CHUNK_SHIFT 12
-#define CHUNK_SLOTS (1u << CHUNK_SHIFT)
-#define MAX_CHUNKS 4096u /* 16 M actors at once */
+#define CHUNK_SHIFT ES__TABLE_CHUNK_SHIFT
+#define CHUNK_SLOTS ES__TABLE_CHUNK_SLOTS
+#define MAX_CHUNKS ES__TABLE_MAX_CHUNKS
 #define FREE_END UINT32_MAX
-
-struct slot {
-    _Atomic(es_actor_t *) actor;
-    uint32_t gen;       /* generation of the next (or current) occupant */
-    uint32_t next_free; /* free list link, under the lock */
-};
-
-struct es__table {
-    pthread_mutex_t lock;
-    _Atomic(struct slot *) chunks[MAX_CHUNKS];
-    uint32_t free_head; /* index of the first free slot, or FREE_END */
-    uint32_t used;      /* slots ever handed out (high-water mark) */
-};
 
 int es__table_new(struct es__table **out)
 {
@@ -63,10 +50,10 @@ void es__table_free(struct es__table *t)
     es__free(t);
 }
 
-static struct slot *slot_at(struct es__table *t, uint32_t idx)
+static struct es__slot *slot_at(struct es__table *t, uint32_t idx)
 {
-    struct slot *chunk = atomic_load_explicit(&t->chunks[idx >> CHUNK_SHIFT],
-                                              memory_order_acquire);
+    struct es__slot *chunk = atomic_load_explicit(
+        &t->chunks[idx >> CHUNK_SHIFT], memory_order_acquire);
     return chunk ? &chunk[idx & (CHUNK_SLOTS - 1)] : NULL;
 }
 
@@ -82,7 +69,7 @@ static int slot_alloc(struct es__table *t, uint32_t *idx)
         return -ENOMEM;
     uint32_t c = t->used >> CHUNK_SHIFT;
     if (!atomic_load_explicit(&t->chunks[c], memory_order_relaxed)) {
-        struct slot *chunk = es__calloc(CHUNK_SLOTS, sizeof(*chunk));
+        struct es__slot *chunk = es__calloc(CHUNK_SLOTS, sizeof(*chunk));
         if (!chunk)
             return -ENOMEM;
         for (unsigned i = 0; i < CHUNK_SLOTS; i++)
@@ -99,7 +86,7 @@ int es__table_add(struct es__table *t, es_actor_t *a)
     pthread_mutex_lock(&t->lock);
     int rc = slot_alloc(t, &idx);
     if (rc == 0) {
-        struct slot *s = slot_at(t, idx);
+        struct es__slot *s = slot_at(t, idx);
         a->id = ((uint64_t)s->gen << 32) | idx;
         atomic_store_explicit(&s->actor, a, memory_order_release);
     }
@@ -109,7 +96,7 @@ int es__table_add(struct es__table *t, es_actor_t *a)
 
 void es__table_remove(struct es__table *t, es_actor_t *a)
 {
-    struct slot *s = slot_at(t, (uint32_t)a->id);
+    struct es__slot *s = slot_at(t, (uint32_t)a->id);
     atomic_store_explicit(&s->actor, NULL, memory_order_release);
 }
 
@@ -117,21 +104,9 @@ void es__table_release(struct es__table *t, es_actor_id_t id)
 {
     uint32_t idx = (uint32_t)id;
     pthread_mutex_lock(&t->lock);
-    struct slot *s = slot_at(t, idx);
+    struct es__slot *s = slot_at(t, idx);
     s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
     s->next_free = t->free_head;
     t->free_head = idx;
     pthread_mutex_unlock(&t->lock);
-}
-
-es_actor_t *es__table_lookup(struct es__table *t, es_actor_id_t id)
-{
-    uint32_t idx = (uint32_t)id;
-    if (id == ES_ACTOR_NONE || (idx >> CHUNK_SHIFT) >= MAX_CHUNKS)
-        return NULL;
-    struct slot *s = slot_at(t, idx);
-    if (!s)
-        return NULL;
-    es_actor_t *a = atomic_load_explicit(&s->actor, memory_order_acquire);
-    return a && a->id == id ? a : NULL;
 }

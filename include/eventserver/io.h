@@ -27,8 +27,10 @@ enum es_io_events {
  * optionally ES_IO_RDHUP), level-triggered, or changes the events of a
  * watch self already has. The fd stays the caller's: close it only after
  * es_io_unwatch(). Watches end when the actor stops.
- * Returns: 0, -EEXIST if another actor watches fd, -EBADF, -EPERM (regular
- * files cannot be watched), -ENOMEM.
+ * Returns: 0, -EEXIST if another actor of the same demux thread watches fd,
+ * -EBADF, -EPERM (regular files cannot be watched), -ENOMEM. Two actors on
+ * different threads watching one fd is not detected: both would be told.
+ * An fd belongs to one actor at a time.
  * Thread: owning loop only (inside self's behaviour).
  */
 ES_EXTERN int es_io_watch(es_actor_t *self, int fd, uint32_t events);
