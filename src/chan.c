@@ -146,7 +146,8 @@ static void thread_exit(void *arg)
     pthread_mutex_lock(&registry_lock);
     for (unsigned i = 0; i < tc->n; i++) {
         struct thread_entry *e = &tc->ent[i];
-        if (e->t->loop_index < 0 && registered(e->rt, e->serial))
+        /* e->t is freed with its runtime: test the runtime first. */
+        if (registered(e->rt, e->serial) && e->t->loop_index < 0)
             atomic_store_explicit(&e->t->in_use, 0, memory_order_release);
     }
     pthread_mutex_unlock(&registry_lock);
