@@ -11,6 +11,8 @@ set -euo pipefail
 packages=(
     cmake pkg-config gcc libc6-dev make
     libck-dev libcriterion-dev node-llhttp libuv1-dev
+    # perf/bench_library links the peers it compares against
+    libevent-dev libev-dev
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
