@@ -66,6 +66,11 @@ static struct es__conn *conn_of(const es_actor_t *self)
     return self->ext;
 }
 
+static uint32_t clamp32(size_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
 struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp)
 {
     if (!opts || !opts->behaviour)
@@ -76,9 +81,17 @@ struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp)
     c->fd = fd;
     c->is_tcp = is_tcp;
     c->user = opts->behaviour;
-    c->opts = *opts;
-    if (!c->opts.write_high)
-        c->opts.write_high = ES_CONN_WRITE_HIGH_DEFAULT;
+    c->opts = (struct es__conn_cfg){
+        .state_new = opts->state_new,
+        .state_free = opts->state_free,
+        .arg = opts->arg,
+        .write_high = clamp32(opts->write_high ? opts->write_high
+                                               : ES_CONN_WRITE_HIGH_DEFAULT),
+        .idle_timeout_ms = opts->idle_timeout_ms,
+        .mailbox_capacity = opts->mailbox_capacity,
+    };
+    c->no_delay = opts->no_delay >= 0;
+    c->opts.write_low = clamp32(opts->write_low);
     if (!c->opts.write_low || c->opts.write_low > c->opts.write_high)
         c->opts.write_low = c->opts.write_high / 4;
     return c;
@@ -252,7 +265,7 @@ static void touch(struct es__conn *c)
 void es__conn_opened(es_actor_t *self, struct es__conn *c)
 {
     c->connecting = false;
-    if (c->is_tcp && c->opts.no_delay >= 0) {
+    if (c->is_tcp && c->no_delay) {
         int one = 1;
         (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
@@ -375,7 +388,7 @@ static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
 
 static void on_idle_timer(es_actor_t *self, struct es__conn *c)
 {
-    uint64_t idle = c->opts.idle_timeout_ms * NS_PER_MS;
+    uint64_t idle = (uint64_t)c->opts.idle_timeout_ms * NS_PER_MS;
     uint64_t quiet = es__now_ns() - c->last_active_ns;
     c->timer_kind = ES__TIMER_NONE; /* a one-shot that just fired */
     if (quiet >= idle) {

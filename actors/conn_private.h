@@ -28,23 +28,33 @@ struct es__connect {
     int last_err;
 };
 
+/* The settings of es_conn_opts_t a connection keeps, compactly (an idle
+ * connection's size counts). */
+struct es__conn_cfg {
+    void *(*state_new)(void *arg);
+    es_state_free_cb state_free;
+    void *arg;
+    uint32_t write_high, write_low, idle_timeout_ms, mailbox_capacity;
+};
+
+/* A connection actor's state. Ordered to pack: its size is most of what an
+ * idle connection costs (perf/conn_memory). */
 struct es__conn {
     int fd;
-    bool is_tcp;
+    uint32_t watched; /* ES_IO_* bits registered now */
     es_behaviour_cb user;
-    es_conn_opts_t opts;
     struct es__connect *cx; /* outbound only, until connected */
+    struct es__conn_cfg opts;
 
     struct es__wseg *head, *tail; /* write queue */
     size_t queued, sent_since;
-    uint32_t watched; /* ES_IO_* bits registered now */
-
     uint64_t last_active_ns; /* for the idle timeout */
     es_timer_id_t timer;
     enum es__conn_timer timer_kind;
 
     int close_reason; /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
     int fail_reason, fail_err; /* close now */
+    bool is_tcp, no_delay;
     bool connecting, closed, peer_eof, above_high, high_notify, sent_notify;
     bool paused_user, paused_mailbox, shut_pending, shut_done, abort_pending;
 };

@@ -135,6 +135,8 @@ unsigned es__runq_run(struct es__loop *loop)
         }
         if (!a->stopped && a->q.count)
             runq_push(loop, a);
+        else if (!a->stopped)
+            es__msgq_reset(&a->q); /* idle actors keep no queue storage */
         /* One fence per visit keeps other loops from sleeping on mail. */
         es__tctx_flush_wakes(&loop->tctx);
     }
@@ -148,9 +150,7 @@ static int call_behaviour(es_actor_t *a, es_msg_t *m)
 {
     es_actor_t *prev = tls_current;
     tls_current = a;
-    a->running = true;
     int rc = a->behaviour(a, m);
-    a->running = false;
     tls_current = prev;
     ES__STAT_ADD(a->loop->received, 1);
     return rc;
@@ -170,7 +170,6 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
                     "%d (%s)",
                     (unsigned long long)a->id, rc, es_strerror(rc));
             a->stop_requested = true;
-            a->stop_reason = rc;
         }
         if (m->free_cb)
             es_msg_release(m);
@@ -261,6 +260,13 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
         /* Every successful spawn sees START and STOP, even this late. */
         es__actor_dispatch(a, &start);
         es__actor_finalize(a);
+        return;
+    }
+    if (!tls_current && a->q.count == 0) {
+        /* Top level (a spawn request from a ring): no behaviour is running
+         * on this thread, so START can be delivered now, without queue
+         * storage. */
+        es__actor_dispatch(a, &start);
         return;
     }
     if (es__msgq_push(&a->q, &start, true) != 0) {

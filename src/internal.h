@@ -165,9 +165,6 @@ struct es__msgq {
 int es__msgq_grow(struct es__msgq *q);
 void es__msgq_reset(struct es__msgq *q);
 
-/* Queue storage kept while empty, in messages; more is freed when drained. */
-#define ES__MSGQ_KEEP 64u
-
 static inline int es__msgq_push(struct es__msgq *q, const es_msg_t *m,
                                 bool front)
 {
@@ -193,8 +190,7 @@ static inline bool es__msgq_pop(struct es__msgq *q, es_msg_t *out)
         return false;
     *out = q->buf[q->head];
     q->head = (q->head + 1) & (q->cap - 1);
-    if (--q->count == 0 && q->cap > ES__MSGQ_KEEP)
-        es__msgq_reset(q);
+    q->count--;
     return true;
 }
 
@@ -202,42 +198,42 @@ struct es__timer;
 struct es__loop;
 
 /*
- * An actor. Fields are grouped by who writes them, with padding between the
- * groups so that senders and the home thread do not share cache lines.
+ * An actor. Fields are grouped by who writes them. There is no padding: an
+ * idle connection costs an actor, so its size counts (measured by
+ * perf/conn_memory); the layout keeps the fields the home thread writes on
+ * every message away from the senders' counters instead.
  */
 struct es_actor {
+    /* Senders write these. They come first so that the home thread's busy
+     * fields, below, are on other cache lines; what shares their line is
+     * set once before publication and only read afterwards. */
+    atomic_uint sent;      /* reservations against the mailbox capacity */
+    atomic_uint done_seen; /* a sender's last look at `done` */
+
     /* Set before the actor is published; read by any thread after. */
     es_actor_id_t id;
     es_runtime_t *rt;
     struct es__loop *loop;
     uint32_t capacity;
     bool is_loop; /* the loop actor of `loop` */
+    es_behaviour_cb behaviour;
+    void *ext;                 /* actors/ modules: connection state */
+    es_state_free_cb ext_free; /* frees ext after state_free */
 
     /* Home thread only. */
-    es_behaviour_cb behaviour;
+    bool installed, started, in_runq, stop_requested, stopped;
+    int io_head; /* first watched fd + 1, 0 if none */
     void *state;
     es_state_free_cb state_free;
     struct es__msgq q;
     es_actor_t *run_prev, *run_next; /* loop's run queue */
     es_actor_t *prev, *next;         /* loop's actor list */
     struct es__timer *timers;        /* timers this actor owns */
-    int io_head;                     /* first watched fd + 1, 0 if none */
-    void *ext;                       /* actors/ modules: connection state */
-    es_state_free_cb ext_free;       /* frees ext after state_free */
-    uint32_t done_local;
-    bool installed, started, in_runq, stop_requested, stopped, running;
-    int stop_reason;
     ck_epoch_entry_t epoch_entry;
-
-    char pad1[64];
-    /* Senders: reservations made against the mailbox capacity. */
-    atomic_uint sent;
-    atomic_uint done_seen; /* a sender's last look at `done` */
-
-    char pad2[64];
-    /* Home thread writes, senders read: messages fully handled. */
+    uint32_t done_local;
+    /* Home thread writes, senders read (only when `done_seen` says the
+     * mailbox may be full): messages fully handled. */
     atomic_uint done;
-    char pad3[64];
 };
 
 /* Actor table (table.c): handle -> actor, safe against stale handles. */
