@@ -305,12 +305,12 @@ int es__actor_new_loop_actor(struct es__loop *loop);
 /* --- fd watches (io.c) -----------------------------------------------------
  */
 
-/* One watched fd of a loop; the table is indexed by fd. */
+/* One watched fd of a loop; the table is indexed by fd. 16 bytes: the table
+ * is sized by the highest fd, so every byte counts per connection. */
 struct es__fdent {
     es_actor_t *owner; /* NULL when not watched */
-    uint32_t events;
-    uint32_t gen;         /* tells a stale epoll event from a live one */
-    int next_fd, prev_fd; /* owner's list of watched fds (+1, 0 = end) */
+    uint32_t gen;      /* tells a stale epoll event from a live one */
+    int next_fd;       /* owner's list of watched fds (+1, 0 = end) */
 };
 
 /* Delivers an epoll event tagged for fd and generation gen. */

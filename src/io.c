@@ -42,24 +42,21 @@ static void owner_link(struct es__loop *loop, es_actor_t *a, int fd)
 {
     struct es__fdent *e = &loop->fds[fd];
     e->owner = a;
-    e->prev_fd = 0;
     e->next_fd = a->io_head;
-    if (a->io_head)
-        loop->fds[a->io_head - 1].prev_fd = fd + 1;
     a->io_head = fd + 1;
 }
 
+/* Unlinks fd from its owner's list: a walk, as an actor watches few fds. */
 static void owner_unlink(struct es__loop *loop, int fd)
 {
     struct es__fdent *e = &loop->fds[fd];
-    if (e->prev_fd)
-        loop->fds[e->prev_fd - 1].next_fd = e->next_fd;
-    else
-        e->owner->io_head = e->next_fd;
-    if (e->next_fd)
-        loop->fds[e->next_fd - 1].prev_fd = e->prev_fd;
+    int *link = &e->owner->io_head;
+    while (*link && *link != fd + 1)
+        link = &loop->fds[*link - 1].next_fd;
+    if (*link)
+        *link = e->next_fd;
     e->owner = NULL;
-    e->next_fd = e->prev_fd = 0;
+    e->next_fd = 0;
 }
 
 int es_io_watch(es_actor_t *self, int fd, uint32_t events)
@@ -73,10 +70,7 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
         return rc;
     struct es__fdent *e = &loop->fds[fd];
     if (e->owner == self) {
-        rc = es__loop_ctl(loop, ES__CTL_MOD, fd, events, tag(fd, e->gen));
-        if (rc == 0)
-            e->events = events;
-        return rc;
+        return es__loop_ctl(loop, ES__CTL_MOD, fd, events, tag(fd, e->gen));
     }
     /* An entry owned by someone else is stale if the kernel lets us add the
      * fd: its owner closed it without unwatching. */
@@ -89,7 +83,6 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
         loop->io_watches--; /* the stale registration died with its fd */
     }
     e->gen = gen;
-    e->events = events;
     owner_link(loop, self, fd);
     return 0;
 }
