@@ -35,24 +35,29 @@ tmp=$(mktemp -d /tmp/echo_bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 # start_server NAME SERVER_CPUS: starts it on a free port; sets spid, sport.
+# Each start gets its own output file: the shell truncates a redirect in the
+# forked child, so reusing one file could show the previous server's port.
+starts=0
 start_server() {
-    local cmd
+    local cmd sout
+    starts=$((starts + 1))
+    sout=$tmp/server.$starts.out
     case $1 in
     es1) cmd=("$es_bin" --port 0 --threads 1 --seconds 600) ;;
     es2) cmd=("$es_bin" --port 0 --threads 2 --seconds 600) ;;
     libevent | libuv) cmd=("$peers" --lib "$1" --port 0 --seconds 600) ;;
     esac
     if [[ -n $2 ]]; then cmd=(taskset -c "$2" "${cmd[@]}"); fi
-    "${cmd[@]}" >"$tmp/server.out" 2>&1 &
+    "${cmd[@]}" >"$sout" 2>&1 &
     spid=$!
     sport=
     for _ in $(seq 100); do
         sport=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
-            "$tmp/server.out")
+            "$sout")
         [[ -n $sport ]] && return 0
         sleep 0.05
     done
-    echo "echo_bench.sh: $1 did not start: $(cat "$tmp/server.out")" >&2
+    echo "echo_bench.sh: $1 did not start: $(cat "$sout")" >&2
     kill "$spid" 2>/dev/null || true
     return 1
 }
@@ -62,7 +67,8 @@ stop_server() {
     wait "$spid" 2>/dev/null || true
 }
 
-# one NAME SIZE SERVER_CPUS CLIENT_CPUS: one run; appends "mps nspm" to a file.
+# one NAME SIZE SERVER_CPUS CLIENT_CPUS: one run; appends
+# "msgs/s ns/msg server-busy-%" to a file.
 one() {
     local l ccmd=("$load")
     start_server "$1" "$3" || return 1
@@ -71,8 +77,9 @@ one() {
         --connections "$conns" --depth "$depth" --size "$2" \
         --seconds "$secs" --warmup 1 --server-pid "$spid"); then
         echo "$1 size=$2: $l" >&2
-        sed -n 's/.*msgs_per_s=\([^ ]*\).*server_ns_per_msg=\([^ ]*\).*/\1 \2/p' \
-            <<<"$l" >>"$tmp/$1.$2.$3"
+        sed -n 's/.*seconds=\([^ ]*\) msgs_per_s=\([^ ]*\).*server_cpu_s=\([^ ]*\) server_ns_per_msg=\([^ ]*\).*/\2 \4 \3 \1/p' \
+            <<<"$l" | awk '{ printf "%s %s %.0f\n", $1, $2, 100 * $3 / $4 }' \
+            >>"$tmp/$1.$2.$3"
     else
         echo "echo_bench.sh: $1 size=$2 run failed" >&2
     fi
@@ -91,32 +98,33 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
 
 # table TITLE SERVER_CPUS CLIENT_CPUS NAMES...
 table() {
-    local title=$1 scpu=$2 ccpu=$3 size name r
+    local title=$1 scpu=$2 ccpu=$3 size name
     shift 3
     for size in $sizes; do
-        for r in $(seq "$runs"); do
+        for _ in $(seq "$runs"); do
             for name in "$@"; do one "$name" "$size" "$scpu" "$ccpu" || true; done
         done
     done
     echo "## $title"
     echo
     echo "| server | msg size (B) | messages/s | vs libevent |" \
-        "server CPU/msg (ns) | vs libevent | runs |"
-    echo "|---|---|---|---|---|---|---|"
+        "server CPU/msg (ns) | vs libevent | server busy | runs |"
+    echo "|---|---|---|---|---|---|---|---|"
     for size in $sizes; do
         local base_m base_c f
         base_m=$(median 1 "$tmp/libevent.$size.$scpu")
         base_c=$(median 2 "$tmp/libevent.$size.$scpu")
         for name in "$@"; do
             f=$tmp/$name.$size.$scpu
-            local m c n
+            local m c b n
             m=$(median 1 "$f")
             c=$(median 2 "$f")
+            b=$(median 3 "$f")
             n=$( ([[ -f $f ]] && wc -l <"$f") || echo 0)
-            printf '| %s | %s | %.0f | %s | %.0f | %s | %s |\n' \
+            printf '| %s | %s | %.0f | %s | %.0f | %s | %.0f %% | %s |\n' \
                 "$(label "$name")" "$size" "${m/n\/a/0}" \
                 "$(ratio "$m" "$base_m")" "${c/n\/a/0}" \
-                "$(ratio "$c" "$base_c")" "$n/$runs"
+                "$(ratio "$c" "$base_c")" "${b/n\/a/0}" "$n/$runs"
         done
     done
     echo
@@ -147,7 +155,13 @@ report() {
     echo "server's utime + stime over the measured window (/proc, 10 ms"
     echo "ticks) divided by those messages. All servers set TCP_NODELAY."
     echo "\"vs libevent\" above 1 means more messages/s, or more CPU per"
-    echo "message (worse)."
+    echo "message (worse). \"server busy\" is the server's CPU time over the"
+    echo "window (100 % = one CPU): well under 100 % means the single-threaded"
+    echo "load client and wakeup latency set the pace, not the server, so"
+    echo "compare CPU/msg first. The machine may be shared: see the load"
+    echo "average. libevent's bufferevent echoes in two loop turns (read, then"
+    echo "write on the next EPOLLOUT, toggling EPOLLOUT with epoll_ctl each"
+    echo "time); that is its usual API, not tuned away here."
     echo
     table "Pinned: server on CPU 0, client on CPU 1" 0 1 es1 libevent libuv
     if [[ -z ${NO_UNPINNED:-} ]]; then
