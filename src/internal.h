@@ -261,6 +261,15 @@ int es__table_add(struct es__table *t, es_actor_t *a);
 void es__table_remove(struct es__table *t, es_actor_t *a);
 /* Makes a's slot reusable; only after an epoch grace period. */
 void es__table_release(struct es__table *t, es_actor_id_t id);
+/* The actor in table slot idx, or NULL; for callers that know it is live. */
+static inline es_actor_t *es__table_slot(struct es__table *t, uint32_t idx)
+{
+    struct es__slot *chunk = atomic_load_explicit(
+        &t->chunks[idx >> ES__TABLE_CHUNK_SHIFT], memory_order_acquire);
+    return atomic_load_explicit(&chunk[idx & (ES__TABLE_CHUNK_SLOTS - 1)].actor,
+                                memory_order_acquire);
+}
+
 /* The live actor with this handle, or NULL. Caller is in an epoch section.
  * (See table.c for why the loads' orders suffice.) */
 static inline es_actor_t *es__table_lookup(struct es__table *t,
@@ -305,12 +314,13 @@ int es__actor_new_loop_actor(struct es__loop *loop);
 /* --- fd watches (io.c) -----------------------------------------------------
  */
 
-/* One watched fd of a loop; the table is indexed by fd. 16 bytes: the table
- * is sized by the highest fd, so every byte counts per connection. */
+/* One watched fd of a loop; the table is indexed by fd. 16 bytes, as the
+ * table is sized by the highest fd and so costs this much per connection:
+ * the owner is named by its actor-table slot, not a pointer. */
 struct es__fdent {
-    es_actor_t *owner; /* NULL when not watched */
-    uint32_t gen;      /* tells a stale epoll event from a live one */
-    int next_fd;       /* owner's list of watched fds (+1, 0 = end) */
+    uint32_t owner;       /* owner's table slot + 1; 0 when not watched */
+    uint32_t gen;         /* tells a stale epoll event from a live one */
+    int next_fd, prev_fd; /* owner's list of watched fds (+1, 0 = end) */
 };
 
 /* Delivers an epoll event tagged for fd and generation gen. */
@@ -350,6 +360,8 @@ struct es__watch {
     void (*cb)(struct es__loop *loop, struct es__watch *w, uint32_t events);
 };
 
+struct epoll_event;
+
 struct es__loop {
     es_runtime_t *rt;
     unsigned index;
@@ -365,9 +377,11 @@ struct es__loop {
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
     struct es__timers timers;
-    unsigned io_watches;    /* watches besides the wakeup socket */
-    struct es__fdent *fds;  /* actors' fd watches, indexed by fd */
-    unsigned char *scratch; /* read buffer shared by this loop's actors */
+    unsigned io_watches;        /* watches besides the wakeup socket */
+    struct es__fdent *fds;      /* actors' fd watches, indexed by fd */
+    unsigned char *scratch;     /* read buffer shared by this loop's actors */
+    struct epoll_event *events; /* [ES__EPOLL_EVENTS], made by loop.c */
+    int nevents;                /* returned by the last epoll_wait() */
     int fds_cap;
     bool stopping;
     atomic_uint nactors; /* actors assigned here, installed or on their way */

@@ -38,25 +38,40 @@ static int fds_reserve(struct es__loop *loop, int fd)
     return 0;
 }
 
+static uint32_t owner_key(const es_actor_t *a)
+{
+    return (uint32_t)a->id + 1;
+}
+
 static void owner_link(struct es__loop *loop, es_actor_t *a, int fd)
 {
     struct es__fdent *e = &loop->fds[fd];
-    e->owner = a;
+    e->owner = owner_key(a);
+    e->prev_fd = 0;
     e->next_fd = a->io_head;
+    if (a->io_head)
+        loop->fds[a->io_head - 1].prev_fd = fd + 1;
     a->io_head = fd + 1;
 }
 
-/* Unlinks fd from its owner's list: a walk, as an actor watches few fds. */
-static void owner_unlink(struct es__loop *loop, int fd)
+/* Unlinks fd from the list of a, its owner. */
+static void owner_unlink(struct es__loop *loop, es_actor_t *a, int fd)
 {
     struct es__fdent *e = &loop->fds[fd];
-    int *link = &e->owner->io_head;
-    while (*link && *link != fd + 1)
-        link = &loop->fds[*link - 1].next_fd;
-    if (*link)
-        *link = e->next_fd;
-    e->owner = NULL;
-    e->next_fd = 0;
+    if (e->prev_fd)
+        loop->fds[e->prev_fd - 1].next_fd = e->next_fd;
+    else
+        a->io_head = e->next_fd;
+    if (e->next_fd)
+        loop->fds[e->next_fd - 1].prev_fd = e->prev_fd;
+    e->owner = 0;
+    e->next_fd = e->prev_fd = 0;
+}
+
+/* The actor an entry belongs to (alive: stopping actors unwatch first). */
+static es_actor_t *owner_of(struct es__loop *loop, const struct es__fdent *e)
+{
+    return es__table_slot(loop->rt->table, e->owner - 1);
 }
 
 int es_io_watch(es_actor_t *self, int fd, uint32_t events)
@@ -69,7 +84,7 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
     if (rc)
         return rc;
     struct es__fdent *e = &loop->fds[fd];
-    if (e->owner == self) {
+    if (e->owner == owner_key(self)) {
         return es__loop_ctl(loop, ES__CTL_MOD, fd, events, tag(fd, e->gen));
     }
     /* An entry owned by someone else is stale if the kernel lets us add the
@@ -79,7 +94,7 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
     if (rc)
         return rc == -EEXIST && e->owner ? -EEXIST : rc;
     if (e->owner) {
-        owner_unlink(loop, fd);
+        owner_unlink(loop, owner_of(loop, e), fd);
         loop->io_watches--; /* the stale registration died with its fd */
     }
     e->gen = gen;
@@ -87,13 +102,13 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
     return 0;
 }
 
-static void unwatch(struct es__loop *loop, int fd)
+static void unwatch(struct es__loop *loop, es_actor_t *a, int fd)
 {
     /* EBADF/ENOENT: the fd was closed first; the kernel dropped it. */
     if (es__loop_ctl(loop, ES__CTL_DEL, fd, 0, 0) != 0)
         loop->io_watches--;
     loop->fds[fd].gen++;
-    owner_unlink(loop, fd);
+    owner_unlink(loop, a, fd);
 }
 
 int es_io_unwatch(es_actor_t *self, int fd)
@@ -101,16 +116,16 @@ int es_io_unwatch(es_actor_t *self, int fd)
     if (!self)
         return -EINVAL;
     struct es__loop *loop = self->loop;
-    if (fd < 0 || fd >= loop->fds_cap || loop->fds[fd].owner != self)
+    if (fd < 0 || fd >= loop->fds_cap || loop->fds[fd].owner != owner_key(self))
         return -ENOENT;
-    unwatch(loop, fd);
+    unwatch(loop, self, fd);
     return 0;
 }
 
 void es__io_unwatch_actor(es_actor_t *a)
 {
     while (a->io_head)
-        unwatch(a->loop, a->io_head - 1);
+        unwatch(a->loop, a, a->io_head - 1);
 }
 
 void es__io_ready(struct es__loop *loop, int fd, uint32_t gen, uint32_t events)
@@ -118,14 +133,17 @@ void es__io_ready(struct es__loop *loop, int fd, uint32_t gen, uint32_t events)
     if (fd >= loop->fds_cap)
         return;
     struct es__fdent *e = &loop->fds[fd];
-    if (!e->owner || e->gen != gen || e->owner->stopped)
+    if (!e->owner || e->gen != gen)
+        return;
+    es_actor_t *a = owner_of(loop, e);
+    if (!a || a->stopped)
         return;
     es_msg_t m = es_msg_make(ES_MSG_IO);
-    m.to = e->owner->id;
+    m.to = a->id;
     m.inl.i64[0] = fd;
     m.inl.u64[1] = events;
     m.len = 2 * sizeof(uint64_t);
-    es__actor_dispatch(e->owner, &m);
+    es__actor_dispatch(a, &m);
 }
 
 void es__io_destroy(struct es__loop *loop)

@@ -8,7 +8,9 @@
  * ready. This is the only file that includes <sys/epoll.h>.
  *
  * The loop is inside its epoch section for the whole of a turn and outside
- * it while asleep, so grace periods advance at least once per turn.
+ * it while asleep, so grace periods advance at least once per turn. Events
+ * returned by epoll_wait() are handled at the start of the next turn, so a
+ * wake-up costs one epoch section, not two.
  */
 #include "internal.h"
 
@@ -47,6 +49,9 @@ int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
         return -errno;
+    loop->events = es__calloc(ES__EPOLL_EVENTS, sizeof(*loop->events));
+    if (!loop->events)
+        return -ENOMEM;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) <
         0)
         return -errno;
@@ -75,6 +80,8 @@ void es__loop_destroy(struct es__loop *loop)
 {
     es__free(loop->scratch);
     loop->scratch = NULL;
+    es__free(loop->events);
+    loop->events = NULL;
     es__timers_destroy(&loop->timers);
     es__io_destroy(loop);
     if (loop->epfd >= 0)
@@ -142,14 +149,19 @@ static bool stop_requested(const struct es__loop *loop)
     return atomic_load_explicit(&loop->rt->stopping, memory_order_acquire);
 }
 
+/* Waits for events; they are handled at the start of the next turn, inside
+ * its epoch section (handlers run behaviours, which send). */
 static void poll_events(struct es__loop *loop, int timeout_ms)
 {
-    struct epoll_event ev[ES__EPOLL_EVENTS];
-    int n = epoll_wait(loop->epfd, ev, ES__EPOLL_EVENTS, timeout_ms);
-    if (n <= 0)
-        return;
-    /* Handlers run behaviours, which send: inside the epoch, as in a turn. */
-    ck_epoch_begin(loop->tctx.rec, NULL);
+    int n = epoll_wait(loop->epfd, loop->events, ES__EPOLL_EVENTS, timeout_ms);
+    loop->nevents = n > 0 ? n : 0;
+}
+
+static void dispatch_events(struct es__loop *loop)
+{
+    struct epoll_event *ev = loop->events;
+    int n = loop->nevents;
+    loop->nevents = 0;
     for (int i = 0; i < n; i++) {
         uint64_t data = ev[i].data.u64;
         if (data & 1) { /* an actor's watch: see io.c */
@@ -160,9 +172,6 @@ static void poll_events(struct es__loop *loop, int timeout_ms)
             w->cb(loop, w, ev[i].events);
         }
     }
-    es__tctx_flush_wakes(&loop->tctx);
-    ES__TSAN_RELEASE(&loop->rt->epoch);
-    ck_epoch_end(loop->tctx.rec, NULL);
 }
 
 /* Blocks until there is something to do (see chan.c for the handshake). */
@@ -204,6 +213,10 @@ static unsigned turn(struct es__loop *loop)
     ck_epoch_begin(t->rec, NULL);
     if (!loop->stopping && stop_requested(loop))
         begin_shutdown(loop);
+    /* IO is not counted as work: after it the loop goes back to
+     * epoll_wait() through the sleep handshake, which returns at once when
+     * more is ready, instead of polling once more for nothing. */
+    dispatch_events(loop);
     work = es__timers_run(loop);
     work += drain_rings(loop);
     work += es__runq_run(loop);
