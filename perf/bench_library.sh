@@ -6,25 +6,28 @@
 # threads, libevent, libev and libuv, K times (first argument, or $RUNS;
 # default 5, or 3 with --quick), rotating the library order from one run
 # and one configuration to the next so that a slow spell of the machine
-# does not land on one library. Every run does `-i ITER` iterations; the
-# first re-arms watchers that were never armed, so it is dropped, and each
-# figure is the median of the other iterations of all runs. Writes default
-# to 100000 (20000 with --quick): about 0.5 s of loop time per iteration on
-# the 2-vCPU dev box (>= 0.1 s in quick mode), well above the 50 ms where
-# timer and scheduler noise stop mattering. Then each library runs once
-# more under valgrind --tool=callgrind at -n 1000 -a 100 with two write
-# counts, for user-space instructions per event (callgrind counts no kernel
+# does not land on one library. Every run does 4 iterations (3 with
+# --quick); the first re-arms watchers that were never armed, so it is
+# dropped, and each figure is the median of the other iterations of all
+# runs, with ratios to libevent's median and, less sensitive to a busy
+# spell, the median over runs of the ratio within each run. Writes default
+# to 100000 (20000 with --quick): about 0.4 s of loop time per iteration on
+# the 2-vCPU dev box (about 0.1 s in quick mode), well above the 50 ms where
+# timer and scheduler noise stop mattering. Then each library runs under
+# valgrind --tool=callgrind at -n 1000 -a 100 with two write counts, for
+# user-space instructions per event (callgrind counts no kernel
 # instruction): total Ir / events of the larger run, and the marginal cost
 # (difference of the two runs), split into the shared read callback with
 # the recv/send it makes and everything else (the library's loop and
-# dispatch). It writes docs/perf/bench_library.md (medians, ratios to
-# libevent, the callgrind table, the targets) and PNG plots next to it;
-# raw outputs stay in perf/results/bench_library-<UTC stamp>/ (gitignored).
-# $BENCH_LIBRARY names the binary (default build/perf/bench_library),
-# $OUT_DIR the output directory (default docs/perf).
+# dispatch). It writes docs/perf/bench_library.md (medians, ratios, the
+# callgrind table, the targets) and PNG plots next to it (gnuplot,
+# perf/plot_library.gp); raw outputs stay in
+# perf/results/bench_library-<UTC stamp>/ (gitignored). $BENCH_LIBRARY
+# names the binary (default build/perf/bench_library), $OUT_DIR the output
+# directory (default docs/perf). Needs python3, valgrind and gnuplot.
 #
-#   perf/bench_library.sh             # 5 runs, about 10 minutes
-#   perf/bench_library.sh --quick     # 3 short runs, about 2 minutes
+#   perf/bench_library.sh             # 5 runs, about 5 minutes
+#   perf/bench_library.sh --quick     # 3 short runs, about 1 minute
 #   perf/bench_library.sh 9           # 9 runs
 set -eu
 
@@ -35,7 +38,7 @@ for arg in "$@"; do
     case $arg in
     --quick) quick=1 ;;
     -h | --help)
-        sed -n '3,27p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,31p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) runs=$arg ;;
@@ -79,6 +82,12 @@ cg_pipes=1000 cg_active=100
 raw=$root/perf/results/bench_library-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$raw" "$out"
 started=$(date +%s)
+# The tree the sweep starts from; build the binary from it just before.
+es_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
+if [ -n "$(git -C "$root" status --porcelain -- src actors include \
+    2>/dev/null)" ]; then
+    es_rev="$es_rev + uncommitted changes"
+fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # Another process on a CPU halves what es 2 threads can show: say so.
 case ${load_before%% *} in
@@ -155,11 +164,6 @@ stamp=$(date -u '+%Y-%m-%d %H:%M UTC')
 ncpu=$(nproc)
 kernel=$(uname -r)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-es_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
-if [ -n "$(git -C "$root" status --porcelain -- src actors include \
-    2>/dev/null)" ]; then
-    es_rev="$es_rev + uncommitted changes"
-fi
 versions="libevent $(pkg-config --modversion libevent_core 2>/dev/null ||
     echo '?'), libev $(dpkg-query -W -f='${Version}' libev-dev 2>/dev/null ||
     echo '?'), libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?')"
@@ -206,13 +210,17 @@ def parse(path, expect_iters, expect_events):
     return rows
 
 
-# samples[(pipes, active, lib)] = [(total_us, loop_us)] without warm-ups
-samples = {}
+# samples[(pipes, active, lib)] = [(total_us, loop_us)] without warm-ups;
+# per_run[(pipes, active, lib)][run] = median loop_us of that run
+samples, per_run = {}, {}
 for path in glob.glob(os.path.join(raw, "sweep_r*_n*_a*_*.txt")):
-    m = re.search(r"sweep_r\d+_n(\d+)_a(\d+)_(\w+)\.txt$", path)
-    p, a, lib = int(m.group(1)), int(m.group(2)), m.group(3)
+    m = re.search(r"sweep_r(\d+)_n(\d+)_a(\d+)_(\w+)\.txt$", path)
+    run, p, a, lib = (int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                      m.group(4))
     rows = parse(path, iters, iters * (a + writes))
     samples.setdefault((p, a, lib), []).extend(rows[1:])
+    per_run.setdefault((p, a, lib), {})[run] = statistics.median(
+        r[1] for r in rows[1:])
 
 med = {}
 for key, rows in samples.items():
@@ -225,6 +233,13 @@ def ratio(p, a, lib, col):
     base = med.get((p, a, "libevent"))
     mine = med.get((p, a, lib))
     return mine[col] / base[col] if base and mine and base[col] else None
+
+
+def paired(p, a, lib):
+    """Median over runs of the loop-time ratio within each run."""
+    mine, base = per_run.get((p, a, lib), {}), per_run.get((p, a, "libevent"))
+    r = [mine[k] / base[k] for k in mine if base and base.get(k)]
+    return statistics.median(r) if r else None
 
 
 def fmt(v, spec):
@@ -256,23 +271,27 @@ emit("")
 emit("%s runs of %d iterations, writes = %d, library order rotated between "
      "runs; the first iteration of each run (first install) is dropped, so "
      "each cell is the median of %d samples. Ratios are to libevent's "
-     "median in the same row group (below 1 = faster than libevent)." % (
+     "median in the same row group (below 1 = faster than libevent); "
+     "*(paired)* is the median over runs of the ratio within each run, which "
+     "a busy spell of the machine during one run disturbs less. The targets "
+     "below are judged on the ratio of the medians." % (
          env["BL_RUNS"], iters, writes, int(env["BL_RUNS"]) * (iters - 1)))
 emit("")
 emit("| pipes | active | library | total ms | loop ms (min-max) "
-     "| loop us/event | loop vs libevent | total vs libevent |")
-emit("|---:|---:|---|---:|---:|---:|---:|---:|")
+     "| loop us/event | loop vs libevent | (paired) | total vs libevent |")
+emit("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 for p in pipes:
     for a in actives:
         for lib in libs:
             m = med.get((p, a, lib))
             if not m:
                 continue
-            emit("| %d | %d | %s | %.1f | %.1f (%.0f-%.0f) | %.2f | %s | %s |"
-                 % (p, a, names[lib], m[0] / 1e3, m[1] / 1e3, m[2] / 1e3,
-                    m[3] / 1e3, m[1] / (a + writes),
-                    fmt(ratio(p, a, lib, 1), ".3f"),
-                    fmt(ratio(p, a, lib, 0), ".3f")))
+            emit("| %d | %d | %s | %.1f | %.1f (%.0f-%.0f) | %.2f | %s | %s "
+                 "| %s |" % (p, a, names[lib], m[0] / 1e3, m[1] / 1e3,
+                             m[2] / 1e3, m[3] / 1e3, m[1] / (a + writes),
+                             fmt(ratio(p, a, lib, 1), ".3f"),
+                             fmt(paired(p, a, lib), ".3f"),
+                             fmt(ratio(p, a, lib, 0), ".3f")))
 emit("")
 
 # Plot data: one file per (metric, pipes), milliseconds.
