@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -371,6 +372,33 @@ static inline size_t recv_upto(int fd, void *p, size_t len, double secs)
             poll_one(fd, POLLIN, 100);
     }
     return got;
+}
+
+/* Raises the soft fd limit to the hard one; returns it. */
+static inline rlim_t raise_nofile(void)
+{
+    struct rlimit rl;
+
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    return rl.rlim_cur;
+}
+
+/* Listens on address with n's callbacks and `conn` settings. */
+static inline es_listener_t *listen_net(es_runtime_t *rt, const char *address,
+                                        struct net *n,
+                                        const es_conn_opts_t *conn)
+{
+    es_listen_opts_t o = {.address = address};
+    es_listener_t *l = NULL;
+
+    if (conn)
+        o.conn = *conn;
+    conn_opts_for(&o.conn, n);
+    ES_OK(es_listen(rt, &o, &l));
+    cr_assert_not_null(l);
+    return l;
 }
 
 #endif /* ES_NET_TEST_H */

@@ -39,32 +39,6 @@ static void echo_check(int fd, const char *s)
     cr_assert_eq(memcmp(buf, s, len), 0, "echo differs");
 }
 
-/* Raises the soft fd limit to the hard one; returns it. */
-static rlim_t raise_nofile(void)
-{
-    struct rlimit rl;
-
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rl.rlim_cur = rl.rlim_max;
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    return rl.rlim_cur;
-}
-
-/* Listens on address with n's callbacks and `conn` settings. */
-static es_listener_t *listen_net(es_runtime_t *rt, const char *address,
-                                 struct net *n, const es_conn_opts_t *conn)
-{
-    es_listen_opts_t o = {.address = address};
-    es_listener_t *l = NULL;
-
-    if (conn)
-        o.conn = *conn;
-    conn_opts_for(&o.conn, n);
-    ES_OK(es_listen(rt, &o, &l));
-    cr_assert_not_null(l);
-    return l;
-}
-
 /* --- Helpers of this file ------------------------------------------------- */
 
 /* Reads a listener's counters; fails the test on error. */

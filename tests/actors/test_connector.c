@@ -24,21 +24,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Listens on address with n's callbacks and `conn` settings. */
-static es_listener_t *listen_net(es_runtime_t *rt, const char *address,
-                                 struct net *n, const es_conn_opts_t *conn)
-{
-    es_listen_opts_t o = {.address = address};
-    es_listener_t *l = NULL;
-
-    if (conn)
-        o.conn = *conn;
-    conn_opts_for(&o.conn, n);
-    ES_OK(es_listen(rt, &o, &l));
-    cr_assert_not_null(l);
-    return l;
-}
-
 /* --- Helpers of this file ------------------------------------------------- */
 
 /* A client that says "ping" at OPEN and closes once the echo is back. */
