@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -399,6 +401,36 @@ static inline es_listener_t *listen_net(es_runtime_t *rt, const char *address,
     ES_OK(es_listen(rt, &o, &l));
     cr_assert_not_null(l);
     return l;
+}
+
+/* Sends s and expects it back. */
+static inline void echo_check(int fd, const char *s)
+{
+    size_t len = strlen(s);
+    char buf[256];
+
+    cr_assert_lt(len, sizeof(buf));
+    cr_assert(send_all(fd, s, len, ES_TEST_WAIT_S), "send: %s",
+              strerror(errno));
+    cr_assert_eq(recv_upto(fd, buf, len, ES_TEST_WAIT_S), len,
+                 "echo of \"%s\" incomplete", s);
+    cr_assert_eq(memcmp(buf, s, len), 0, "echo differs");
+}
+
+/* Opens n TCP clients to port, one echo each; they stay open. */
+static inline int *open_clients(int port, int n)
+{
+    int *fds = calloc((size_t)n, sizeof(int));
+
+    cr_assert_not_null(fds);
+    for (int i = 0; i < n; i++) {
+        char s[32];
+
+        fds[i] = tcp_client(port);
+        snprintf(s, sizeof(s), "client %d", i);
+        echo_check(fds[i], s);
+    }
+    return fds;
 }
 
 #endif /* ES_NET_TEST_H */

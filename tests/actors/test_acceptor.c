@@ -25,20 +25,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Sends s and expects it back. */
-static void echo_check(int fd, const char *s)
-{
-    size_t len = strlen(s);
-    char buf[256];
-
-    cr_assert_lt(len, sizeof(buf));
-    cr_assert(send_all(fd, s, len, ES_TEST_WAIT_S), "send: %s",
-              strerror(errno));
-    cr_assert_eq(recv_upto(fd, buf, len, ES_TEST_WAIT_S), len,
-                 "echo of \"%s\" incomplete", s);
-    cr_assert_eq(memcmp(buf, s, len), 0, "echo differs");
-}
-
 /* --- Helpers of this file ------------------------------------------------- */
 
 /* Reads a listener's counters; fails the test on error. */
@@ -95,22 +81,6 @@ static void close_clients(int *fds, int n, struct net *srv,
     cr_assert(es_test_wait_ge(&srv->freed, freed, 60.0),
               "server freed %llu of %llu connections",
               (unsigned long long)atomic_load(&srv->freed), freed);
-}
-
-/* Opens n TCP clients to port, one echo each; they stay open. */
-static int *open_clients(int port, int n)
-{
-    int *fds = calloc((size_t)n, sizeof(int));
-
-    cr_assert_not_null(fds);
-    for (int i = 0; i < n; i++) {
-        char s[32];
-
-        fds[i] = tcp_client(port);
-        snprintf(s, sizeof(s), "client %d", i);
-        echo_check(fds[i], s);
-    }
-    return fds;
 }
 
 /* --- Addresses and options ------------------------------------------------ */

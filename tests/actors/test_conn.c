@@ -46,20 +46,6 @@ static int recv_end(int fd, double secs)
     }
 }
 
-/* Sends s and expects it back. */
-static void echo_check(int fd, const char *s)
-{
-    size_t len = strlen(s);
-    char buf[256];
-
-    cr_assert_lt(len, sizeof(buf));
-    cr_assert(send_all(fd, s, len, ES_TEST_WAIT_S), "send: %s",
-              strerror(errno));
-    cr_assert_eq(recv_upto(fd, buf, len, ES_TEST_WAIT_S), len,
-                 "echo of \"%s\" incomplete", s);
-    cr_assert_eq(memcmp(buf, s, len), 0, "echo differs");
-}
-
 /* Closes fd with a TCP reset instead of a FIN. */
 static void rst_close(int fd)
 {
@@ -220,22 +206,6 @@ static void pump(int fd, uint64_t total, uint64_t expect, bool shut_wr,
             pump_recv(fd, buf, CAP, p);
     }
     free(buf);
-}
-
-/* Opens n clients to port and checks one echo on each. */
-static int *open_clients(int port, int n)
-{
-    int *fds = calloc((size_t)n, sizeof(int));
-
-    cr_assert_not_null(fds);
-    for (int i = 0; i < n; i++) {
-        char s[32];
-
-        fds[i] = tcp_client(port);
-        snprintf(s, sizeof(s), "client %d", i);
-        echo_check(fds[i], s);
-    }
-    return fds;
 }
 
 /* --- Order and close reasons ---------------------------------------------- */
