@@ -389,8 +389,10 @@ static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
 static void on_idle_timer(es_actor_t *self, struct es__conn *c)
 {
     uint64_t idle = (uint64_t)c->opts.idle_timeout_ms * NS_PER_MS;
-    uint64_t quiet = es__now_ns() - c->last_active_ns;
     c->timer_kind = ES__TIMER_NONE; /* a one-shot that just fired */
+    if (!idle)
+        return; /* turned off by es_conn_set_idle_timeout() */
+    uint64_t quiet = es__now_ns() - c->last_active_ns;
     if (quiet >= idle) {
         es__conn_fail(c, ES_CONN_TIMEOUT, 0);
         return;
@@ -628,6 +630,23 @@ int es_conn_pause(es_actor_t *self, int paused)
         return -EINVAL;
     c->paused_user = paused != 0;
     return 0;
+}
+
+int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms)
+{
+    struct es__conn *c = conn_of(self);
+    if (!c)
+        return -EINVAL;
+    unsigned old = c->opts.idle_timeout_ms;
+    c->opts.idle_timeout_ms = ms;
+    if (c->connecting || c->closed || ms == 0)
+        return 0; /* a pending idle timer sees 0 and lapses */
+    touch(c);
+    /* An armed idle timer that fires no later than the new timeout only
+     * re-checks and re-arms (on_idle_timer); a later one must move. */
+    if (c->timer_kind == ES__TIMER_IDLE && old && old <= ms)
+        return 0;
+    return es__conn_timer(self, c, ES__TIMER_IDLE, ms);
 }
 
 size_t es_conn_queued(const es_actor_t *self)

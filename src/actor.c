@@ -552,6 +552,11 @@ void *es_actor_state(const es_actor_t *self)
     return self->state;
 }
 
+void es_actor_set_state(es_actor_t *self, void *state)
+{
+    self->state = state;
+}
+
 es_runtime_t *es_actor_runtime(const es_actor_t *self)
 {
     return self->rt;

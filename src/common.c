@@ -52,6 +52,26 @@ void es__free(void *ptr)
     allocator.free_fn(ptr);
 }
 
+void *es_malloc(size_t size)
+{
+    return es__malloc(size);
+}
+
+void *es_calloc(size_t count, size_t size)
+{
+    return es__calloc(count, size);
+}
+
+void *es_realloc(void *ptr, size_t size)
+{
+    return es__realloc(ptr, size);
+}
+
+void es_free(void *ptr)
+{
+    es__free(ptr);
+}
+
 #define ES__CACHELINE 64
 
 /* The hooks promise only malloc's alignment: over-allocate and remember. */
@@ -94,17 +114,30 @@ void es_set_log(es_log_cb cb, void *arg, es_log_level_t min_level)
     atomic_store(&logger.cb, cb);
 }
 
-void es__log(es_log_level_t level, const char *fmt, ...)
+static void log_va(es_log_level_t level, const char *fmt, va_list ap)
 {
     es_log_cb cb = atomic_load(&logger.cb);
     if (!cb || level < atomic_load(&logger.min))
         return;
     char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    cb(atomic_load(&logger.arg), level, line);
+}
+
+void es__log(es_log_level_t level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    log_va(level, fmt, ap);
     va_end(ap);
-    cb(atomic_load(&logger.arg), level, line);
+}
+
+void es_log(es_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_va(level, fmt, ap);
+    va_end(ap);
 }
 
 const char *es_strerror(int err)

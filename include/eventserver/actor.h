@@ -185,6 +185,14 @@ ES_EXTERN es_actor_id_t es_actor_self(const es_actor_t *self);
 /* The state pointer given to es_spawn(). Thread: owning loop only. */
 ES_EXTERN void *es_actor_state(const es_actor_t *self);
 
+/*
+ * Replaces the actor's state: what es_actor_state() returns from now on and
+ * what its state_free receives at the end (a module can keep an idle actor
+ * small and attach a larger state only while it is busy).
+ * Returns: nothing. Ownership: the old state stays the caller's.
+ * Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN void es_actor_set_state(es_actor_t *self, void *state);
 /* The runtime the actor lives in. Thread: owning loop only. */
 ES_EXTERN es_runtime_t *es_actor_runtime(const es_actor_t *self);
 

@@ -58,6 +58,17 @@ typedef void (*es_free_cb)(void *ptr);
 ES_EXTERN int es_set_allocator(es_malloc_cb malloc_fn, es_realloc_cb realloc_fn,
                                es_calloc_cb calloc_fn, es_free_cb free_fn);
 
+/*
+ * Allocate and free through the hooks of es_set_allocator(), for modules
+ * built on the public API (the HTTP module) and for users whose memory the
+ * runtime frees. Same contracts as malloc, calloc (overflow-checked),
+ * realloc and free. Thread: any.
+ */
+ES_EXTERN void *es_malloc(size_t size);
+ES_EXTERN void *es_calloc(size_t count, size_t size);
+ES_EXTERN void *es_realloc(void *ptr, size_t size);
+ES_EXTERN void es_free(void *ptr);
+
 /* Severity of a log record. */
 typedef enum es_log_level {
     ES_LOG_DEBUG = 0,
@@ -77,6 +88,13 @@ typedef void (*es_log_cb)(void *arg, es_log_level_t level, const char *line);
  * be thread-safe.
  */
 ES_EXTERN void es_set_log(es_log_cb cb, void *arg, es_log_level_t min_level);
+
+/*
+ * Formats a line and hands it to the log hook (es_set_log), if level is at
+ * or above the hook's minimum. Returns: nothing. Thread: any.
+ */
+ES_EXTERN void es_log(es_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #ifdef __cplusplus
 }

@@ -103,6 +103,15 @@ ES_EXTERN int es_conn_shutdown(es_actor_t *self);
 ES_EXTERN int es_conn_pause(es_actor_t *self, int paused);
 
 /*
+ * Changes the idle timeout (es_conn_opts_t.idle_timeout_ms) of this
+ * connection; 0 turns it off. The connection counts as active now, so the
+ * new timeout runs from this call. Cheap when lengthening or turning off
+ * (the armed timer lapses or re-arms itself when it fires).
+ * Returns: 0, -EINVAL, -ENOMEM. Thread: owning loop only.
+ */
+ES_EXTERN int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms);
+
+/*
  * Bytes queued and not yet sent.
  * Returns: the count, or 0 if self is not a connection actor.
  * Thread: owning loop only.

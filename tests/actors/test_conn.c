@@ -429,6 +429,70 @@ Test(conn, idle_timeout_closes, .timeout = ES_TEST_TIMEOUT)
     assert_reason(&srv, ES_CONN_TIMEOUT, 1, "server");
 }
 
+/* At OPEN, sets the idle timeout to r->bytes ms. rc: 0 set. */
+static int set_idle_hook(es_actor_t *self, struct conn *c, es_msg_t *msg)
+{
+    struct rec *r = c->net->ctx;
+
+    if (msg->type == ES_MSG_CONN_OPEN) {
+        atomic_store(&r->rc[0], es_conn_set_idle_timeout(
+                                    self, (unsigned)atomic_load(&r->bytes)));
+        atomic_fetch_add(&r->calls, 1);
+    }
+    return 0;
+}
+
+Test(conn, set_idle_timeout_turns_it_on, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(2);
+    struct rec r;
+    struct net srv = {.echo = true, .hook = set_idle_hook, .ctx = &r};
+    es_listener_t *l;
+    int fd, end;
+
+    rec_init(&r);
+    atomic_store(&r.bytes, 100);
+    l = listen_net(rt, "127.0.0.1:0", &srv, NULL);
+    fd = tcp_client(es_listener_port(l));
+    echo_check(fd, "then silence");
+    end = recv_end(fd, ES_TEST_WAIT_S);
+    close(fd);
+    ES_WAIT_GE(srv.freed, 1);
+    es_listener_free(l);
+    es_test_free(rt);
+
+    cr_assert_eq(atomic_load(&r.rc[0]), 0, "set: %d", atomic_load(&r.rc[0]));
+    cr_assert_eq(end, 0, "client: %d (%s) instead of EOF", end, strerror(-end));
+    assert_net(&srv, 1, "server");
+    assert_reason(&srv, ES_CONN_TIMEOUT, 1, "server");
+}
+
+Test(conn, set_idle_timeout_zero_turns_it_off, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(2);
+    struct rec r;
+    struct net srv = {.echo = true, .hook = set_idle_hook, .ctx = &r};
+    es_conn_opts_t co = {.idle_timeout_ms = 100};
+    es_listener_t *l;
+    int fd;
+
+    rec_init(&r);
+    atomic_store(&r.bytes, 0);
+    l = listen_net(rt, "127.0.0.1:0", &srv, &co);
+    fd = tcp_client(es_listener_port(l));
+    ES_WAIT_GE(r.calls, 1);
+    es_test_sleep_ms(400); /* four idle timeouts' worth */
+    echo_check(fd, "still here");
+    close(fd);
+    ES_WAIT_GE(srv.freed, 1);
+    es_listener_free(l);
+    es_test_free(rt);
+
+    cr_assert_eq(atomic_load(&r.rc[0]), 0, "set: %d", atomic_load(&r.rc[0]));
+    assert_net(&srv, 1, "server");
+    assert_reason(&srv, ES_CONN_PEER_CLOSED, 1, "server");
+}
+
 /* --- Writes ------------------------------------------------------------- */
 
 /* At OPEN, queues `bytes` pattern bytes by reference. rc: 0 write_ref. */

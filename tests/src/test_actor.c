@@ -341,6 +341,46 @@ Test(actor, self_state_runtime, .timeout = ES_TEST_TIMEOUT)
     es_test_free(rt);
 }
 
+/* set_state: START swaps in a second state; the next message and
+ * state_free see the new one. */
+static int g_state_a, g_state_b;
+static atomic_uintptr_t g_state_seen, g_state_freed;
+static atomic_ullong g_state_frees;
+
+static int swap_state_cb(es_actor_t *self, es_msg_t *msg)
+{
+    if (msg->type == ES_MSG_START)
+        es_actor_set_state(self, &g_state_b);
+    else if (msg->type == ES_MSG_USER)
+        atomic_store(&g_state_seen, (uintptr_t)es_actor_state(self));
+    return 0;
+}
+
+static void swap_state_free(void *state)
+{
+    atomic_store(&g_state_freed, (uintptr_t)state);
+    atomic_fetch_add(&g_state_frees, 1);
+}
+
+Test(actor, set_state_is_what_state_free_gets, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(1);
+    es_spawn_opts_t o = {.behaviour = swap_state_cb,
+                         .state = &g_state_a,
+                         .state_free = swap_state_free};
+    es_actor_id_t id;
+    es_msg_t m = es_msg_make(ES_MSG_USER);
+
+    ES_OK(es_spawn(rt, &o, &id));
+    ES_OK(es_send(rt, id, &m));
+    ES_OK(es_stop(rt, id));
+    ES_WAIT_GE(g_state_frees, 1);
+    es_test_free(rt);
+    cr_assert_eq(atomic_load(&g_state_seen), (uintptr_t)&g_state_b);
+    cr_assert_eq(atomic_load(&g_state_freed), (uintptr_t)&g_state_b);
+    cr_assert_eq(atomic_load(&g_state_frees), 1);
+}
+
 Test(actor, actor_stop_inside_behaviour, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);

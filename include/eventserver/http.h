@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The HTTP module (library eventserver_http, pkg-config eventserver-http,
+ * CMake eventserver::http): an HTTP/1.1 server with routes and deferred
+ * responses, and an HTTP/1.1 client, both built on connection actors and
+ * llhttp. Parsing is llhttp's; framing is checked strictly (RFC 9112).
+ *
+ * Server: es_http_server_new(), es_http_server_route() for each handler,
+ * es_http_server_listen() for each address, es_http_server_start(). Each
+ * accepted connection is a connection actor on one of the demux threads;
+ * handlers run there, one request at a time per connection, and responses
+ * go out in request order even when requests are pipelined.
+ *
+ * A handler fills the response it is given and returns; the response is
+ * then sent. Or it calls es_http_response_defer() and keeps the response,
+ * and finishes it later from any thread (a timer, another actor, a worker
+ * thread) with es_http_response_end(). If the client leaves first, the
+ * holder's on_gone callback runs and the later end() only frees.
+ *
+ * Client: es_http_client_new(), then es_http_client_request() with a URL;
+ * the response (or an error code) arrives through a callback on a demux
+ * thread. Connections are kept alive and reused per host, with a cap.
+ */
+#ifndef EVENTSERVER_HTTP_H
+#define EVENTSERVER_HTTP_H
+
+#include <eventserver/conn.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- Headers (shared by requests, responses and client replies) ---------- */
+
+/* A read-only list of header fields, in the order received. */
+typedef struct es_http_headers es_http_headers_t;
+
+/*
+ * The value of the first field called `name` (case-insensitive).
+ * Returns: a NUL-terminated value, or NULL if there is none.
+ * Lifetime: as the request / reply the list belongs to.
+ * Thread: any thread that may use the owning object.
+ */
+ES_EXTERN const char *es_http_headers_get(const es_http_headers_t *h,
+                                          const char *name);
+
+/* The number of fields. Thread: as es_http_headers_get(). */
+ES_EXTERN size_t es_http_headers_count(const es_http_headers_t *h);
+
+/*
+ * The i-th field, in the order received.
+ * Returns: 0, or -ERANGE if i >= es_http_headers_count().
+ * Thread: as es_http_headers_get().
+ */
+ES_EXTERN int es_http_headers_at(const es_http_headers_t *h, size_t i,
+                                 const char **name, const char **value);
+
+/* The standard reason phrase of a status code ("Not Found"), or "Unknown". */
+ES_EXTERN const char *es_http_status_text(int status);
+
+/*
+ * Finds `key` in a query string ("a=1&b=two") and copies its value,
+ * %-decoded and with '+' as a space, into out (always NUL-terminated).
+ * Returns: the value's length; -ENOENT if key is absent; -EOVERFLOW if it
+ * does not fit in out_len (out then holds a truncated prefix); -EINVAL.
+ * Thread: any.
+ */
+ES_EXTERN int es_http_query_get(const char *query, const char *key, char *out,
+                                size_t out_len);
+
+/* --- Server ------------------------------------------------------------ */
+
+typedef struct es_http_server es_http_server_t;
+typedef struct es_http_request es_http_request_t;
+typedef struct es_http_response es_http_response_t;
+
+/*
+ * Handles one request: read req, fill res, return. The response is sent
+ * when the handler returns, unless the handler started streaming it
+ * (es_http_response_begin) or deferred it (es_http_response_defer).
+ * Thread: the connection's demux thread.
+ */
+typedef void (*es_http_handler_cb)(es_http_request_t *req,
+                                   es_http_response_t *res, void *arg);
+
+/*
+ * Fills the response of an error the server produces itself (400, 404,
+ * 405, 408, 413, 414, 431, 500, 503, 505): res already carries `status`
+ * and a short text body; the hook may replace the body and add headers.
+ * req is NULL when the request could not be parsed far enough. The
+ * connection closes after the response whenever status is 400, 408, 413,
+ * 414, 431 or 505.
+ * Thread: the connection's demux thread.
+ */
+typedef void (*es_http_error_cb)(int status, const es_http_request_t *req,
+                                 es_http_response_t *res, void *arg);
+
+/*
+ * Server settings. Zeroed fields take the defaults below; each limit, when
+ * hit, produces the status in brackets and closes that connection only.
+ */
+typedef struct es_http_server_opts {
+    /* Server header value; NULL: "EventServer"; "": no Server header. */
+    const char *server_name;
+    size_t max_url;                /* request target bytes [414]; 8 KiB */
+    size_t max_header_bytes;       /* request line + all fields [431]; 16 KiB */
+    unsigned max_headers;          /* number of fields [431]; 100 */
+    size_t max_body;               /* decoded body bytes [413]; 8 MiB */
+    unsigned header_timeout_ms;    /* whole header must arrive in [408]; 10 s */
+    unsigned body_timeout_ms;      /* whole body must arrive in [408]; 60 s */
+    unsigned keepalive_timeout_ms; /* idle between requests; 60 s */
+    unsigned max_connections;      /* open at once; extra ones get 503; 10000 */
+    size_t write_high; /* per-connection send queue high mark; 1 MiB */
+    int reuseport;     /* one acceptor per demux thread (SO_REUSEPORT) */
+} es_http_server_opts_t;
+
+#define ES_HTTP_DEFAULT_MAX_URL (8u << 10)
+#define ES_HTTP_DEFAULT_MAX_HEADER_BYTES (16u << 10)
+#define ES_HTTP_DEFAULT_MAX_HEADERS 100u
+#define ES_HTTP_DEFAULT_MAX_BODY (8u << 20)
+#define ES_HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000u
+#define ES_HTTP_DEFAULT_BODY_TIMEOUT_MS 60000u
+#define ES_HTTP_DEFAULT_KEEPALIVE_TIMEOUT_MS 60000u
+#define ES_HTTP_DEFAULT_MAX_CONNECTIONS 10000u
+
+/*
+ * Creates a server on rt (which may or may not be running yet).
+ * Returns: 0 and *out; -EINVAL; -ENOMEM.
+ * Ownership: *out belongs to the caller until es_http_server_free().
+ * Thread: any.
+ */
+ES_EXTERN int es_http_server_new(es_runtime_t *rt,
+                                 const es_http_server_opts_t *opts,
+                                 es_http_server_t **out);
+
+/*
+ * Adds a route. path is exact ("/plaintext") or, ending in '*', a prefix:
+ * "/static/" followed by '*' matches "/static/" and everything under it,
+ * and nothing else (not "/static"). method is
+ * "GET", "POST", ... or NULL for any method; a GET route also answers
+ * HEAD. The most specific route wins: exact before prefix, longer prefix
+ * before shorter. A path that matches only under other methods gets 405
+ * with an Allow header; no match gets 404.
+ * Returns: 0; -EINVAL (path not starting with '/', NULL cb); -EEXIST (same
+ * method and path); -EBUSY after es_http_server_start(); -ENOMEM.
+ * Thread: any, before es_http_server_start().
+ */
+ES_EXTERN int es_http_server_route(es_http_server_t *s, const char *method,
+                                   const char *path, es_http_handler_cb cb,
+                                   void *arg);
+
+/* The seed's add(path, handler, arg): es_http_server_route(s, NULL, ...). */
+ES_EXTERN int es_http_server_add(es_http_server_t *s, const char *path,
+                                 es_http_handler_cb cb, void *arg);
+
+/*
+ * Replaces the hook that fills server-generated error responses.
+ * Returns: 0, -EBUSY after start. Thread: any, before start.
+ */
+ES_EXTERN int es_http_server_on_error(es_http_server_t *s, es_http_error_cb cb,
+                                      void *arg);
+
+/*
+ * Adds an address to listen on: "127.0.0.1:8080", "[::1]:0",
+ * "0.0.0.0:80", "unix:/path". Binding happens in es_http_server_start().
+ * Returns: 0; -EINVAL (malformed address); -EBUSY after start; -ENOMEM.
+ * Thread: any, before start.
+ */
+ES_EXTERN int es_http_server_listen(es_http_server_t *s, const char *address);
+
+/*
+ * Binds every address, freezes the routes and starts accepting.
+ * Returns: 0; -EINVAL if no address was added; -EALREADY; bind and listen
+ * errors (-EADDRINUSE, -EACCES, ...) with nothing left listening.
+ * Thread: any.
+ */
+ES_EXTERN int es_http_server_start(es_http_server_t *s);
+
+/*
+ * The TCP port of the index-th listen address (after start; useful with
+ * port 0). Returns: the port, 0 for a Unix socket, -ENOENT, -EINVAL.
+ */
+ES_EXTERN int es_http_server_port(const es_http_server_t *s, unsigned index);
+
+/* Server counters (monotonic, except connections). */
+typedef struct es_http_server_stats {
+    uint64_t connections;   /* open now */
+    uint64_t accepted;      /* ever */
+    uint64_t requests;      /* complete requests handed to a handler */
+    uint64_t rejected;      /* errors sent by the server (4xx/5xx) */
+    uint64_t deferred_gone; /* deferred responses whose client left */
+} es_http_server_stats_t;
+
+/* Reads the counters. Returns: 0, -EINVAL. Thread: any. */
+ES_EXTERN int es_http_server_stats(const es_http_server_t *s,
+                                   es_http_server_stats_t *out);
+
+/*
+ * Stops accepting and frees the server once its last connection has
+ * closed; open connections finish the request in progress and close.
+ * Returns: nothing. Thread: any thread that is not one of rt's demux
+ * threads, or after the runtime stopped.
+ */
+ES_EXTERN void es_http_server_free(es_http_server_t *s);
+
+/* --- Requests (server side) ----------------------------------------------
+ * Lifetime: until the response is sent (or, for a deferred response, until
+ * es_http_response_end()). A request never changes after the handler is
+ * called, so a deferred holder may read it from any thread.
+ */
+
+/* The method ("GET"). */
+ES_EXTERN const char *es_http_request_method(const es_http_request_t *req);
+/* The request target as received ("/a/b?x=1"). */
+ES_EXTERN const char *es_http_request_target(const es_http_request_t *req);
+/* The target's path ("/a/b"), not %-decoded. */
+ES_EXTERN const char *es_http_request_path(const es_http_request_t *req);
+/* The target's query without '?' ("x=1"), or "" if none. */
+ES_EXTERN const char *es_http_request_query(const es_http_request_t *req);
+/* 10 for HTTP/1.0, 11 for HTTP/1.1. */
+ES_EXTERN int es_http_request_version(const es_http_request_t *req);
+/* The header fields (trailers of a chunked body are appended). */
+ES_EXTERN const es_http_headers_t *
+es_http_request_headers(const es_http_request_t *req);
+/* Shortcut: es_http_headers_get(es_http_request_headers(req), name). */
+ES_EXTERN const char *es_http_request_header(const es_http_request_t *req,
+                                             const char *name);
+/* The decoded body (chunked bodies are joined); *len gets its size. The
+ * body is NUL-terminated for convenience (not counted in *len). */
+ES_EXTERN const void *es_http_request_body(const es_http_request_t *req,
+                                           size_t *len);
+/* The runtime the server runs on. */
+ES_EXTERN es_runtime_t *es_http_request_runtime(const es_http_request_t *req);
+
+/* --- Responses -----------------------------------------------------------
+ * Thread: the connection's demux thread inside the handler; for a deferred
+ * response, whichever single thread holds it (calls on one response must
+ * not race each other).
+ */
+
+/*
+ * Sets the status (default 200).
+ * Returns: 0, -EINVAL (outside 100..999 or a 1xx), -EALREADY once begun.
+ */
+ES_EXTERN int es_http_response_status(es_http_response_t *res, int status);
+
+/*
+ * Adds a header field. Date, Server, Content-Length, Transfer-Encoding and
+ * Connection are the server's to write and are refused.
+ * Returns: 0; -EINVAL (invalid name, CR/LF/NUL in value, or one of the
+ * server's fields); -EALREADY once begun; -ENOMEM.
+ */
+ES_EXTERN int es_http_response_header(es_http_response_t *res, const char *name,
+                                      const char *value);
+
+/*
+ * Sets the body to a copy of data (replacing any previous body).
+ * Returns: 0, -EALREADY once begun, -ENOMEM.
+ */
+ES_EXTERN int es_http_response_body(es_http_response_t *res, const void *data,
+                                    size_t len);
+
+/*
+ * Sets the body without copying: free_cb(data) runs (on a demux thread)
+ * once it is sent or dropped; NULL for static data.
+ * Returns: 0, -EALREADY, -EINVAL. Ownership: data moves on success only.
+ */
+ES_EXTERN int es_http_response_body_ref(es_http_response_t *res, void *data,
+                                        size_t len, es_msg_free_cb free_cb);
+
+/*
+ * Starts a streamed response: sends the status line and headers now, with
+ * Transfer-Encoding: chunked (HTTP/1.1) or close-delimited (HTTP/1.0).
+ * Returns: 0, -EALREADY, -ECONNRESET if the client left, -ENOMEM.
+ */
+ES_EXTERN int es_http_response_begin(es_http_response_t *res);
+
+/*
+ * Sends one piece of a streamed response (a chunk; empty pieces are
+ * skipped). Returns: 0; -EINVAL if not begun; -ECONNRESET if the client
+ * left; -ENOMEM.
+ */
+ES_EXTERN int es_http_response_write(es_http_response_t *res, const void *data,
+                                     size_t len);
+
+/*
+ * Finishes the response: sends it whole (or the last chunk of a streamed
+ * one). For a deferred response this also releases it: res must not be
+ * used afterwards, whatever the result.
+ * Returns: 0; -ECONNRESET if the client left (nothing is sent; the
+ * response is still released); -EALREADY if already ended.
+ */
+ES_EXTERN int es_http_response_end(es_http_response_t *res);
+
+/* Called once, on the connection's demux thread, if the client of a
+ * deferred response leaves before es_http_response_end(). */
+typedef void (*es_http_gone_cb)(es_http_response_t *res, void *arg);
+
+/*
+ * Keeps the response after the handler returns. The connection reads no
+ * further request until es_http_response_end() is called (pipelined
+ * requests wait, in order), but still notices the client leaving: then
+ * on_gone(res, arg) runs (may be NULL) and later calls return
+ * -ECONNRESET. The holder must call es_http_response_end() exactly once,
+ * even after on_gone; that is what frees the response.
+ * Returns: 0; -EALREADY if already deferred or ended; -EINVAL.
+ * Thread: the connection's demux thread, inside the handler.
+ */
+ES_EXTERN int es_http_response_defer(es_http_response_t *res,
+                                     es_http_gone_cb on_gone, void *arg);
+
+/* The request this response answers (valid until end). */
+ES_EXTERN const es_http_request_t *
+es_http_response_request(const es_http_response_t *res);
+
+/* --- Client ------------------------------------------------------------ */
+
+typedef struct es_http_client es_http_client_t;
+typedef struct es_http_reply es_http_reply_t;
+
+/* Client settings; zeroed fields take the defaults. */
+typedef struct es_http_client_opts {
+    unsigned max_per_host;        /* connections per host:port; 8 */
+    unsigned connect_timeout_ms;  /* resolve + connect; 10 s */
+    unsigned response_timeout_ms; /* request sent to whole reply; 30 s */
+    unsigned idle_timeout_ms;     /* a kept-alive connection lives; 30 s */
+    size_t max_reply_body; /* larger replies fail with -EMSGSIZE; 64 MiB */
+    size_t max_reply_header_bytes; /* -EMSGSIZE above; 64 KiB */
+} es_http_client_opts_t;
+
+/*
+ * Creates a client on rt.
+ * Returns: 0 and *out, -EINVAL, -ENOMEM.
+ * Ownership: *out belongs to the caller until es_http_client_free().
+ * Thread: any.
+ */
+ES_EXTERN int es_http_client_new(es_runtime_t *rt,
+                                 const es_http_client_opts_t *opts,
+                                 es_http_client_t **out);
+
+/*
+ * Receives the reply of a request. reply is valid during the call only.
+ * Thread: a demux thread of the client's runtime.
+ */
+typedef void (*es_http_reply_cb)(const es_http_reply_t *reply, void *arg);
+
+/*
+ * Receives the failure of a request: -EINVAL (bad URL), -ECONNREFUSED,
+ * -EHOSTUNREACH, -EHOSTDOWN (name did not resolve), -ETIMEDOUT (connect or
+ * response timeout), -ECONNRESET (closed before a whole reply), -EPROTO
+ * (malformed reply), -EMSGSIZE (reply too large), -ECANCELED (client
+ * freed or runtime stopped), -ENOMEM.
+ * Thread: a demux thread, or the calling thread of es_http_client_free().
+ */
+typedef void (*es_http_fail_cb)(int err, void *arg);
+
+/* One request. method NULL means "GET" ("POST" if body is set). */
+typedef struct es_http_client_req {
+    const char *url; /* "http://host[:port][/path][?query]" */
+    const char *method;
+    /* Extra fields as name, value, name, value, ..., NULL. Host,
+     * Content-Length and Connection are written by the client. */
+    const char *const *headers;
+    const void *body; /* copied before es_http_client_request() returns */
+    size_t body_len;
+    unsigned timeout_ms; /* response timeout; 0: the client's default */
+} es_http_client_req_t;
+
+/*
+ * Sends a request. Exactly one of on_reply / on_fail is called later,
+ * never from inside this call.
+ * Returns: 0; -EINVAL (NULL callbacks, malformed URL or unsupported
+ * scheme); -ENOMEM; -ESHUTDOWN. On failure no callback is called.
+ * Thread: any.
+ */
+ES_EXTERN int es_http_client_request(es_http_client_t *c,
+                                     const es_http_client_req_t *req,
+                                     es_http_reply_cb on_reply,
+                                     es_http_fail_cb on_fail, void *arg);
+
+/*
+ * Closes every connection; requests still in flight fail with
+ * -ECANCELED. Then frees c.
+ * Returns: nothing. Thread: any thread that is not a demux thread of the
+ * client's runtime, or after the runtime stopped.
+ */
+ES_EXTERN void es_http_client_free(es_http_client_t *c);
+
+/* The reply's status code. */
+ES_EXTERN int es_http_reply_status(const es_http_reply_t *r);
+/* 10 or 11. */
+ES_EXTERN int es_http_reply_version(const es_http_reply_t *r);
+/* The reply's header fields (trailers appended). */
+ES_EXTERN const es_http_headers_t *
+es_http_reply_headers(const es_http_reply_t *r);
+/* The decoded body and its size (NUL-terminated, not counted). */
+ES_EXTERN const void *es_http_reply_body(const es_http_reply_t *r, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVENTSERVER_HTTP_H */
