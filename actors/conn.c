@@ -25,10 +25,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_BUDGET 4 /* reads per readiness event, for fairness */
-#define IOV_BATCH 64  /* segments per sendmsg() */
-#define SEG_MIN 4096u /* smallest copied segment, for coalescing */
-#define NS_PER_MS 1000000ull
+#define READ_BUDGET 4   /* reads per readiness event, for fairness */
+#define IOV_BATCH 64    /* segments per sendmsg() */
+#define SEG_MIN 4096u   /* smallest copied segment, for coalescing */
 #define SETTLE_ROUNDS 4 /* watermark calls that may chain in settle() */
 
 /* A queued write: a copy (data[] follows) or a caller's buffer. */
@@ -113,6 +112,7 @@ static void queue_drop(struct es__conn *c)
 void es__conn_free(void *arg)
 {
     struct es__conn *c = arg;
+    es__deadline_clear(&c->idle);
     queue_drop(c);
     if (c->fd >= 0)
         close(c->fd);
@@ -137,14 +137,17 @@ static int reason_of(int err)
 int es__conn_timer(es_actor_t *self, struct es__conn *c,
                    enum es__conn_timer kind, unsigned ms)
 {
-    if (c->timer_kind != ES__TIMER_NONE)
-        (void)es_timer_stop(self, c->timer);
-    c->timer_kind = ES__TIMER_NONE;
+    struct es__connect *cx = c->cx;
+    if (!cx)
+        return kind == ES__TIMER_NONE ? 0 : -EINVAL;
+    if (cx->timer_kind != ES__TIMER_NONE)
+        (void)es_timer_stop(self, cx->timer);
+    cx->timer_kind = ES__TIMER_NONE;
     if (kind == ES__TIMER_NONE)
         return 0;
-    int rc = es_timer_start(self, ms, 0, ES__CONN_TIMER_TAG, &c->timer);
+    int rc = es_timer_start(self, ms, 0, ES__CONN_TIMER_TAG, &cx->timer);
     if (rc == 0)
-        c->timer_kind = kind;
+        cx->timer_kind = kind;
     return rc;
 }
 
@@ -256,10 +259,12 @@ static void settle(es_actor_t *self, struct es__conn *c)
         close_now(self, c, c->fail_reason, c->fail_err);
 }
 
-static void touch(struct es__conn *c)
+/* Activity: the idle timeout starts again from now. */
+static void touch(es_actor_t *self, struct es__conn *c)
 {
-    if (c->opts.idle_timeout_ms)
-        c->last_active_ns = es__now_ns();
+    if (c->opts.idle_timeout_ms &&
+        es__deadline_set(self, &c->idle, c->opts.idle_timeout_ms))
+        es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
 }
 
 void es__conn_opened(es_actor_t *self, struct es__conn *c)
@@ -270,11 +275,7 @@ void es__conn_opened(es_actor_t *self, struct es__conn *c)
         (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     es__conn_timer(self, c, ES__TIMER_NONE, 0);
-    if (c->opts.idle_timeout_ms) {
-        touch(c);
-        if (es__conn_timer(self, c, ES__TIMER_IDLE, c->opts.idle_timeout_ms))
-            es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
-    }
+    touch(self, c);
     deliver_simple(self, c, ES_MSG_CONN_OPEN, 0);
 }
 
@@ -289,7 +290,7 @@ static int do_read(es_actor_t *self, struct es__conn *c)
     for (int i = 0; i < READ_BUDGET && can_read(c); i++) {
         ssize_t n = recv(c->fd, buf, ES__SCRATCH, 0);
         if (n > 0) {
-            touch(c);
+            touch(self, c);
             es_msg_t m = es_msg_make(ES_MSG_CONN_DATA);
             m.ptr = buf;
             m.len = (uint32_t)n;
@@ -348,7 +349,7 @@ static void flush(es_actor_t *self, struct es__conn *c)
             es__conn_fail(c, reason_of(errno), -errno);
         return;
     }
-    touch(c);
+    touch(self, c);
     consume(c, (size_t)w);
     if (!c->queued && c->sent_notify) {
         c->sent_notify = false;
@@ -386,27 +387,11 @@ static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
     return 0;
 }
 
-static void on_idle_timer(es_actor_t *self, struct es__conn *c)
-{
-    uint64_t idle = (uint64_t)c->opts.idle_timeout_ms * NS_PER_MS;
-    c->timer_kind = ES__TIMER_NONE; /* a one-shot that just fired */
-    if (!idle)
-        return; /* turned off by es_conn_set_idle_timeout() */
-    uint64_t quiet = es__now_ns() - c->last_active_ns;
-    if (quiet >= idle) {
-        es__conn_fail(c, ES_CONN_TIMEOUT, 0);
-        return;
-    }
-    unsigned left = (unsigned)((idle - quiet + NS_PER_MS - 1) / NS_PER_MS);
-    if (es__conn_timer(self, c, ES__TIMER_IDLE, left))
-        es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
-}
-
 static bool is_our_timer(const struct es__conn *c, const es_msg_t *m)
 {
-    return c->timer_kind != ES__TIMER_NONE &&
+    return c->cx && c->cx->timer_kind != ES__TIMER_NONE &&
            es_msg_timer_tag(m) == ES__CONN_TIMER_TAG &&
-           es_msg_timer_id(m) == c->timer;
+           es_msg_timer_id(m) == c->cx->timer;
 }
 
 static int on_start(es_actor_t *self, struct es__conn *c, es_msg_t *msg)
@@ -442,12 +427,15 @@ static int conn_behaviour(es_actor_t *self, es_msg_t *msg)
         es__connector_on_resolved(self, c, msg);
         break;
     case ES_MSG_TIMER:
-        if (!is_our_timer(c, msg))
+        if (es_msg_timer_tag(msg) == ES__DEADLINE_TAG &&
+            !es_msg_timer_id(msg)) {
+            if (c->opts.idle_timeout_ms && !c->closed)
+                es__conn_fail(c, ES_CONN_TIMEOUT, 0);
+        } else if (!is_our_timer(c, msg)) {
             rc = deliver(self, c, msg);
-        else if (c->timer_kind == ES__TIMER_IDLE)
-            on_idle_timer(self, c);
-        else
+        } else {
             es__conn_fail(c, ES_CONN_CONNECT_TIMEOUT, -ETIMEDOUT);
+        }
         break;
     case ES_MSG_STOP:
         close_now(self, c, c->fail_reason ? c->fail_reason : ES_CONN_STOPPED,
@@ -637,16 +625,14 @@ int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms)
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
-    unsigned old = c->opts.idle_timeout_ms;
     c->opts.idle_timeout_ms = ms;
-    if (c->connecting || c->closed || ms == 0)
-        return 0; /* a pending idle timer sees 0 and lapses */
-    touch(c);
-    /* An armed idle timer that fires no later than the new timeout only
-     * re-checks and re-arms (on_idle_timer); a later one must move. */
-    if (c->timer_kind == ES__TIMER_IDLE && old && old <= ms)
+    if (!ms) {
+        es__deadline_clear(&c->idle);
         return 0;
-    return es__conn_timer(self, c, ES__TIMER_IDLE, ms);
+    }
+    if (c->connecting || c->closed)
+        return 0; /* armed when the connection opens, or never */
+    return es__deadline_set(self, &c->idle, ms);
 }
 
 size_t es_conn_queued(const es_actor_t *self)

@@ -14,7 +14,7 @@
 /* Tags our own timers so they are told apart from the user's. */
 #define ES__CONN_TIMER_TAG 0x45530000434f4e4eull /* "ES\0\0CONN" */
 
-enum es__conn_timer { ES__TIMER_NONE, ES__TIMER_IDLE, ES__TIMER_CONNECT };
+enum es__conn_timer { ES__TIMER_NONE, ES__TIMER_CONNECT };
 
 struct es__wseg; /* a queued write, see conn.c */
 
@@ -26,6 +26,8 @@ struct es__connect {
     unsigned timeout_ms;
     struct addrinfo *ai_list, *ai_next; /* addresses left to try */
     int last_err;
+    enum es__conn_timer timer_kind;
+    es_timer_id_t timer; /* the connect timeout */
 };
 
 /* The settings of es_conn_opts_t a connection keeps, compactly (an idle
@@ -48,15 +50,16 @@ struct es__conn {
 
     struct es__wseg *head, *tail; /* write queue */
     size_t queued, sent_since;
-    uint64_t last_active_ns; /* for the idle timeout */
-    es_timer_id_t timer;
-    enum es__conn_timer timer_kind;
+    struct es__deadline idle; /* the idle timeout, on the loop's wheel */
 
     int close_reason; /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
     int fail_reason, fail_err; /* close now */
-    bool is_tcp, no_delay;
-    bool connecting, closed, peer_eof, above_high, high_notify, sent_notify;
-    bool paused_user, paused_mailbox, shut_pending, shut_done, abort_pending;
+    /* One bit each: an idle connection's size is what counts. */
+    bool is_tcp : 1, no_delay : 1;
+    bool connecting : 1, closed : 1, peer_eof : 1, above_high : 1;
+    bool high_notify : 1, sent_notify : 1;
+    bool paused_user : 1, paused_mailbox : 1, shut_pending : 1;
+    bool shut_done : 1, abort_pending : 1;
 };
 
 /* A connection actor's state for opts; fd is -1 for an outbound one. */
@@ -71,7 +74,7 @@ int es__conn_spawn(es_runtime_t *rt, struct es__conn *c, int loop,
 void es__conn_fail(struct es__conn *c, int reason, int err);
 /* The connector got its socket connected: start being a connection. */
 void es__conn_opened(es_actor_t *self, struct es__conn *c);
-/* Starts or stops c's one timer (idle or connect timeout). */
+/* Starts or stops c's heap timer (the connect timeout). */
 int es__conn_timer(es_actor_t *self, struct es__conn *c,
                    enum es__conn_timer kind, unsigned ms);
 

@@ -68,6 +68,7 @@ static int connect_one(struct es__conn *c, const struct sockaddr *sa,
 
 static void connected(es_actor_t *self, struct es__conn *c)
 {
+    es__conn_timer(self, c, ES__TIMER_NONE, 0);
     es__connect_free(c->cx);
     c->cx = NULL;
     es__conn_opened(self, c);

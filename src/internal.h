@@ -330,6 +330,40 @@ void es__io_destroy(struct es__loop *loop);
 
 /* --- timers (timer.c) ----------------------------------------------------- */
 
+/* --- coarse deadlines (deadline.c) ------------------------------------------
+ * A timing wheel per loop for timeouts that move on every event (a
+ * connection's idle timeout): arming one allocates nothing. */
+
+#define ES__WHEEL_TICK_MS 16u
+#define ES__WHEEL_SLOTS 4096u /* one revolution: about 65 s */
+/* The tag of the ES_MSG_TIMER a deadline delivers (its timer id is 0). */
+#define ES__DEADLINE_TAG 0x4553000044454144ull /* "ES\0\0DEAD" */
+
+/* Embedded in the owner's state; zeroed means not armed. */
+struct es__deadline {
+    struct es__deadline *next, **pprev; /* pprev NULL: not armed */
+    es_actor_t *owner;
+    uint32_t due; /* wheel tick */
+};
+
+struct es__wheel {
+    struct es__deadline **slots; /* ES__WHEEL_SLOTS lists, made on first use */
+    uint32_t now;                /* the last tick visited */
+    uint32_t armed;              /* deadlines linked */
+};
+
+/* Arms (or moves) d to fire after_ms from now at owner, on owner's loop.
+ * Returns: 0, -ENOMEM. Thread: owner's loop. */
+int es__deadline_set(es_actor_t *owner, struct es__deadline *d,
+                     uint64_t after_ms);
+/* Disarms d (no-op if not armed). Thread: owner's loop. */
+void es__deadline_clear(struct es__deadline *d);
+/* Fires due deadlines; returns how many fired. */
+unsigned es__wheel_run(struct es__loop *loop);
+/* Milliseconds until the loop must look at the wheel again, or -1. */
+int es__wheel_timeout_ms(struct es__loop *loop);
+void es__wheel_destroy(struct es__loop *loop);
+
 struct es__timers {
     struct es__timer **heap; /* binary min-heap by (due, seq) */
     uint32_t heap_len, heap_cap;
@@ -377,6 +411,7 @@ struct es__loop {
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
     struct es__timers timers;
+    struct es__wheel wheel;
     unsigned io_watches;        /* watches besides the wakeup socket */
     struct es__fdent *fds;      /* actors' fd watches, indexed by fd */
     unsigned char *scratch;     /* read buffer shared by this loop's actors */

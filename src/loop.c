@@ -82,6 +82,7 @@ void es__loop_destroy(struct es__loop *loop)
     loop->scratch = NULL;
     es__free(loop->events);
     loop->events = NULL;
+    es__wheel_destroy(loop);
     es__timers_destroy(&loop->timers);
     es__io_destroy(loop);
     if (loop->epfd >= 0)
@@ -185,6 +186,9 @@ static void sleep_until_work(struct es__loop *loop)
             ;
     }
     int timeout = es__timers_timeout_ms(loop);
+    int wheel = es__wheel_timeout_ms(loop);
+    if (wheel >= 0 && (timeout < 0 || wheel < timeout))
+        timeout = wheel;
     if (timeout == 0)
         return;
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
@@ -218,6 +222,7 @@ static unsigned turn(struct es__loop *loop)
      * more is ready, instead of polling once more for nothing. */
     dispatch_events(loop);
     work = es__timers_run(loop);
+    work += es__wheel_run(loop);
     work += drain_rings(loop);
     work += es__runq_run(loop);
     es__tctx_flush_wakes(t);

@@ -493,6 +493,83 @@ Test(conn, set_idle_timeout_zero_turns_it_off, .timeout = ES_TEST_TIMEOUT)
     assert_reason(&srv, ES_CONN_PEER_CLOSED, 1, "server");
 }
 
+Test(conn, set_idle_timeout_moves_it_earlier, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(2);
+    struct rec r;
+    struct net srv = {.echo = true, .hook = set_idle_hook, .ctx = &r};
+    es_conn_opts_t co = {.idle_timeout_ms = 600000};
+    es_listener_t *l;
+    int fd, end;
+
+    rec_init(&r);
+    atomic_store(&r.bytes, 100);
+    l = listen_net(rt, "127.0.0.1:0", &srv, &co);
+    fd = tcp_client(es_listener_port(l));
+    end = recv_end(fd, ES_TEST_WAIT_S);
+    close(fd);
+    ES_WAIT_GE(srv.freed, 1);
+    es_listener_free(l);
+    es_test_free(rt);
+
+    cr_assert_eq(end, 0, "client: %d (%s) instead of EOF", end, strerror(-end));
+    assert_reason(&srv, ES_CONN_TIMEOUT, 1, "server");
+}
+
+Test(conn, activity_defers_idle_timeout, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(1);
+    struct net srv = {.echo = true};
+    es_conn_opts_t co = {.idle_timeout_ms = 200};
+    es_listener_t *l = listen_net(rt, "127.0.0.1:0", &srv, &co);
+    int fd = tcp_client(es_listener_port(l));
+    double start = es_test_now(), quiet_from;
+    int end;
+
+    /* Three timeouts' worth of traffic, never quiet for half of one. */
+    do {
+        echo_check(fd, "busy");
+        quiet_from = es_test_now();
+        es_test_sleep_ms(50);
+    } while (es_test_now() - start < 0.6);
+    end = recv_end(fd, ES_TEST_WAIT_S);
+    cr_assert_geq(es_test_now() - quiet_from, 0.2,
+                  "closed %.3f s after the last activity, before its timeout",
+                  es_test_now() - quiet_from);
+    close(fd);
+    ES_WAIT_GE(srv.freed, 1);
+    es_listener_free(l);
+    es_test_free(rt);
+
+    cr_assert_eq(end, 0, "client: %d (%s) instead of EOF", end, strerror(-end));
+    assert_reason(&srv, ES_CONN_TIMEOUT, 1, "server");
+}
+
+/* Many idle connections share one wheel: every one of them times out. */
+Test(conn, idle_timeouts_many_all_fire, .timeout = ES_TEST_TIMEOUT_LONG)
+{
+    enum { N = 300 };
+    es_runtime_t *rt = es_test_runtime_start(2);
+    struct net srv = {.echo = true};
+    es_conn_opts_t co = {.idle_timeout_ms = 150};
+    es_listener_t *l = listen_net(rt, "127.0.0.1:0", &srv, &co);
+    double start = es_test_now();
+    int *fds = open_clients(es_listener_port(l), N);
+    double opened = es_test_now();
+
+    ES_WAIT_GE(srv.freed, N);
+    /* The last connection was quiet from `opened` on at the latest. */
+    cr_assert_geq(es_test_now() - start, 0.15, "timed out after %.3f s",
+                  es_test_now() - start);
+    cr_assert_lt(es_test_now() - opened, (double)ES_TEST_WAIT_S);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    free(fds);
+    es_listener_free(l);
+    es_test_free(rt);
+    assert_reason(&srv, ES_CONN_TIMEOUT, N, "server");
+}
+
 /* --- Writes ------------------------------------------------------------- */
 
 /* At OPEN, queues `bytes` pattern bytes by reference. rc: 0 write_ref. */
