@@ -9,6 +9,7 @@
  */
 #include "es_test.h"
 
+#include <stdio.h>
 #include <string.h>
 
 enum { MSG_PTR = ES_MSG_USER, MSG_TAKE, MSG_BYTES, MSG_FAIL };
@@ -397,4 +398,46 @@ Test(msg, log_hook_sees_behaviour_error, .timeout = ES_TEST_TIMEOUT)
     es_test_free(rt);
     es_set_log(NULL, NULL, ES_LOG_ERROR);
     cr_assert_geq(atomic_load(&g_log_lines), 1);
+}
+
+/* es_malloc & co. (for modules on the public API) use the same hooks. */
+Test(msg, public_alloc_uses_hooks, .timeout = ES_TEST_TIMEOUT)
+{
+    void *a, *b, *c;
+
+    atomic_store(&g_live, 0);
+    ES_OK(es_set_allocator(cnt_malloc, cnt_realloc, cnt_calloc, cnt_free));
+    a = es_malloc(16);
+    b = es_calloc(4, 8);
+    c = es_realloc(NULL, 32);
+    cr_assert(a && b && c);
+    cr_assert_eq(atomic_load(&g_live), 3);
+    c = es_realloc(c, 64);
+    cr_assert_not_null(c);
+    es_free(a);
+    es_free(b);
+    es_free(c);
+    es_free(NULL);
+    cr_assert_eq(atomic_load(&g_live), 0);
+    ES_OK(es_set_allocator(malloc, realloc, calloc, free));
+}
+
+/* es_log formats and honours the hook's minimum level. */
+static char g_log_text[64];
+
+static void text_cb(void *arg, es_log_level_t level, const char *line)
+{
+    (void)arg;
+    (void)level;
+    snprintf(g_log_text, sizeof(g_log_text), "%s", line);
+}
+
+Test(msg, public_log_formats_and_filters, .timeout = ES_TEST_TIMEOUT)
+{
+    es_set_log(text_cb, NULL, ES_LOG_WARN);
+    es_log(ES_LOG_INFO, "below %d", 1);
+    cr_assert_str_empty(g_log_text);
+    es_log(ES_LOG_ERROR, "above %d %s", 2, "x");
+    cr_assert_str_eq(g_log_text, "above 2 x");
+    es_set_log(NULL, NULL, ES_LOG_ERROR);
 }
