@@ -369,21 +369,28 @@ static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
         es__connector_on_io(self, c, events);
         return 0;
     }
-    if (events & ES_IO_ERROR) {
+    /* Read before anything can fail the connection: what the peer sent
+     * before a reset (a reply, then RST) is still in the socket buffer and
+     * must be handed over first. */
+    if ((events & (ES_IO_READ | ES_IO_HUP | ES_IO_ERROR)) && can_read(c)) {
+        int rc = do_read(self, c);
+        if (rc < 0)
+            return rc;
+    } else if ((events & ES_IO_HUP) && !(events & ES_IO_ERROR) &&
+               !can_read(c)) {
+        /* both ways closed and we were not reading */
+        es__conn_fail(c, ES_CONN_PEER_CLOSED, 0);
+    }
+    if ((events & ES_IO_ERROR) && !c->fail_reason) {
         int err = 0;
         socklen_t len = sizeof(err);
         (void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        es__conn_fail(c, reason_of(err), -err);
+        if (err || !c->peer_eof)
+            es__conn_fail(c, reason_of(err), -err);
         return 0;
     }
-    if (events & ES_IO_WRITE)
+    if ((events & ES_IO_WRITE) && !c->fail_reason)
         flush(self, c);
-    if (events & (ES_IO_READ | ES_IO_HUP)) {
-        if (can_read(c))
-            return do_read(self, c);
-        if (events & ES_IO_HUP) /* both ways closed and we were not reading */
-            es__conn_fail(c, ES_CONN_PEER_CLOSED, 0);
-    }
     return 0;
 }
 

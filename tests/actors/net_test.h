@@ -418,6 +418,15 @@ static inline void echo_check(int fd, const char *s)
 }
 
 /* Opens n TCP clients to port, one echo each; they stay open. */
+/* Closes fd with a reset (SO_LINGER 0) instead of a FIN. */
+static inline void rst_close(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
 static inline int *open_clients(int port, int n)
 {
     int *fds = calloc((size_t)n, sizeof(int));

@@ -46,15 +46,6 @@ static int recv_end(int fd, double secs)
     }
 }
 
-/* Closes fd with a TCP reset instead of a FIN. */
-static void rst_close(int fd)
-{
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(fd);
-}
-
 /* --- Helpers of this file ------------------------------------------------- */
 
 enum { MSG_RESUME = ES_MSG_USER, MSG_SYNC };

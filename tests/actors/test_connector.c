@@ -372,3 +372,53 @@ Test(connector, resolve_failed_off_loop, .timeout = ES_TEST_TIMEOUT)
                       (unsigned long long)atomic_load(&g_ticks_while_slow),
                       SLOW_MS);
 }
+
+/* --- A reply followed by a reset ------------------------------------------ */
+
+enum { MSG_BLOCK = ES_MSG_USER };
+
+/* MSG_BLOCK keeps the client's loop busy for 200 ms, so that the peer's
+ * data and its reset are both pending when the loop next polls. */
+static int block_hook(es_actor_t *self, struct conn *c, es_msg_t *msg)
+{
+    (void)self;
+    if (msg->type == MSG_BLOCK)
+        es_test_sleep_ms(200);
+    else if (msg->type == ES_MSG_CONN_DATA)
+        c->in += msg->len;
+    return 0;
+}
+
+Test(connector, reply_then_reset_delivers_reply, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(1);
+    struct net cli = {.hook = block_hook};
+    struct sockaddr_in a;
+    socklen_t al = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd;
+    es_msg_t block = es_msg_make(MSG_BLOCK);
+
+    addr_lo(&a, 0);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 1), 0);
+    getsockname(lfd, (struct sockaddr *)&a, &al);
+    es_connect_opts_t o = {
+        .host = "127.0.0.1", .port = ntohs(a.sin_port), .loop = ES_LOOP_ANY};
+    connect_net(rt, &o, &cli);
+    fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    ES_WAIT_GE(cli.opened, 1);
+    ES_OK(es_test_send_retry(rt, atomic_load(&cli.last_id), &block,
+                             ES_TEST_WAIT_S));
+    es_test_sleep_ms(50); /* the client's loop is inside MSG_BLOCK now */
+    cr_assert_eq(write(fd, "reply", 5), 5);
+    rst_close(fd);
+    ES_WAIT_GE(cli.freed, 1);
+    close(lfd);
+    es_test_free(rt);
+
+    cr_assert_eq(atomic_load(&cli.data_bytes), 5,
+                 "%llu bytes of the reply reached the actor before the reset",
+                 (unsigned long long)atomic_load(&cli.data_bytes));
+    assert_reason(&cli, ES_CONN_RESET, 1, "client");
+}
