@@ -85,11 +85,11 @@ typedef void (*es_http_handler_cb)(es_http_request_t *req,
 
 /*
  * Fills the response of an error the server produces itself (400, 404,
- * 405, 408, 413, 414, 431, 500, 503, 505): res already carries `status`
- * and a short text body; the hook may replace the body and add headers.
- * req is NULL when the request could not be parsed far enough. The
- * connection closes after the response whenever status is 400, 408, 413,
- * 414, 431 or 505.
+ * 405, 408, 413, 414, 417, 431, 500, 503, 505): res already carries
+ * `status` and a short text body; the hook may replace the body and add
+ * headers. req is NULL when the request could not be parsed far enough.
+ * The connection closes after the response (with Connection: close) for
+ * every one of them except 404 and 405.
  * Thread: the connection's demux thread.
  */
 typedef void (*es_http_error_cb)(int status, const es_http_request_t *req,
@@ -261,8 +261,10 @@ ES_EXTERN int es_http_response_body(es_http_response_t *res, const void *data,
                                     size_t len);
 
 /*
- * Sets the body without copying: free_cb(data) runs (on a demux thread)
- * once it is sent or dropped; NULL for static data.
+ * Sets the body without copying: free_cb(data) runs once it is sent or
+ * dropped (NULL for static data): on a demux thread, or inside
+ * es_http_response_end() when the client of a deferred response had
+ * already left.
  * Returns: 0, -EALREADY, -EINVAL. Ownership: data moves on success only.
  */
 ES_EXTERN int es_http_response_body_ref(es_http_response_t *res, void *data,
@@ -271,14 +273,19 @@ ES_EXTERN int es_http_response_body_ref(es_http_response_t *res, void *data,
 /*
  * Starts a streamed response: sends the status line and headers now, with
  * Transfer-Encoding: chunked (HTTP/1.1) or close-delimited (HTTP/1.0).
- * Returns: 0, -EALREADY, -ECONNRESET if the client left, -ENOMEM.
+ * Returns: 0, -EALREADY, -ECONNRESET if the client left, -ENOMEM, -EAGAIN
+ * (called off the connection's thread and its mailbox is full: nothing
+ * was done, call again later).
  */
 ES_EXTERN int es_http_response_begin(es_http_response_t *res);
 
 /*
- * Sends one piece of a streamed response (a chunk; empty pieces are
- * skipped). Returns: 0; -EINVAL if not begun; -ECONNRESET if the client
- * left; -ENOMEM.
+ * Sends one piece of a streamed response as a chunk (empty pieces are
+ * skipped; pieces written off the connection's thread in quick succession
+ * may be joined into one chunk). Returns: 0; -EINVAL if not begun; -ECONNRESET
+ * if the client left; -ENOMEM; -EAGAIN (called off the connection's thread, and
+ * its mailbox is full or its send queue is above write_high): nothing was
+ * consumed, call again later.
  */
 ES_EXTERN int es_http_response_write(es_http_response_t *res, const void *data,
                                      size_t len);
@@ -286,9 +293,11 @@ ES_EXTERN int es_http_response_write(es_http_response_t *res, const void *data,
 /*
  * Finishes the response: sends it whole (or the last chunk of a streamed
  * one). For a deferred response this also releases it: res must not be
- * used afterwards, whatever the result.
+ * used afterwards, except after -EAGAIN.
  * Returns: 0; -ECONNRESET if the client left (nothing is sent; the
- * response is still released); -EALREADY if already ended.
+ * response is still released); -EALREADY if already ended; -EAGAIN
+ * (deferred, called off the connection's thread and its mailbox is full):
+ * nothing was done and the response is NOT released, call end() again.
  */
 ES_EXTERN int es_http_response_end(es_http_response_t *res);
 
@@ -345,12 +354,15 @@ ES_EXTERN int es_http_client_new(es_runtime_t *rt,
 typedef void (*es_http_reply_cb)(const es_http_reply_t *reply, void *arg);
 
 /*
- * Receives the failure of a request: -EINVAL (bad URL), -ECONNREFUSED,
- * -EHOSTUNREACH, -EHOSTDOWN (name did not resolve), -ETIMEDOUT (connect or
- * response timeout), -ECONNRESET (closed before a whole reply), -EPROTO
- * (malformed reply), -EMSGSIZE (reply too large), -ECANCELED (client
- * freed or runtime stopped), -ENOMEM.
- * Thread: a demux thread, or the calling thread of es_http_client_free().
+ * Receives the failure of a request: -ECONNREFUSED, -EHOSTUNREACH,
+ * -EHOSTDOWN (name did not resolve), -ETIMEDOUT (connect or response
+ * timeout), -ECONNRESET (closed before a whole reply), -EPROTO (malformed
+ * reply), -EMSGSIZE (reply too large), -ECANCELED (client freed or runtime
+ * stopped), -ENOMEM. (A bad URL is refused by es_http_client_request()
+ * itself, with no callback.)
+ * Thread: a demux thread; the calling thread of es_http_client_free() for
+ * requests still waiting for a connection; the thread in es_runtime_wait()
+ * or es_runtime_free() for requests the stopping runtime handed back.
  */
 typedef void (*es_http_fail_cb)(int err, void *arg);
 
@@ -358,8 +370,10 @@ typedef void (*es_http_fail_cb)(int err, void *arg);
 typedef struct es_http_client_req {
     const char *url; /* "http://host[:port][/path][?query]" */
     const char *method;
-    /* Extra fields as name, value, name, value, ..., NULL. Host,
-     * Content-Length and Connection are written by the client. */
+    /* Extra fields as name, value, name, value, ..., NULL. The client
+     * writes Host, User-Agent (both replaced by the caller's, if given) and
+     * Content-Length; Content-Length, Transfer-Encoding and Connection
+     * fields are refused (-EINVAL). */
     const char *const *headers;
     const void *body; /* copied before es_http_client_request() returns */
     size_t body_len;
@@ -369,9 +383,11 @@ typedef struct es_http_client_req {
 /*
  * Sends a request. Exactly one of on_reply / on_fail is called later,
  * never from inside this call.
- * Returns: 0; -EINVAL (NULL callbacks, malformed URL or unsupported
- * scheme); -ENOMEM; -ESHUTDOWN. On failure no callback is called.
- * Thread: any.
+ * Returns: 0; -EINVAL (NULL callbacks, malformed URL, unsupported scheme,
+ * invalid method or field); -ENOMEM; -ESHUTDOWN (client being freed or
+ * runtime stopped); -EAGAIN (the runtime's rings stayed full). On failure
+ * no callback is called.
+ * Thread: any, including inside on_reply / on_fail and behaviours.
  */
 ES_EXTERN int es_http_client_request(es_http_client_t *c,
                                      const es_http_client_req_t *req,
@@ -379,10 +395,12 @@ ES_EXTERN int es_http_client_request(es_http_client_t *c,
                                      es_http_fail_cb on_fail, void *arg);
 
 /*
- * Closes every connection; requests still in flight fail with
- * -ECANCELED. Then frees c.
+ * Closes every connection; requests still waiting or in flight fail with
+ * -ECANCELED, and their callbacks have returned when this call returns
+ * (it waits at most 10 s for the demux threads; the client's memory lives
+ * on until its last connection is gone). Then frees c.
  * Returns: nothing. Thread: any thread that is not a demux thread of the
- * client's runtime, or after the runtime stopped.
+ * client's runtime, or after the runtime stopped (es_runtime_wait()).
  */
 ES_EXTERN void es_http_client_free(es_http_client_t *c);
 

@@ -1,0 +1,738 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The HTTP server's connection actors: their behaviour, the llhttp
+ * callbacks and the loop that feeds llhttp, the deadlines, and the moves
+ * between the three states a connection can be in (see server_private.h):
+ * idle (state = the server), busy (an es__http_conn) and parked (the
+ * exchange of a deferred response).
+ *
+ * One request at a time: llhttp pauses at the end of each message (and at
+ * the end of each head, so the head is checked before its body is read);
+ * the request is handed to its handler and nothing more is parsed until
+ * its response is complete. Bytes that arrive meanwhile wait, copied, in
+ * the connection's input buffer (DATA's buffer lives only during the
+ * call), and the connection keeps reading, so it notices the client
+ * leaving. Past a bound (write_high, as for the output, and at least
+ * ES__HTTP_IN_MAX) reading pauses until the buffer drains to half: a
+ * client that pipelines that much behind a deferred response and then
+ * leaves is only noticed once reading resumes (or at the response).
+ *
+ * Deadlines: the header timer runs from the first byte of a request that
+ * is not complete when its bytes have been handled, up to the end of its
+ * head; the body timer from there to the end of the message. A request
+ * that arrives whole never starts a timer. Between requests the
+ * connection's idle timeout (es_conn_set_idle_timeout) is the keep-alive
+ * timeout; it is off while a request is read, handled or parked.
+ */
+#include "server_private.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* --- Helpers -------------------------------------------------------------- */
+
+static void count(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static struct es__http_loop *loop_of(const struct es__http_conn *hc)
+{
+    return &hc->srv->loops[hc->loop];
+}
+
+/* Closing statuses (http.h) and 417, whose body we never read. */
+static bool closes(int status)
+{
+    return status == 400 || status == 408 || status == 413 || status == 414 ||
+           status == 417 || status == 431 || status == 500 || status == 503 ||
+           status == 505;
+}
+
+/* --- Connection states ---------------------------------------------------- */
+
+static void message_reset(struct es__http_conn *hc)
+{
+    hc->url.len = 0;
+    es__http_headers_clear(&hc->h);
+    hc->body.len = 0;
+    hc->phase = ES__PH_HEAD;
+    hc->scan_prev = 0;
+    hc->head_bytes = 0;
+    hc->field_bytes = 0;
+    hc->nfields = 0;
+    hc->nhost = hc->nte = hc->ncl = hc->expect = 0;
+    hc->want_line = false;
+}
+
+static struct es__http_conn *hc_new(es_http_server_t *srv, unsigned loop)
+{
+    struct es__http_loop *l = &srv->loops[loop];
+    struct es__http_conn *hc = l->cache;
+    if (hc) {
+        l->cache = hc->next_free;
+        l->ncache--;
+    } else if (!(hc = es_calloc(1, sizeof(*hc)))) {
+        return NULL;
+    }
+    struct es__buf in = hc->in, url = hc->url, body = hc->body;
+    struct es_http_headers h = hc->h;
+    memset(hc, 0, sizeof(*hc));
+    hc->in = in;
+    hc->url = url;
+    hc->body = body;
+    hc->h = h;
+    hc->in.len = 0;
+    hc->kind = ES__HTTP_KIND_CONN;
+    hc->srv = srv;
+    hc->loop = (uint16_t)loop;
+    message_reset(hc);
+    llhttp_init(&hc->p, HTTP_REQUEST, &es__http_settings);
+    hc->p.data = hc;
+    return hc;
+}
+
+static void hc_destroy(struct es__http_conn *hc)
+{
+    es__buf_free(&hc->in);
+    es__buf_free(&hc->url);
+    es__buf_free(&hc->body);
+    es__http_headers_free(&hc->h);
+    es_free(hc);
+}
+
+static void timer_stop(es_actor_t *self, struct es__http_conn *hc)
+{
+    if (hc->timer_kind)
+        (void)es_timer_stop(self, hc->timer);
+    hc->timer_kind = ES__TM_NONE;
+}
+
+static void timer_arm(es_actor_t *self, struct es__http_conn *hc, int kind)
+{
+    if (hc->timer_kind == kind)
+        return;
+    timer_stop(self, hc);
+    const es_http_server_opts_t *o = &hc->srv->o;
+    unsigned ms =
+        kind == ES__TM_HEADER ? o->header_timeout_ms : o->body_timeout_ms;
+    uint64_t tag =
+        kind == ES__TM_HEADER ? ES__HTTP_TAG_HEADER : ES__HTTP_TAG_BODY;
+    if (es_timer_start(self, ms, 0, tag, &hc->timer) == 0)
+        hc->timer_kind = (uint8_t)kind;
+}
+
+/* Gives hc back to its thread's cache (large buffers are freed). */
+static void hc_release(es_actor_t *self, struct es__http_conn *hc)
+{
+    timer_stop(self, hc);
+    struct es__http_loop *l = loop_of(hc);
+    if (l->ncache >= ES__HTTP_CONN_CACHE) {
+        hc_destroy(hc);
+        return;
+    }
+    if (hc->in.cap > 16384)
+        es__buf_free(&hc->in);
+    if (hc->url.cap > 4096)
+        es__buf_free(&hc->url);
+    if (hc->body.cap > 16384)
+        es__buf_free(&hc->body);
+    if (hc->h.cap > 8192 || hc->h.fcap > 64)
+        es__http_headers_free(&hc->h);
+    hc->kind = 0;
+    hc->next_free = l->cache;
+    l->cache = hc;
+    l->ncache++;
+}
+
+/* The busy state of self, made from whatever the state is now. */
+static struct es__http_conn *conn_get(es_actor_t *self)
+{
+    void *st = es_actor_state(self);
+    uint32_t kind = es__http_kind(st);
+    if (kind == ES__HTTP_KIND_CONN)
+        return st;
+    if (kind == ES__HTTP_KIND_REJECT)
+        return NULL;
+    es_http_response_t *x = kind == ES__HTTP_KIND_EXCH ? st : NULL;
+    es_http_server_t *srv = x ? x->srv : st;
+    struct es__http_conn *hc = hc_new(srv, (unsigned)es_actor_loop_index(self));
+    if (!hc)
+        return NULL;
+    hc->x = x;
+    hc->idle_off = x != NULL; /* parked: the idle timeout is off */
+    es_actor_set_state(self, hc);
+    return hc;
+}
+
+/* --- Errors the server answers itself ------------------------------------- */
+
+/* Answers status on self: in x (a parsed request) or in a new exchange. */
+static void send_error(es_actor_t *self, es_http_server_t *srv, unsigned loop,
+                       int status, es_http_response_t *x, const char *allow)
+{
+    es_http_response_t *own =
+        x ? NULL : es__http_exchange_new(srv, loop, NULL, self);
+    if (!x && !(x = own)) {
+        (void)es_conn_abort(self);
+        return;
+    }
+    count(&srv->loops[loop].rejected);
+    x->is_error = true;
+    x->status = (uint16_t)status;
+    x->keep_alive = own ? false : x->keep_alive && !closes(status);
+    const char *text = es_http_status_text(status);
+    if (es__buf_adds(&x->body, text) == 0)
+        (void)es__buf_add(&x->body, "\n", 1);
+    if (allow && *allow)
+        (void)es_http_response_header(x, "Allow", allow);
+    if (srv->on_error)
+        srv->on_error(status, x->has_req ? &x->req : NULL, x, srv->error_arg);
+    x->ended = true;
+    es__http_send_whole(self, x);
+    if (own)
+        es__http_exchange_unref(own);
+}
+
+/* Refuses the request being parsed and closes: nothing after it runs. */
+static void reject(es_actor_t *self, struct es__http_conn *hc, int status)
+{
+    es_log(ES_LOG_DEBUG, "http: refusing a request with %d (llhttp: %s)",
+           status,
+           llhttp_get_error_reason(&hc->p) ? llhttp_get_error_reason(&hc->p)
+                                           : "-");
+    hc->closing = true;
+    timer_stop(self, hc);
+    send_error(self, hc->srv, hc->loop, status, NULL, NULL);
+    (void)es_conn_close(self);
+}
+
+/* --- Requests ------------------------------------------------------------- */
+
+static void dispatch(es_actor_t *self, struct es__http_conn *hc)
+{
+    es_http_server_t *srv = hc->srv;
+    es_http_response_t *x = es__http_exchange_new(srv, hc->loop, hc, self);
+    if (!x) {
+        reject(self, hc, 500);
+        return;
+    }
+    x->v10 = x->req.version == 10;
+    x->head_only = hc->p.method == HTTP_HEAD;
+    /* After CONNECT the client expects a tunnel, which we never open. */
+    x->keep_alive = llhttp_should_keep_alive(&hc->p) &&
+                    hc->p.method != HTTP_CONNECT &&
+                    !atomic_load_explicit(&srv->freeing, memory_order_relaxed);
+    message_reset(hc);
+    hc->x = x;
+    const struct es__http_route *r = NULL;
+    char allow[128];
+    int rc = es__http_route_find(srv, x->req.method, x->req.path, &r, allow,
+                                 sizeof(allow));
+    if (rc) {
+        send_error(self, srv, hc->loop, rc, x, allow);
+        return;
+    }
+    count(&loop_of(hc)->requests);
+    r->cb(&x->req, x, r->arg);
+    if (!x->deferred && !x->c_done)
+        es__http_send_whole(self, x);
+}
+
+/* The head is complete: check it, answer Expect, prepare for the body. */
+static void on_head(es_actor_t *self, struct es__http_conn *hc, size_t rest)
+{
+    int status = es__http_check_head(hc);
+    if (status) {
+        reject(self, hc, status);
+        return;
+    }
+    if (hc->timer_kind == ES__TM_HEADER)
+        timer_stop(self, hc);
+    hc->phase = ES__PH_BODY;
+    const llhttp_t *p = &hc->p;
+    hc->want_line = (p->flags & F_CHUNKED) != 0;
+    bool body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    /* Room for the announced body, up to a bound: a client that announces
+     * 8 MiB and sends nothing must not cost 8 MiB. */
+    size_t want = p->content_length < ES__HTTP_IN_MAX
+                      ? (size_t)p->content_length + 1
+                      : ES__HTTP_IN_MAX;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0 &&
+        es__buf_reserve(&hc->body, want)) {
+        reject(self, hc, 500);
+        return;
+    }
+    if (hc->expect == ES__EXPECT_CONTINUE && p->http_minor == 1 && body &&
+        rest == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        (void)es_conn_write(self, cont, sizeof(cont) - 1);
+    }
+}
+
+static void on_pause(es_actor_t *self, struct es__http_conn *hc, size_t rest)
+{
+    uint8_t why = hc->pause;
+    hc->pause = ES__PAUSE_NONE;
+    switch (why) {
+    case ES__PAUSE_HEADERS:
+        on_head(self, hc, rest);
+        break;
+    case ES__PAUSE_TRAILER:
+        hc->phase = ES__PH_TRAILER;
+        hc->scan_prev = '\n';
+        break;
+    case ES__PAUSE_CHUNK:
+        hc->want_line = true;
+        break;
+    case ES__PAUSE_MESSAGE:
+        timer_stop(self, hc);
+        dispatch(self, hc);
+        break;
+    }
+}
+
+/*
+ * Runs llhttp over p[0..n) (rest: bytes that follow in this buffer).
+ * Returns: bytes consumed, or -1 once the request is refused; *done is
+ * set when llhttp took everything without pausing.
+ */
+static long run(es_actor_t *self, struct es__http_conn *hc, const char *p,
+                size_t n, size_t rest, bool *done)
+{
+    uint8_t phase = hc->phase;
+    llhttp_errno_t err = llhttp_execute(&hc->p, p, n);
+    if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
+        /* Our callbacks set hc->reject; llhttp reports it as HPE_USER or
+         * as the HPE_CB_* error of the callback. */
+        reject(self, hc,
+               hc->reject ? hc->reject : es__http_error_status(&hc->p, err));
+        return -1;
+    }
+    size_t used =
+        err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&hc->p) - p);
+    if (phase != ES__PH_BODY && !es__http_scan_head(hc, p, used)) {
+        reject(self, hc, 400);
+        return -1;
+    }
+    if (phase == ES__PH_HEAD &&
+        (hc->head_bytes += used) > hc->srv->o.max_header_bytes) {
+        reject(self, hc, 431);
+        return -1;
+    }
+    *done = err == HPE_OK;
+    if (err == HPE_PAUSED) {
+        llhttp_resume(&hc->p);
+        on_pause(self, hc, n - used + rest);
+    } else if (err == HPE_PAUSED_UPGRADE) {
+        llhttp_resume_after_upgrade(&hc->p); /* an upgrade we do not do */
+    }
+    return (long)used;
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* Longest chunk-size line (with extensions) we wait for. */
+#define CHUNK_LINE_MAX 4096
+
+/*
+ * A chunk-size line with extensions: llhttp 8.1 refuses a second
+ * extension after a token value ("5;a=b;c"), which RFC 9112 7.1.1 allows.
+ * Extensions are ignored, so the line is checked here (no CTL but HTAB,
+ * CRLF at the end, only BWS between the size and ';') and llhttp gets just
+ * "<size>\r\n". Returns: bytes consumed; 0 if the line has no extension
+ * (llhttp reads it as it is); -2 if the line is not all here; -1 refused.
+ */
+static long chunk_line(es_actor_t *self, struct es__http_conn *hc,
+                       const char *p, size_t n, size_t rest)
+{
+    const char *nl = memchr(p, '\n', n < CHUNK_LINE_MAX ? n : CHUNK_LINE_MAX);
+    if (!nl) {
+        if (n < CHUNK_LINE_MAX)
+            return -2;
+        reject(self, hc, 400);
+        return -1;
+    }
+    hc->want_line = false;
+    size_t len = (size_t)(nl - p) + 1, hex = 0;
+    const char *semi = memchr(p, ';', len);
+    if (!semi)
+        return 0;
+    while (hex < len && is_hex(p[hex]))
+        hex++;
+    bool ok = hex > 0 && hex <= 16 && len >= 2 && nl[-1] == '\r';
+    for (const char *q = p + hex; ok && q < semi; q++)
+        ok = *q == ' ' || *q == '\t';
+    if (ok)
+        ok = es__http_is_field_value(semi, (size_t)(nl - 1 - semi));
+    if (!ok) {
+        reject(self, hc, 400);
+        return -1;
+    }
+    char line[20];
+    memcpy(line, p, hex);
+    memcpy(line + hex, "\r\n", 2);
+    bool done;
+    long used = run(self, hc, line, hex + 2, n - len + rest, &done);
+    return used < 0 ? -1 : (long)len;
+}
+
+/*
+ * Feeds llhttp until a request is in flight, the bytes run out or the
+ * connection is refused. Returns: the bytes consumed.
+ */
+static size_t parse(es_actor_t *self, struct es__http_conn *hc,
+                    const char *data, size_t len)
+{
+    size_t off = 0;
+    int spins = 0;
+    while (!hc->closing && !hc->x && spins < 8) {
+        long used;
+        bool done = false;
+        if (hc->want_line) {
+            used = chunk_line(self, hc, data + off, len - off, 0);
+            if (used == -2 || used == -1)
+                break;
+            if (used > 0) {
+                off += (size_t)used;
+                spins = 0;
+                continue;
+            }
+        }
+        used = run(self, hc, data + off, len - off, 0, &done);
+        if (used < 0)
+            break;
+        off += (size_t)used;
+        if (done)
+            break;
+        spins = used ? 0 : spins + 1;
+    }
+    return off;
+}
+
+static size_t in_max(const struct es__http_conn *hc)
+{
+    size_t high = hc->srv->o.write_high;
+    return high > ES__HTTP_IN_MAX ? high : ES__HTTP_IN_MAX;
+}
+
+/* Keeps bytes that cannot be parsed now; pauses reading past the bound. */
+static void in_add(es_actor_t *self, struct es__http_conn *hc, const char *data,
+                   size_t len)
+{
+    struct es__buf *in = &hc->in;
+    if (hc->in_off && hc->in_off >= in->len / 2) {
+        memmove(in->data, in->data + hc->in_off, in->len - hc->in_off);
+        in->len -= hc->in_off;
+        hc->in_off = 0;
+    }
+    if (es__buf_add(in, data, len)) {
+        (void)es_conn_abort(self);
+        hc->closing = true;
+        return;
+    }
+    if (!hc->paused_in && in->len - hc->in_off > in_max(hc)) {
+        hc->paused_in = true;
+        (void)es_conn_pause(self, 1);
+    }
+}
+
+/* Parses what the input buffer holds. */
+static void pump(es_actor_t *self, struct es__http_conn *hc)
+{
+    struct es__buf *in = &hc->in;
+    if (hc->x || hc->closing || hc->in_off >= in->len)
+        return;
+    hc->in_off += parse(self, hc, in->data + hc->in_off, in->len - hc->in_off);
+    if (hc->in_off >= in->len)
+        in->len = hc->in_off = 0;
+    if (hc->paused_in && in->len - hc->in_off <= in_max(hc) / 2) {
+        hc->paused_in = false;
+        (void)es_conn_pause(self, 0);
+    }
+}
+
+static void on_data(es_actor_t *self, const char *data, size_t len)
+{
+    if (es__http_kind(es_actor_state(self)) == ES__HTTP_KIND_REJECT)
+        return; /* answered 503 and closing */
+    struct es__http_conn *hc = conn_get(self);
+    if (!hc) {
+        (void)es_conn_abort(self);
+        return;
+    }
+    if (hc->closing)
+        return;
+    if (hc->x || hc->in_off < hc->in.len) {
+        in_add(self, hc, data, len);
+        pump(self, hc);
+        return;
+    }
+    size_t used = parse(self, hc, data, len);
+    if (used < len && !hc->closing)
+        in_add(self, hc, data + used, len - used);
+}
+
+/* --- After each message --------------------------------------------------- */
+
+/* Releases completed exchanges and goes on with buffered requests. */
+static void finish(es_actor_t *self, struct es__http_conn *hc)
+{
+    while (hc->x && hc->x->c_done && !hc->closing) {
+        es_http_response_t *x = hc->x;
+        bool keep =
+            x->keep_alive &&
+            !atomic_load_explicit(&hc->srv->freeing, memory_order_relaxed);
+        hc->x = NULL;
+        es__http_exchange_unref(x);
+        if (!keep) {
+            hc->closing = true;
+            (void)es_conn_close(self);
+            break;
+        }
+        pump(self, hc);
+    }
+}
+
+/* Moves hc to the idle or parked state when it can, else arms timers. */
+static void settle(es_actor_t *self, struct es__http_conn *hc)
+{
+    es_http_server_t *srv = hc->srv;
+    if (hc->closing) {
+        timer_stop(self, hc);
+        return;
+    }
+    bool partial = hc->phase != ES__PH_HEAD || hc->head_bytes > 0;
+    bool buffered = hc->in_off < hc->in.len;
+    if (!partial && !buffered && (!hc->x || hc->x->deferred)) {
+        es_http_response_t *x = hc->x;
+        if (!x && hc->idle_off)
+            (void)es_conn_set_idle_timeout(self, srv->o.keepalive_timeout_ms);
+        else if (x && !hc->idle_off)
+            (void)es_conn_set_idle_timeout(self, 0);
+        es_actor_set_state(self, x ? (void *)x : (void *)srv);
+        hc->x = NULL;
+        hc_release(self, hc);
+        return;
+    }
+    if (!hc->idle_off) {
+        (void)es_conn_set_idle_timeout(self, 0);
+        hc->idle_off = true;
+    }
+    if (hc->x)
+        timer_stop(self, hc);
+    else
+        timer_arm(self, hc,
+                  hc->phase == ES__PH_HEAD ? ES__TM_HEADER : ES__TM_BODY);
+}
+
+/* A parked exchange finished: idle again, or close. */
+static void parked_after(es_actor_t *self, es_http_response_t *x)
+{
+    if (!x->c_done)
+        return;
+    es_http_server_t *srv = x->srv;
+    bool keep = x->keep_alive &&
+                !atomic_load_explicit(&srv->freeing, memory_order_relaxed);
+    es_actor_set_state(self, srv);
+    es__http_exchange_unref(x);
+    if (keep)
+        (void)es_conn_set_idle_timeout(self, srv->o.keepalive_timeout_ms);
+    else
+        (void)es_conn_close(self);
+}
+
+static void after(es_actor_t *self)
+{
+    void *st = es_actor_state(self);
+    switch (es__http_kind(st)) {
+    case ES__HTTP_KIND_CONN:
+        finish(self, st);
+        pump(self, st);
+        settle(self, st);
+        break;
+    case ES__HTTP_KIND_EXCH:
+        parked_after(self, st);
+        break;
+    }
+}
+
+/* --- Other events --------------------------------------------------------- */
+
+static void on_open(es_actor_t *self)
+{
+    struct es__http_reject *r = es_actor_state(self);
+    if (es__http_kind(r) != ES__HTTP_KIND_REJECT) {
+        es_http_server_t *srv = (es_http_server_t *)r;
+        es__http_conn_register(srv, (unsigned)es_actor_loop_index(self),
+                               es_actor_self(self));
+        /* Registered first: es_http_server_free() either finds us or has
+         * set `freeing` before it looked. */
+        if (atomic_load(&srv->freeing))
+            (void)es_conn_close(self);
+        return;
+    }
+    send_error(self, r->srv, (unsigned)es_actor_loop_index(self), 503, NULL,
+               NULL);
+    (void)es_conn_close(self);
+}
+
+static void exchange_drop(es_http_response_t *x)
+{
+    if (x->deferred && !x->c_done)
+        es__http_exchange_gone(x);
+    es__http_exchange_unref(x);
+}
+
+static es_http_server_t *server_of(void *st)
+{
+    switch (es__http_kind(st)) {
+    case ES__HTTP_KIND_CONN:
+        return ((struct es__http_conn *)st)->srv;
+    case ES__HTTP_KIND_EXCH:
+        return ((es_http_response_t *)st)->srv;
+    case ES__HTTP_KIND_REJECT:
+        return ((struct es__http_reject *)st)->srv;
+    }
+    return st;
+}
+
+static void on_closed(es_actor_t *self)
+{
+    void *st = es_actor_state(self);
+    uint32_t kind = es__http_kind(st);
+    if (kind != ES__HTTP_KIND_REJECT)
+        es__http_conn_unregister(server_of(st),
+                                 (unsigned)es_actor_loop_index(self),
+                                 es_actor_self(self));
+    if (kind == ES__HTTP_KIND_CONN) {
+        struct es__http_conn *hc = st;
+        es_actor_set_state(self, hc->srv);
+        if (hc->x)
+            exchange_drop(hc->x);
+        hc->x = NULL;
+        hc_release(self, hc);
+    } else if (kind == ES__HTTP_KIND_EXCH) {
+        es_http_response_t *x = st;
+        es_actor_set_state(self, x->srv);
+        exchange_drop(x);
+    }
+}
+
+static void on_timer(es_actor_t *self, const es_msg_t *msg)
+{
+    void *st = es_actor_state(self);
+    struct es__http_conn *hc = st;
+    uint64_t tag = es_msg_timer_tag(msg);
+    if (es__http_kind(st) != ES__HTTP_KIND_CONN || !hc->timer_kind ||
+        es_msg_timer_id(msg) != hc->timer ||
+        (tag != ES__HTTP_TAG_HEADER && tag != ES__HTTP_TAG_BODY))
+        return;
+    hc->timer_kind = ES__TM_NONE; /* a one-shot that fired */
+    if (!hc->x && !hc->closing)
+        reject(self, hc, 408);
+}
+
+static es_http_response_t *current(es_actor_t *self)
+{
+    void *st = es_actor_state(self);
+    switch (es__http_kind(st)) {
+    case ES__HTTP_KIND_CONN:
+        return ((struct es__http_conn *)st)->x;
+    case ES__HTTP_KIND_EXCH:
+        return st;
+    }
+    return NULL;
+}
+
+static void on_water(es_actor_t *self, bool high)
+{
+    es_http_response_t *x = current(self);
+    if (x)
+        atomic_store_explicit(&x->congested, high, memory_order_release);
+}
+
+int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg)
+{
+    struct es__http_tl saved = es__http_tl;
+    es__http_tl.self = self;
+    es__http_tl.id = es_actor_self(self);
+    switch (msg->type) {
+    case ES_MSG_CONN_OPEN:
+        on_open(self);
+        break;
+    case ES_MSG_CONN_DATA:
+        on_data(self, msg->ptr, msg->len);
+        break;
+    case ES_MSG_CONN_HIGH_WATER:
+    case ES_MSG_CONN_LOW_WATER:
+        on_water(self, msg->type == ES_MSG_CONN_HIGH_WATER);
+        break;
+    case ES_MSG_CONN_CLOSED:
+        on_closed(self);
+        break;
+    case ES_MSG_TIMER:
+        on_timer(self, msg);
+        break;
+    case ES__HTTP_MSG_OP:
+        es__http_on_op(self, msg, current(self));
+        break;
+    case ES__HTTP_MSG_SHUTDOWN:
+        /* Idle: close now. Busy or parked: the response in progress
+         * closes the connection when it is done (`freeing`). */
+        if (es__http_kind(es_actor_state(self)) == ES__HTTP_KIND_SERVER)
+            (void)es_conn_close(self);
+        break;
+    }
+    if (msg->type != ES_MSG_CONN_CLOSED && msg->type != ES_MSG_STOP)
+        after(self);
+    es__http_tl = saved;
+    return 0;
+}
+
+/* --- State hooks ---------------------------------------------------------- */
+
+void *es__http_conn_state_new(void *arg)
+{
+    es_http_server_t *srv = arg;
+    atomic_fetch_add_explicit(&srv->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->accepted, 1, memory_order_relaxed);
+    uint64_t n =
+        atomic_fetch_add_explicit(&srv->open, 1, memory_order_relaxed) + 1;
+    if (n <= srv->o.max_connections)
+        return srv;
+    struct es__http_reject *r = es_malloc(sizeof(*r));
+    if (!r)
+        return srv; /* served after all */
+    *r = (struct es__http_reject){.kind = ES__HTTP_KIND_REJECT, .srv = srv};
+    return r;
+}
+
+void es__http_conn_state_free(void *state)
+{
+    es_http_server_t *srv = state;
+    switch (es__http_kind(state)) {
+    case ES__HTTP_KIND_REJECT:
+        srv = ((struct es__http_reject *)state)->srv;
+        es_free(state);
+        break;
+    case ES__HTTP_KIND_CONN: {
+        struct es__http_conn *hc = state;
+        srv = hc->srv;
+        if (hc->x)
+            es__http_exchange_unref(hc->x);
+        hc_destroy(hc);
+        break;
+    }
+    case ES__HTTP_KIND_EXCH:
+        srv = ((es_http_response_t *)state)->srv;
+        es__http_exchange_unref(state);
+        break;
+    }
+    atomic_fetch_sub_explicit(&srv->open, 1, memory_order_relaxed);
+    es__http_server_unref(srv);
+}

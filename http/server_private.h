@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the HTTP server's files share (server.c: the server object, routes
+ * and request accessors; server_conn.c: the connection behaviour and the
+ * parser; server_check.c: the strict framing checks; response.c: the
+ * response calls and how a response is written). Not installed.
+ *
+ * A connection actor's state is one of three objects, told apart by the
+ * kind tag they all start with:
+ *   - the server itself, while the connection is idle (no byte of a request
+ *     buffered, nothing in flight): an idle connection costs nothing here;
+ *   - a struct es__http_conn while a request is being read or answered, or
+ *     while bytes wait behind a deferred response;
+ *   - the exchange (struct es_http_response) of a deferred response while
+ *     nothing else is buffered: a parked long-poll keeps only its request
+ *     and response.
+ */
+#ifndef EVENTSERVER_HTTP_SERVER_PRIVATE_H
+#define EVENTSERVER_HTTP_SERVER_PRIVATE_H
+
+#include "http_private.h"
+
+#include <eventserver/timer.h>
+
+#include <llhttp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum es__http_kind {
+    ES__HTTP_KIND_SERVER = 0x48535256, /* "HSRV" */
+    ES__HTTP_KIND_CONN = 0x48434f4e,   /* "HCON" */
+    ES__HTTP_KIND_EXCH = 0x48455843,   /* "HEXC" */
+    ES__HTTP_KIND_REJECT = 0x48524a54, /* "HRJT": over max_connections */
+};
+
+/* The state of a connection over max_connections: answered 503, closed. */
+struct es__http_reject {
+    uint32_t kind;
+    es_http_server_t *srv;
+};
+
+/* Message a holder on another thread sends the connection actor: ptr is
+ * the response; inl.u64[0] what to do (begin, flush the pieces written,
+ * end). */
+#define ES__HTTP_MSG_OP (ES_MSG_USER + 0x48540u)
+/* es_http_server_free() to an open connection: close once idle. */
+#define ES__HTTP_MSG_SHUTDOWN (ES_MSG_USER + 0x48541u)
+enum es__http_op_kind { ES__OP_BEGIN = 1, ES__OP_FLUSH, ES__OP_END };
+
+/* Our timers on a connection actor (conn.c filters out its own). */
+#define ES__HTTP_TAG_HEADER 0x4854545048454144ull /* "HTTPHEAD" */
+#define ES__HTTP_TAG_BODY 0x48545450424f4459ull   /* "HTTPBODY" */
+
+/* Least bound on bytes buffered behind a request in flight (the bound is
+ * write_high if larger); past it reading pauses. */
+#define ES__HTTP_IN_MAX (64u * 1024u)
+/* Idle connection states kept per demux thread for reuse. */
+#define ES__HTTP_CONN_CACHE 32u
+
+struct es__http_route {
+    char *method; /* NULL: any */
+    char *path;   /* without the trailing '*' of a prefix */
+    size_t len;
+    bool prefix;
+    es_http_handler_cb cb;
+    void *arg;
+};
+
+struct es__http_conn;
+
+/*
+ * Per demux thread: counters (written by that thread only, read by any:
+ * relaxed atomics, no contention) and a cache of connection states.
+ * Padded to a cache line of its own.
+ */
+struct es__http_loop {
+    _Atomic uint64_t requests, rejected, deferred_gone;
+    struct es__http_conn *cache;
+    unsigned ncache;
+    /* The open connections of this thread, so that es_http_server_free()
+     * can ask the idle ones to close: 8 bytes per connection. Written by
+     * this thread (open / close), read once by the freeing thread. */
+    pthread_mutex_t lock;
+    es_actor_id_t *ids;
+    size_t nids, ids_cap;
+    char pad[64]; /* keeps the next thread's counters off this line */
+};
+
+struct es_http_server {
+    uint32_t kind;
+    atomic_uint refs; /* creator + one per connection */
+    atomic_bool started, freeing;
+    _Atomic uint64_t open, accepted;
+    es_runtime_t *rt;
+    es_http_server_opts_t o; /* defaults filled in */
+    char *server_line;       /* "Server: x\r\n" or "" */
+    size_t server_line_len;
+    es_http_error_cb on_error;
+    void *error_arg;
+
+    struct es__http_route *routes; /* sorted at start: exact, then prefix */
+    size_t nroutes, route_cap, nexact;
+    uint32_t *hash; /* exact paths: index + 1 of the first route, 0 empty */
+    size_t hash_mask;
+
+    char **addrs;
+    size_t naddrs;
+    es_listener_t **listeners;
+    unsigned nloops;
+    struct es__http_loop *loops;
+};
+
+/* The request, immutable once the handler is called. */
+struct es_http_request {
+    const char *method, *target, *path, *query;
+    es_runtime_t *rt;
+    struct es_http_headers headers; /* storage in the exchange's tail */
+    char *body;                     /* es_malloc'd, or NULL (then "") */
+    size_t body_len;
+    uint8_t version;
+};
+
+/* States of es_http_response.shared: who let go first. */
+enum { ES__X_ENDED = 1, ES__X_GONE = 2 };
+
+/*
+ * One request and its response (the "exchange"): one allocation, the
+ * request's strings and fields in its tail. Refcounted: the connection
+ * holds a reference while the exchange is its current one, a deferring
+ * holder one until es_http_response_end(), each message in flight one.
+ *
+ * Fields marked [h] belong to whoever holds the response (the handler,
+ * later the holder on any thread) and are read by the connection only
+ * after a message from the holder (es_send orders them). Fields marked [c]
+ * belong to the connection's thread; [q] are under qlock (response.c).
+ * The connection reads the holder's status, fields and body only when a
+ * message from the holder (begin, flush, end) arrives, or inside the
+ * handler.
+ */
+struct es_http_response {
+    uint32_t kind;
+    atomic_uint refs;
+    atomic_uint shared;    /* ES__X_ENDED | ES__X_GONE */
+    atomic_bool congested; /* [c] send queue above its high mark */
+    atomic_flag qlock;     /* guards q and kick (a spin lock) */
+    bool kick;             /* [q] a flush message is on its way */
+    struct es__buf q;      /* [q] pieces written off the thread */
+    es_http_server_t *srv;
+    es_actor_id_t conn;
+    es_runtime_t *rt;
+    struct es__buf fields; /* [h] "Name: value\r\n" lines */
+    struct es__buf body;   /* [h] copied body */
+    void *ref;             /* [h] body by reference */
+    size_t ref_len;
+    es_msg_free_cb ref_free;
+    es_http_gone_cb on_gone; /* [h] set by defer */
+    void *gone_arg;
+    uint16_t status;   /* [h] */
+    bool begun, ended; /* [h] */
+    bool deferred;     /* set in the handler, then read-only */
+    bool has_req, head_only, v10, is_error; /* read-only */
+    bool keep_alive;          /* [c] (a streamed 1.0 response clears it) */
+    bool c_head_sent, c_done; /* [c] head written; response complete */
+    uint16_t loop;
+    es_http_request_t req;
+};
+
+/* A connection's state while a request is read or answered. */
+struct es__http_conn {
+    uint32_t kind;
+    uint8_t phase;      /* ES__PH_*: what the bytes being parsed are */
+    uint8_t pause;      /* ES__PAUSE_*: why llhttp paused */
+    uint8_t timer_kind; /* 0, ES__TM_HEADER or ES__TM_BODY */
+    char scan_prev;     /* last head byte scanned (bare LF / obs-fold) */
+    bool closing, paused_in, idle_off, want_line;
+    uint8_t nhost, nte, ncl, expect; /* fields seen (capped) */
+    int reject; /* status to answer a rejected request with */
+    uint16_t loop;
+    es_http_server_t *srv;
+    es_http_response_t *x; /* the exchange in flight, or NULL */
+    struct es__http_conn *next_free;
+    size_t head_bytes;  /* raw bytes of the head so far */
+    size_t field_bytes; /* names and values received, dropped ones too */
+    unsigned nfields;   /* fields received, dropped trailers too */
+    es_timer_id_t timer;
+    struct es__buf in; /* unparsed bytes, from in_off */
+    size_t in_off;
+    struct es__buf url;       /* the target being received */
+    struct es_http_headers h; /* fields (and trailers) being received */
+    struct es__buf body;      /* the body being received */
+    llhttp_t p;
+};
+
+enum { ES__PH_HEAD = 0, ES__PH_BODY, ES__PH_TRAILER };
+enum {
+    ES__PAUSE_NONE = 0,
+    ES__PAUSE_HEADERS,
+    ES__PAUSE_TRAILER,
+    ES__PAUSE_CHUNK,
+    ES__PAUSE_MESSAGE
+};
+enum { ES__TM_NONE = 0, ES__TM_HEADER, ES__TM_BODY };
+enum { ES__EXPECT_NONE = 0, ES__EXPECT_CONTINUE, ES__EXPECT_OTHER };
+
+static inline uint32_t es__http_kind(const void *state)
+{
+    return *(const uint32_t *)state;
+}
+
+/* --- server.c ----------------------------------------------------------- */
+
+/* Adds / removes an open connection of loop (on that loop's thread). */
+void es__http_conn_register(es_http_server_t *s, unsigned loop,
+                            es_actor_id_t id);
+void es__http_conn_unregister(es_http_server_t *s, unsigned loop,
+                              es_actor_id_t id);
+/* Drops one reference to the server; the last one frees it. */
+void es__http_server_unref(es_http_server_t *s);
+/* Finds the handler of a request. Returns: 0 and *route; 404; 405 (then
+ * allow[] gets the Allow value). */
+int es__http_route_find(const es_http_server_t *s, const char *method,
+                        const char *path, const struct es__http_route **route,
+                        char *allow, size_t allow_len);
+/* The connection actors' behaviour and state hooks (server_conn.c). */
+int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg);
+void *es__http_conn_state_new(void *srv);
+void es__http_conn_state_free(void *state);
+
+/* --- server_check.c ----------------------------------------------------- */
+
+/* The llhttp callbacks of the server's connections (parser->data: hc). */
+extern const llhttp_settings_t es__http_settings;
+
+/* Scans raw head (or trailer) bytes for a bare LF or an obs-fold.
+ * Returns: true if they are fine. */
+bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n);
+/* Checks a completed field (name index i of hc->h) and notes the ones that
+ * matter for framing. Returns: 0, or the status to reject with. */
+int es__http_check_field(struct es__http_conn *hc, bool trailer);
+/* Checks the request once its head is complete. Returns: 0 or a status. */
+int es__http_check_head(struct es__http_conn *hc);
+/* The status for an llhttp error. */
+int es__http_error_status(const llhttp_t *p, llhttp_errno_t err);
+
+/* --- response.c --------------------------------------------------------- */
+
+/* A new exchange for the connection self on demux thread `loop`, with the
+ * request parsed in hc (NULL: an error response with no request).
+ * Returns: the exchange (one reference, the connection's) or NULL. */
+es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
+                                          struct es__http_conn *hc,
+                                          es_actor_t *self);
+/* Drops a reference; the last one frees the exchange. */
+void es__http_exchange_unref(es_http_response_t *x);
+/* Writes the whole response (or what is left of a streamed one). */
+void es__http_send_whole(es_actor_t *self, es_http_response_t *x);
+/* Writes the head of a streamed response. */
+void es__http_send_head_streamed(es_actor_t *self, es_http_response_t *x);
+/* Handles ES__HTTP_MSG_OP on the connection whose current exchange is cur
+ * (NULL if none); ops for any other exchange are dropped. */
+void es__http_on_op(es_actor_t *self, es_msg_t *msg, es_http_response_t *cur);
+/* The client of x left: runs on_gone once if the holder has not ended. */
+void es__http_exchange_gone(es_http_response_t *x);
+
+/* Thread-local: the connection actor whose behaviour runs now. */
+struct es__http_tl {
+    es_actor_t *self;
+    es_actor_id_t id;
+};
+extern _Thread_local struct es__http_tl es__http_tl;
+
+#endif /* EVENTSERVER_HTTP_SERVER_PRIVATE_H */
