@@ -335,7 +335,7 @@ void es__io_destroy(struct es__loop *loop);
  * connection's idle timeout): arming one allocates nothing. */
 
 #define ES__WHEEL_TICK_MS 16u
-#define ES__WHEEL_SLOTS 4096u /* one revolution: about 65 s */
+#define ES__WHEEL_SLOTS 1024u /* one revolution: about 16 s, 8 KiB */
 /* The tag of the ES_MSG_TIMER a deadline delivers (its timer id is 0). */
 #define ES__DEADLINE_TAG 0x4553000044454144ull /* "ES\0\0DEAD" */
 
