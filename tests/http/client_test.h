@@ -174,6 +174,13 @@ static inline void get(struct fx *f, const char *url, struct res *x)
     ES_OK(req_full(f, url, NULL, NULL, NULL, 0, 0, x));
 }
 
+/* A GET of url; returns once its callback has run. */
+static inline void get_wait(struct fx *f, const char *url, struct res *x)
+{
+    get(f, url, x);
+    wait_all(x, 1);
+}
+
 /* --- Raw server ----------------------------------------------------------- */
 
 #define RAW_MAX 512
@@ -390,6 +397,23 @@ static inline void raw_stop(struct raw *s)
         cr_assert(es_test_join(s->thr[i], NULL, ES_TEST_JOIN_S));
     close(s->lfd);
     pthread_mutex_destroy(&s->mu);
+}
+
+/* Starts the raw server s with fn, then a client of `threads` demux
+ * threads (opts o, may be NULL). */
+static inline void fx_raw_start(struct fx *f, struct raw *s, raw_fn fn,
+                                unsigned threads,
+                                const es_http_client_opts_t *o)
+{
+    raw_start(s, fn);
+    fx_init(f, threads, o);
+}
+
+/* Frees the client, then stops the raw server. */
+static inline void fx_raw_stop(struct fx *f, struct raw *s)
+{
+    fx_fini(f);
+    raw_stop(s);
 }
 
 /* The last request head the server read. */

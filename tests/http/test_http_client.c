@@ -21,11 +21,9 @@ Test(http_client, get_basic, .timeout = ES_TEST_TIMEOUT)
     struct res x = {0};
     char url[128], head[4096], host[64];
 
-    raw_start(&s, h_hello);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_hello, 2, NULL);
     url_of(url, sizeof(url), &s, "/path/a?x=1&y=2#frag");
-    get(&f, url, &x);
-    wait_all(&x, 1);
+    get_wait(&f, url, &x);
     fx_fini(&f);
     raw_last(&s, head, sizeof(head));
     raw_stop(&s);
@@ -54,8 +52,7 @@ Test(http_client, request_fields_and_bodies, .timeout = ES_TEST_TIMEOUT)
     const char *const fields[] = {"X-One",  "1",   "User-Agent", "tester/2",
                                   "Accept", "*/*", NULL};
 
-    raw_start(&s, h_echo);
-    fx_init(&f, 1, NULL);
+    fx_raw_start(&f, &s, h_echo, 1, NULL);
     url_of(url, sizeof(url), &s, "");
     ES_OK(req_full(&f, url, "POST", fields, NULL, 0, 0, &x[0]));
     wait_all(&x[0], 1);
@@ -66,8 +63,7 @@ Test(http_client, request_fields_and_bodies, .timeout = ES_TEST_TIMEOUT)
     ES_OK(req_full(&f, url, NULL, NULL, "xyz!", 4, 0, &x[2]));
     wait_all(&x[2], 1);
     raw_last(&s, head[2], sizeof(head[2]));
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
 
     assert_replies(x, 3, 200);
     cr_assert(strncmp(head[0], "POST / HTTP/1.1\r\n", 17) == 0, "%s", head[0]);
@@ -91,16 +87,12 @@ Test(http_client, chunked_with_trailers, .timeout = ES_TEST_TIMEOUT)
     struct res x[2] = {0};
     char url[2][128];
 
-    raw_start(&s, h_chunked);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_chunked, 2, NULL);
     url_of(url[0], sizeof(url[0]), &s, "/");
     url_of(url[1], sizeof(url[1]), &s, "/bytewise");
-    get(&f, url[0], &x[0]);
-    wait_all(&x[0], 1);
-    get(&f, url[1], &x[1]);
-    wait_all(&x[1], 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    get_wait(&f, url[0], &x[0]);
+    get_wait(&f, url[1], &x[1]);
+    fx_raw_stop(&f, &s);
 
     assert_replies(x, 2, 200);
     for (int i = 0; i < 2; i++) {
@@ -120,15 +112,13 @@ Test(http_client, close_delimited, .timeout = ES_TEST_TIMEOUT)
     struct res x[2] = {0};
     char url[2][128];
 
-    raw_start(&s, h_close_delim);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_close_delim, 2, NULL);
     url_of(url[0], sizeof(url[0]), &s, "/");
     url_of(url[1], sizeof(url[1]), &s, "/10");
     get(&f, url[0], &x[0]);
     get(&f, url[1], &x[1]);
     wait_all(x, 2);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
 
     assert_replies(x, 2, 200);
     cr_assert_str_eq(x[0].body, "until the end");
@@ -144,13 +134,10 @@ Test(http_client, interim_replies_skipped, .timeout = ES_TEST_TIMEOUT)
     struct res x = {0};
     char url[128];
 
-    raw_start(&s, h_interim);
-    fx_init(&f, 1, NULL);
+    fx_raw_start(&f, &s, h_interim, 1, NULL);
     url_of(url, sizeof(url), &s, "/");
-    get(&f, url, &x);
-    wait_all(&x, 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    get_wait(&f, url, &x);
+    fx_raw_stop(&f, &s);
 
     assert_replies(&x, 1, 200);
     cr_assert_str_eq(x.body, "ok");
@@ -167,21 +154,17 @@ Test(http_client, replies_without_body, .timeout = ES_TEST_TIMEOUT)
     struct res x[4] = {0};
     char url[3][128];
 
-    raw_start(&s, h_nobody);
-    fx_init(&f, 1, NULL);
+    fx_raw_start(&f, &s, h_nobody, 1, NULL);
     url_of(url[0], sizeof(url[0]), &s, "/");
     url_of(url[1], sizeof(url[1]), &s, "/204");
     url_of(url[2], sizeof(url[2]), &s, "/304");
     ES_OK(req_full(&f, url[0], "HEAD", NULL, NULL, 0, 0, &x[0]));
     wait_all(&x[0], 1);
-    get(&f, url[1], &x[1]);
-    wait_all(&x[1], 1);
-    get(&f, url[2], &x[2]);
-    wait_all(&x[2], 1);
+    get_wait(&f, url[1], &x[1]);
+    get_wait(&f, url[2], &x[2]);
     get(&f, url[0], &x[3]); /* framing intact on the same connection */
     wait_all(&x[3], 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
 
     assert_replies(&x[0], 1, 200);
     assert_replies(&x[1], 1, 204);
@@ -205,13 +188,11 @@ static void expect_fail(raw_fn fn, const es_http_client_opts_t *o,
     struct res x = {0};
     char url[128];
 
-    raw_start(&s, fn);
-    fx_init(&f, 2, o);
+    fx_raw_start(&f, &s, fn, 2, o);
     url_of(url, sizeof(url), &s, target);
     ES_OK(req_full(&f, url, NULL, NULL, NULL, 0, timeout_ms, &x));
     wait_all(&x, 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_failed(&x, err);
     res_free(&x, 1);
 }
@@ -312,8 +293,7 @@ Test(http_client, connect_timeout, .timeout = ES_TEST_TIMEOUT)
     full_open(&fl);
     fx_init(&f, 2, &o);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", fl.port);
-    get(&f, url, &x[0]);
-    wait_all(&x[0], 1);
+    get_wait(&f, url, &x[0]);
     get(&f, url, &x[1]); /* still connecting when the client is freed */
     es_test_sleep_ms(20);
     fx_fini(&f);
@@ -328,8 +308,7 @@ Test(http_client, unresolvable_host, .timeout = ES_TEST_TIMEOUT)
     struct res x = {0};
 
     fx_init(&f, 2, NULL);
-    get(&f, "http://no-such-host.invalid:8080/", &x);
-    wait_all(&x, 1);
+    get_wait(&f, "http://no-such-host.invalid:8080/", &x);
     fx_fini(&f);
     assert_failed(&x, -EHOSTDOWN);
 }
@@ -397,15 +376,13 @@ Test(http_client, large_bodies, .timeout = ES_TEST_TIMEOUT)
 
     for (size_t i = 0; i < MIB; i++)
         body[i] = (char)pat(i * 7);
-    raw_start(&s, h_echo);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_echo, 2, NULL);
     url_of(url[0], sizeof(url[0]), &s, "/echo");
     url_of(url[1], sizeof(url[1]), &s, "/big");
     ES_OK(req_full(&f, url[0], "POST", NULL, body, MIB, 0, &x[0]));
     get(&f, url[1], &x[1]);
     wait_all(x, 2);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_replies(x, 2, 200);
     cr_assert_eq(x[0].body_len, MIB);
     cr_assert_eq(memcmp(x[0].body, body, MIB), 0, "echo differs");

@@ -26,15 +26,12 @@ Test(http_client, keepalive_reuse, .timeout = ES_TEST_TIMEOUT)
     struct res x[SEQ] = {0};
     char url[128];
 
-    raw_start(&s, h_hello);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_hello, 2, NULL);
     url_of(url, sizeof(url), &s, "/");
     for (int i = 0; i < SEQ; i++) {
-        get(&f, url, &x[i]);
-        wait_all(&x[i], 1);
+        get_wait(&f, url, &x[i]);
     }
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_replies(x, SEQ, 200);
     cr_assert_eq(atomic_load(&s.accepted), 1, "%llu connections",
                  (unsigned long long)atomic_load(&s.accepted));
@@ -57,8 +54,7 @@ Test(http_client, not_reused, .timeout = ES_TEST_TIMEOUT)
     url_of(url[1], sizeof(url[1]), &s[0], "/10");
     url_of(url[2], sizeof(url[2]), &s[1], "/extra");
     for (int i = 0; i < 6; i++) {
-        get(&f, url[i / 2], &x[i]);
-        wait_all(&x[i], 1);
+        get_wait(&f, url[i / 2], &x[i]);
     }
     fx_fini(&f);
     raw_stop(&s[0]);
@@ -70,22 +66,27 @@ Test(http_client, not_reused, .timeout = ES_TEST_TIMEOUT)
     res_free(x, 6);
 }
 
+/* Two GETs of "/", one after the other, from a client of a raw server
+ * with fn; both stopped after. */
+static void get_twice(struct raw *s, raw_fn fn, struct res x[2])
+{
+    struct fx f;
+    char url[128];
+
+    fx_raw_start(&f, s, fn, 2, NULL);
+    url_of(url, sizeof(url), s, "/");
+    get_wait(&f, url, &x[0]);
+    get_wait(&f, url, &x[1]);
+    fx_raw_stop(&f, s);
+}
+
 Test(http_client, keepalive_race_retried, .timeout = ES_TEST_TIMEOUT)
 {
     struct raw s;
-    struct fx f;
     struct res x[2] = {0};
-    char url[128];
 
-    raw_start(&s, h_race);
-    fx_init(&f, 2, NULL);
-    url_of(url, sizeof(url), &s, "/");
-    get(&f, url, &x[0]);
-    wait_all(&x[0], 1);
-    get(&f, url, &x[1]); /* conn 0 drops it: retried on conn 1 */
-    wait_all(&x[1], 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    /* Connection 0 drops the second request: retried on connection 1. */
+    get_twice(&s, h_race, x);
     assert_replies(x, 2, 200);
     cr_assert_eq(atomic_load(&s.accepted), 2);
     cr_assert_eq(atomic_load(&s.requests), 3);
@@ -95,19 +96,9 @@ Test(http_client, keepalive_race_retried, .timeout = ES_TEST_TIMEOUT)
 Test(http_client, keepalive_race_retried_once, .timeout = ES_TEST_TIMEOUT)
 {
     struct raw s;
-    struct fx f;
     struct res x[2] = {0};
-    char url[128];
 
-    raw_start(&s, h_race_always);
-    fx_init(&f, 2, NULL);
-    url_of(url, sizeof(url), &s, "/");
-    get(&f, url, &x[0]);
-    wait_all(&x[0], 1);
-    get(&f, url, &x[1]);
-    wait_all(&x[1], 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    get_twice(&s, h_race_always, x);
     assert_replies(&x[0], 1, 200);
     assert_failed(&x[1], -ECONNRESET);
     cr_assert_eq(atomic_load(&s.accepted), 2, "retried more than once");
@@ -124,14 +115,12 @@ Test(http_client, cap_per_host, .timeout = ES_TEST_TIMEOUT)
     char url[128];
     es_http_client_opts_t o = {.max_per_host = 2};
 
-    raw_start(&s, h_slow_hello);
-    fx_init(&f, 2, &o);
+    fx_raw_start(&f, &s, h_slow_hello, 2, &o);
     url_of(url, sizeof(url), &s, "/");
     for (int i = 0; i < CONCURRENT; i++)
         get(&f, url, &x[i]);
     wait_all(x, CONCURRENT);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_replies(x, CONCURRENT, 200);
     cr_assert_leq(atomic_load(&s.accepted), 2, "%llu connections",
                   (unsigned long long)atomic_load(&s.accepted));
@@ -147,16 +136,12 @@ Test(http_client, idle_timeout_closes, .timeout = ES_TEST_TIMEOUT)
     char url[128];
     es_http_client_opts_t o = {.idle_timeout_ms = 100};
 
-    raw_start(&s, h_hello);
-    fx_init(&f, 1, &o);
+    fx_raw_start(&f, &s, h_hello, 1, &o);
     url_of(url, sizeof(url), &s, "/");
-    get(&f, url, &x[0]);
-    wait_all(&x[0], 1);
+    get_wait(&f, url, &x[0]);
     ES_WAIT_GE(s.closed, 1); /* the client closed the idle connection */
-    get(&f, url, &x[1]);
-    wait_all(&x[1], 1);
-    fx_fini(&f);
-    raw_stop(&s);
+    get_wait(&f, url, &x[1]);
+    fx_raw_stop(&f, &s);
     assert_replies(x, 2, 200);
     cr_assert_eq(atomic_load(&s.accepted), 2);
     res_free(x, 2);
@@ -173,8 +158,7 @@ Test(http_client, ipv6_literal, .timeout = ES_TEST_TIMEOUT)
         cr_skip_test("no IPv6 loopback");
     fx_init(&f, 1, NULL);
     snprintf(url, sizeof(url), "http://[::1]:%d/v6", s.port);
-    get(&f, url, &x);
-    wait_all(&x, 1);
+    get_wait(&f, url, &x);
     fx_fini(&f);
     raw_last(&s, head, sizeof(head));
     raw_stop(&s);
@@ -228,15 +212,13 @@ Test(http_client, request_from_callback, .timeout = ES_TEST_TIMEOUT)
     char url[128];
     struct chain ch = {0};
 
-    raw_start(&s, h_hello);
-    fx_init(&f, 2, NULL);
+    fx_raw_start(&f, &s, h_hello, 2, NULL);
     url_of(url, sizeof(url), &s, "/");
     ch.c = f.c;
     ch.url = url;
     chain_next(&ch);
     ES_WAIT_GE(ch.done, SEQ);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     cr_assert_eq(atomic_load(&ch.done), SEQ);
     cr_assert_eq(atomic_load(&ch.failed), 0);
     cr_assert_eq(atomic_load(&s.accepted), 1);
@@ -262,12 +244,10 @@ Test(http_client, idle_close_races, .timeout = ES_TEST_TIMEOUT_LONG)
     fx_init(&f, 2, &o);
     url_of(url, sizeof(url), &s, "/");
     for (int i = 0; i < RACY; i++) {
-        get(&f, url, &x[i]);
-        wait_all(&x[i], 1);
+        get_wait(&f, url, &x[i]);
         es_test_sleep_ms((unsigned)(i % 5));
     }
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_replies(x, RACY, 200);
     res_free(x, RACY);
 }
@@ -305,8 +285,7 @@ Test(http_client, many_threads, .timeout = ES_TEST_TIMEOUT)
     es_http_client_opts_t o = {.max_per_host = 4};
 
     memset(x, 0, sizeof(x));
-    raw_start(&s, h_hello);
-    fx_init(&f, 2, &o);
+    fx_raw_start(&f, &s, h_hello, 2, &o);
     url_of(url, sizeof(url), &s, "/");
     for (int i = 0; i < SENDERS; i++) {
         sd[i] = (struct sender){.f = &f, .url = url, .x = &x[i * PER_SENDER]};
@@ -317,8 +296,7 @@ Test(http_client, many_threads, .timeout = ES_TEST_TIMEOUT)
     for (int i = 0; i < SENDERS; i++)
         cr_assert_eq(atomic_load(&sd[i].refused), 0);
     wait_all(x, SENDERS * PER_SENDER);
-    fx_fini(&f);
-    raw_stop(&s);
+    fx_raw_stop(&f, &s);
     assert_replies(x, SENDERS * PER_SENDER, 200);
     cr_assert_leq(atomic_load(&s.peak), 4);
     res_free(x, SENDERS * PER_SENDER);
@@ -332,13 +310,11 @@ Test(http_client, free_cancels_in_flight, .timeout = ES_TEST_TIMEOUT)
     char url[2][128];
     es_http_client_opts_t o = {.max_per_host = 2};
 
-    raw_start(&s, h_bad);
-    fx_init(&f, 2, &o);
+    fx_raw_start(&f, &s, h_bad, 2, &o);
     url_of(url[0], sizeof(url[0]), &s, "/hang");
     /* One idle connection on another host:port key ("localhost")... */
     snprintf(url[1], sizeof(url[1]), "http://localhost:%d/", s.port);
-    get(&f, url[1], &x[CONCURRENT]);
-    wait_all(&x[CONCURRENT], 1);
+    get_wait(&f, url[1], &x[CONCURRENT]);
     /* ...two requests in flight and eight waiting. */
     for (int i = 0; i < CONCURRENT; i++)
         get(&f, url[0], &x[i]);
@@ -363,8 +339,7 @@ Test(http_client, runtime_stop_cancels, .timeout = ES_TEST_TIMEOUT)
     char url[128];
     es_http_client_opts_t o = {.max_per_host = 1};
 
-    raw_start(&s, h_bad);
-    fx_init(&f, 2, &o);
+    fx_raw_start(&f, &s, h_bad, 2, &o);
     url_of(url, sizeof(url), &s, "/hang");
     for (int i = 0; i < 3; i++)
         get(&f, url, &x[i]);
@@ -446,15 +421,13 @@ Test(http_client, our_server, .timeout = ES_TEST_TIMEOUT)
     snprintf(url[1], sizeof(url[1]), "http://127.0.0.1:%d/echo", v.port);
     snprintf(url[2], sizeof(url[2]), "http://127.0.0.1:%d/nope", v.port);
     for (int i = 0; i < SEQ; i++) {
-        get(&f, url[0], &x[i]);
-        wait_all(&x[i], 1);
+        get_wait(&f, url[0], &x[i]);
     }
     ES_OK(req_full(&f, url[0], "HEAD", NULL, NULL, 0, 0, &x[SEQ]));
     wait_all(&x[SEQ], 1);
     ES_OK(req_full(&f, url[1], NULL, NULL, body, MIB, 0, &x[SEQ + 1]));
     wait_all(&x[SEQ + 1], 1);
-    get(&f, url[2], &x[SEQ + 2]);
-    wait_all(&x[SEQ + 2], 1);
+    get_wait(&f, url[2], &x[SEQ + 2]);
     ES_OK(es_http_server_stats(v.srv, &st));
     fx_free_client(&f);
     sv_free(&v);

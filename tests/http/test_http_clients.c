@@ -10,6 +10,7 @@
  */
 #include "http_test.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
 
@@ -101,12 +102,23 @@ static char *run(const char *cmd, int *status)
     return out;
 }
 
-#define RUN_OK(out, cmd)                                                       \
-    do {                                                                       \
-        int st_;                                                               \
-        (out) = run((cmd), &st_);                                              \
-        cr_assert_eq(st_, 0, "%s exited %d:\n%s", (cmd), st_, (out));          \
-    } while (0)
+/* Runs the command printf(fmt, ...) makes, fails the test unless it
+ * exits 0, and returns its output (the caller frees it). */
+static char *run_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *run_ok(const char *fmt, ...)
+{
+    char cmd[512], *out;
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    out = run(cmd, &st);
+    cr_assert_eq(st, 0, "%s exited %d:\n%s", cmd, st, out);
+    return out;
+}
 
 /* A temporary file holding n pattern bytes; returns its path. */
 static char *pattern_file(size_t n, uint32_t *hash)
@@ -136,15 +148,13 @@ static char *pattern_file(size_t n, uint32_t *hash)
 Test(http_clients, curl_reuses_connection, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
-    char cmd[512], *out;
+    char *out;
 
     SKIP_WITHOUT("curl");
     clients_fixture(&t);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS -v --max-time 10 http://127.0.0.1:%d/t/first "
-             "http://127.0.0.1:%d/t/second",
-             t.port, t.port);
-    RUN_OK(out, cmd);
+    out = run_ok("curl -sS -v --max-time 10 http://127.0.0.1:%d/t/first "
+                 "http://127.0.0.1:%d/t/second",
+                 t.port, t.port);
     cr_assert(strstr(out, "/t/first"), "%s", out);
     cr_assert(strstr(out, "/t/second"), "%s", out);
     cr_assert(strstr(out, "Re-using existing connection") ||
@@ -156,21 +166,23 @@ Test(http_clients, curl_reuses_connection, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
-Test(http_clients, curl_chunked_upload, .timeout = ES_TEST_TIMEOUT)
+/*
+ * Uploads n pattern bytes to /sum with curl (opts before the file, `after`
+ * after the URL) and expects "len=<n> fnv=<hash> te=<te_tail>".
+ */
+static void curl_upload(size_t n, const char *opts, const char *after,
+                        const char *te_tail)
 {
     struct hts t;
-    char cmd[512], want[128], *out, *path;
+    char want[128], *out, *path;
     uint32_t h;
 
-    SKIP_WITHOUT("curl");
     clients_fixture(&t);
-    path = pattern_file(300000, &h);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS --max-time 10 -H 'Transfer-Encoding: chunked' "
-             "--data-binary @%s http://127.0.0.1:%d/sum",
-             path, t.port);
-    RUN_OK(out, cmd);
-    snprintf(want, sizeof(want), "len=300000 fnv=%08x te=chunked", h);
+    path = pattern_file(n, &h);
+    out = run_ok("curl -sS --max-time 10 %s --data-binary @%s "
+                 "http://127.0.0.1:%d/sum%s",
+                 opts, path, t.port, after);
+    snprintf(want, sizeof(want), "len=%zu fnv=%08x te=%s", n, h, te_tail);
     cr_assert_str_eq(out, want);
     free(out);
     unlink(path);
@@ -178,58 +190,42 @@ Test(http_clients, curl_chunked_upload, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+Test(http_clients, curl_chunked_upload, .timeout = ES_TEST_TIMEOUT)
+{
+    SKIP_WITHOUT("curl");
+    curl_upload(300000, "-H 'Transfer-Encoding: chunked'", "", "chunked");
+}
+
 Test(http_clients, curl_large_upload_expect, .timeout = ES_TEST_TIMEOUT)
 {
-    struct hts t;
-    char cmd[512], want[128], *out, *path;
-    uint32_t h;
-
     SKIP_WITHOUT("curl");
-    clients_fixture(&t);
-    path = pattern_file(3u << 20, &h);
     /* Ask for 100-continue explicitly (curl does for large bodies too). */
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS --max-time 10 --expect100-timeout 5 "
-             "-H 'Expect: 100-continue' --data-binary @%s "
-             "http://127.0.0.1:%d/sum -w ' %%{http_code}'",
-             path, t.port);
-    RUN_OK(out, cmd);
-    snprintf(want, sizeof(want), "len=%u fnv=%08x te=- 200", 3u << 20, h);
-    cr_assert_str_eq(out, want);
-    free(out);
-    unlink(path);
-    free(path);
-    hts_fini(&t);
+    curl_upload(3u << 20, "--expect100-timeout 5 -H 'Expect: 100-continue'",
+                " -w ' %{http_code}'", "- 200");
 }
 
 Test(http_clients, curl_http10_head_and_stream, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
-    char cmd[512], *out;
+    char *out;
 
     SKIP_WITHOUT("curl");
     clients_fixture(&t);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS -0 --max-time 10 http://127.0.0.1:%d/t/ten", t.port);
-    RUN_OK(out, cmd);
+    out = run_ok("curl -sS -0 --max-time 10 http://127.0.0.1:%d/t/ten", t.port);
     cr_assert_str_eq(out, "/t/ten");
     free(out);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS -I --max-time 10 http://127.0.0.1:%d/t/head", t.port);
-    RUN_OK(out, cmd);
+    out =
+        run_ok("curl -sS -I --max-time 10 http://127.0.0.1:%d/t/head", t.port);
     cr_assert(strncmp(out, "HTTP/1.1 200", 12) == 0, "%s", out);
     cr_assert(strcasestr(out, "Content-Length: 7"), "%s", out);
     free(out);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS --max-time 10 http://127.0.0.1:%d/stream "
-             "http://127.0.0.1:%d/t/after",
-             t.port, t.port);
-    RUN_OK(out, cmd);
+    out = run_ok("curl -sS --max-time 10 http://127.0.0.1:%d/stream "
+                 "http://127.0.0.1:%d/t/after",
+                 t.port, t.port);
     cr_assert_str_eq(out, "s0 s1 s2 s3 s4 s5 s6 s7 s8 s9 /t/after");
     free(out);
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS -0 --max-time 10 http://127.0.0.1:%d/stream", t.port);
-    RUN_OK(out, cmd);
+    out =
+        run_ok("curl -sS -0 --max-time 10 http://127.0.0.1:%d/stream", t.port);
     cr_assert_str_eq(out, "s0 s1 s2 s3 s4 s5 s6 s7 s8 s9 ");
     free(out);
     hts_fini(&t);
@@ -266,7 +262,7 @@ static const char py_script[] =
 Test(http_clients, python_http_client, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
-    char path[] = "/tmp/es_http_py_XXXXXX", cmd[512], want[1024], *out;
+    char path[] = "/tmp/es_http_py_XXXXXX", want[1024], *out;
     int fd;
 
     SKIP_WITHOUT("python3");
@@ -276,8 +272,7 @@ Test(http_clients, python_http_client, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(write(fd, py_script, sizeof(py_script) - 1),
                  (ssize_t)sizeof(py_script) - 1);
     close(fd);
-    snprintf(cmd, sizeof(cmd), "python3 %s %d", path, t.port);
-    RUN_OK(out, cmd);
+    out = run_ok("python3 %s %d", path, t.port);
     unlink(path);
     {
         char *x = malloc(100000), *y = malloc(10000);

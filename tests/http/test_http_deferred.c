@@ -29,7 +29,6 @@ Test(http_deferred, finish_from_actor, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c;
-    struct hr r;
 
     defer_fixture(&t, NULL);
     expect_finished(t.port, "/actor", "actor:/actor", "actor");
@@ -37,9 +36,7 @@ Test(http_deferred, finish_from_actor, .timeout = ES_TEST_TIMEOUT)
     hc_open(&c, t.port);
     for (int i = 0; i < 5; i++) {
         HC_SEND(&c, "GET /actor?k=1 HTTP/1.1\r\nHost: t\r\n\r\n");
-        HC_READ(&c, &r, 0);
-        HR_BODY_IS(&r, "actor:/actor?k=1");
-        hr_release(&r);
+        HC_EXPECT_BODY(&c, "actor:/actor?k=1");
     }
     hc_close(&c);
     ES_WAIT_GE(g_actor_ended, 6);
@@ -65,22 +62,15 @@ Test(http_deferred, pipelined_waits_behind_deferred, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c;
-    struct hr r;
 
     defer_fixture(&t, NULL);
     hc_open(&c, t.port);
     HC_SEND(&c, "GET /thread?i=0 HTTP/1.1\r\nHost: t\r\n\r\n"
                 "GET /seq?i=1 HTTP/1.1\r\nHost: t\r\n\r\n"
                 "GET /seq?i=2 HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "thread:/thread?i=0");
-    hr_release(&r);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "/seq?i=1");
-    hr_release(&r);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "/seq?i=2");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "thread:/thread?i=0");
+    HC_EXPECT_BODY(&c, "/seq?i=1");
+    HC_EXPECT_BODY(&c, "/seq?i=2");
     hc_close(&c);
     cr_assert_eq(atomic_load(&g_seq_calls), 2);
     cr_assert_eq(atomic_load(&g_seq_after_end), 2,
@@ -106,9 +96,7 @@ Test(http_deferred, parked_outlives_timeouts, .timeout = ES_TEST_TIMEOUT)
     ES_WAIT_GE(g_park.parked, 1);
     cr_assert(hc_quiet_for(&c, 400), "closed or answered while parked");
     cr_assert_eq(finish(parked(2), "test"), 0);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "test:/park?i=2");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "test:/park?i=2");
     /* The pipelined HEAD, deferred in its turn: no body on the wire. */
     ES_WAIT_GE(g_park.parked, 2);
     cr_assert_eq(finish(parked(3), "test"), 0);
@@ -117,9 +105,7 @@ Test(http_deferred, parked_outlives_timeouts, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(r.status, 202);
     cr_assert_str_eq(hr_header(&r, "Content-Length") ?: "", "14");
     hr_release(&r);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "/now");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "/now");
     hc_close(&c);
     cr_assert_eq(atomic_load(&g_park.gone_total), 0);
     defer_fini(&t);
@@ -146,18 +132,14 @@ Test(http_deferred, streaming_from_thread, .timeout = ES_TEST_TIMEOUT)
     cr_assert(r.chunks >= 1 && r.chunks <= 10, "%u chunks", r.chunks);
     HR_BODY_IS(&r, want);
     hr_release(&r);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "/now?after=stream");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "/now?after=stream");
     /* HEAD: the head of a chunked response and nothing else. */
     HC_SEND(&c, "HEAD /stream?i=3 HTTP/1.1\r\nHost: t\r\n\r\n"
                 "GET /now?after=head HTTP/1.1\r\nHost: t\r\n\r\n");
     HC_READ(&c, &r, HR_HEAD);
     cr_assert_eq(r.status, 200);
     hr_release(&r);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "/now?after=head");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "/now?after=head");
     hc_close(&c);
     /* HTTP/1.0: close-delimited. */
     hc_open(&c, t.port);
@@ -194,13 +176,10 @@ Test(http_deferred, thousand_parked_completed_together,
     for (int i = 0; i < n; i++)
         cr_assert_eq(finish(parked(i), "test"), 0);
     for (int i = 0; i < n; i++) {
-        struct hr r;
         char want[64];
 
         snprintf(want, sizeof(want), "test:/park?i=%d", i);
-        HC_READ(&c[i], &r, 0);
-        HR_BODY_IS(&r, want);
-        hr_release(&r);
+        HC_EXPECT_BODY(&c[i], want);
         hc_close(&c[i]);
     }
     HTS_WAIT_CONNS(&t, 0);

@@ -26,9 +26,10 @@ static void h_parts(es_http_request_t *req, es_http_response_t *res, void *arg)
     es_http_response_body(res, b, (size_t)n);
 }
 
-static void edges_fixture(struct hts *t, atomic_ullong *count)
+static void edges_fixture(struct hts *t, atomic_ullong *count,
+                          const es_http_server_opts_t *o)
 {
-    hts_init(t, 2, NULL);
+    hts_init(t, 2, o);
     hts_route(t, NULL, "/p/*", h_parts, NULL);
     hts_route(t, NULL, "/count", h_count, count);
     hts_route(t, NULL, "/echo", h_echo_body, NULL);
@@ -44,12 +45,11 @@ Test(http_edges, absolute_form_is_routed_by_path, .timeout = ES_TEST_TIMEOUT)
     struct hr r;
     atomic_ullong n = 0;
 
-    edges_fixture(&t, &n);
-    cr_assert_eq(http_once(t.port,
-                           "GET http://example.test/p/abs?q=1 HTTP/1.1\r\n"
-                           "Host: example.test\r\n\r\n",
-                           &r, 0),
-                 0);
+    edges_fixture(&t, &n, NULL);
+    HTTP_ONCE(t.port,
+              "GET http://example.test/p/abs?q=1 HTTP/1.1\r\n"
+              "Host: example.test\r\n\r\n",
+              &r, 0);
     cr_assert_eq(r.status, 200, "absolute-form: %d", r.status);
     HR_BODY_IS(&r, "/p/abs|q=1|http://example.test/p/abs?q=1");
     hr_release(&r);
@@ -62,7 +62,7 @@ Test(http_edges, empty_query_and_odd_paths, .timeout = ES_TEST_TIMEOUT)
     struct hr r;
     atomic_ullong n = 0;
 
-    edges_fixture(&t, &n);
+    edges_fixture(&t, &n, NULL);
     http_get(t.port, "/p/x?", &r);
     HR_BODY_IS(&r, "/p/x||/p/x?");
     hr_release(&r);
@@ -85,7 +85,7 @@ Test(http_edges, asterisk_and_authority_forms, .timeout = ES_TEST_TIMEOUT)
     struct hts t;
     atomic_ullong n = 0;
 
-    edges_fixture(&t, &n);
+    edges_fixture(&t, &n, NULL);
     for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
         struct hr r;
         int rc = http_once(t.port, raw[i], &r, 0);
@@ -104,25 +104,18 @@ Test(http_edges, asterisk_and_authority_forms, .timeout = ES_TEST_TIMEOUT)
 
 Test(http_edges, head_error_has_no_body, .timeout = ES_TEST_TIMEOUT)
 {
-    struct hts t;
-    struct hc c;
+    struct htc x;
     struct hr r;
-    atomic_ullong n = 0;
 
-    edges_fixture(&t, &n);
-    hc_open(&c, t.port);
-    HC_SEND(&c, "HEAD /missing HTTP/1.1\r\nHost: t\r\n\r\n"
-                "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&c, &r, HR_HEAD);
+    htc_open(&x, edges_fixture, NULL);
+    HC_SEND(&x.c, "HEAD /missing HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
+    HC_READ(&x.c, &r, HR_HEAD);
     cr_assert_eq(r.status, 404);
     hr_release(&r);
     /* A body after the HEAD's 404 would be misread here. */
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    HR_BODY_IS(&r, "ok");
-    hr_release(&r);
-    hc_close(&c);
-    hts_fini(&t);
+    HC_EXPECT(&x.c, 200, "ok");
+    htc_close(&x);
 }
 
 /*
@@ -133,75 +126,66 @@ Test(http_edges, head_error_has_no_body, .timeout = ES_TEST_TIMEOUT)
 Test(http_edges, expect_answered_with_error, .timeout = ES_TEST_TIMEOUT)
 {
     static const char body[] = "GET /count HTTP/1.1\r\nHost: t\r\n\r\n";
-    struct hts t;
-    struct hc c;
+    struct htc x;
     struct hr r;
-    atomic_ullong n = 0;
     char head[256];
     bool sent_body = false;
 
-    edges_fixture(&t, &n);
-    hc_open(&c, t.port);
+    htc_open(&x, edges_fixture, NULL);
     snprintf(head, sizeof(head),
              "POST /missing HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n"
              "Expect: 100-continue\r\n\r\n",
              strlen(body));
-    HC_SEND(&c, head);
-    HC_READ(&c, &r, 0);
+    HC_SEND(&x.c, head);
+    HC_READ(&x.c, &r, 0);
     if (r.status == 100) {
         hr_release(&r);
-        HC_SEND(&c, body);
+        HC_SEND(&x.c, body);
         sent_body = true;
-        HC_READ(&c, &r, 0);
+        HC_READ(&x.c, &r, 0);
     }
     cr_assert_eq(r.status, 404);
     if (hr_has_token(&r, "Connection", "close")) {
         hr_release(&r);
-        hc_sends(&c, body);
-        cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
+        hc_sends(&x.c, body);
+        cr_assert_eq(hc_wait_eof(&x.c, ES_TEST_WAIT_S), 0);
     } else {
         hr_release(&r);
         /* The body (which looks like a request) if not sent yet, and then a
          * real request: only the real one may be answered. */
         if (!sent_body)
-            HC_SEND(&c, body);
-        HC_SEND(&c, "GET /p/real HTTP/1.1\r\nHost: t\r\n\r\n");
-        HC_READ(&c, &r, 0);
-        cr_assert_eq(r.status, 200);
-        HR_BODY_IS(&r, "/p/real||/p/real");
-        hr_release(&r);
+            HC_SEND(&x.c, body);
+        HC_SEND(&x.c, "GET /p/real HTTP/1.1\r\nHost: t\r\n\r\n");
+        HC_EXPECT(&x.c, 200, "/p/real||/p/real");
     }
-    hc_close(&c);
-    cr_assert_eq(atomic_load(&n), 0, "the body ran as a request");
-    hts_fini(&t);
+    hc_close(&x.c);
+    cr_assert_eq(atomic_load(&x.n), 0, "the body ran as a request");
+    htc_close(&x);
 }
 
 /* An expectation other than 100-continue: 417 (RFC 9110 10.1.1 allows it)
  * and the unread body never runs as a request; or the request is served. */
 Test(http_edges, unknown_expectation, .timeout = ES_TEST_TIMEOUT)
 {
-    struct hts t;
-    struct hc c;
+    struct htc x;
     struct hr r;
-    atomic_ullong n = 0;
 
-    edges_fixture(&t, &n);
-    hc_open(&c, t.port);
-    HC_SEND(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 32\r\n"
-                "Expect: something-else\r\n\r\n"
-                "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&c, &r, 0);
+    htc_open(&x, edges_fixture, NULL);
+    HC_SEND(&x.c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 32\r\n"
+                  "Expect: something-else\r\n\r\n"
+                  "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
+    HC_READ(&x.c, &r, 0);
     if (r.status == 417) {
         hr_release(&r);
-        cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
+        cr_assert_eq(hc_wait_eof(&x.c, ES_TEST_WAIT_S), 0);
     } else {
         cr_assert_eq(r.status, 200, "status %d", r.status);
         HR_BODY_IS(&r, "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
         hr_release(&r);
     }
-    hc_close(&c);
-    cr_assert_eq(atomic_load(&n), 0, "the body ran as a request");
-    hts_fini(&t);
+    hc_close(&x.c);
+    cr_assert_eq(atomic_load(&x.n), 0, "the body ran as a request");
+    htc_close(&x);
 }
 
 /* Defers twice, then ends at once, inside the handler. */
@@ -225,9 +209,7 @@ Test(http_edges, defer_twice_then_end_inside, .timeout = ES_TEST_TIMEOUT)
     struct hr r;
     char want[64];
 
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/twice", h_defer_twice, NULL);
-    hts_start(&t);
+    hts_serve1(&t, "GET", "/twice", h_defer_twice, NULL);
     http_get(t.port, "/twice", &r);
     snprintf(want, sizeof(want), "0,%d", -EALREADY);
     HR_BODY_IS(&r, want);
@@ -243,24 +225,17 @@ Test(http_edges, defer_twice_then_end_inside, .timeout = ES_TEST_TIMEOUT)
  * gets the response (as `nc -N` or `curl` with a half-close would). */
 Test(http_edges, request_then_half_close, .timeout = ES_TEST_TIMEOUT)
 {
-    struct hts t;
-    struct hc c;
-    struct hr r;
-    atomic_ullong n = 0;
+    struct htc x;
 
-    edges_fixture(&t, &n);
-    hc_open(&c, t.port);
-    HC_SEND(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n"
-                "half");
-    shutdown(c.fd, SHUT_WR);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    HR_BODY_IS(&r, "half");
-    hr_release(&r);
-    cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
-    hc_close(&c);
-    HTS_WAIT_CONNS(&t, 0);
-    hts_fini(&t);
+    htc_open(&x, edges_fixture, NULL);
+    HC_SEND(&x.c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n"
+                  "half");
+    shutdown(x.c.fd, SHUT_WR);
+    HC_EXPECT(&x.c, 200, "half");
+    cr_assert_eq(hc_wait_eof(&x.c, ES_TEST_WAIT_S), 0);
+    hc_close(&x.c);
+    HTS_WAIT_CONNS(&x.t, 0);
+    htc_close(&x);
 }
 
 /* --- Listening
@@ -291,7 +266,6 @@ Test(http_edges, unix_socket, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c;
-    struct hr r;
     struct sockaddr_un a;
     char addr[sizeof(a.sun_path) + 8];
     atomic_ullong n = 0;
@@ -312,12 +286,8 @@ Test(http_edges, unix_socket, .timeout = ES_TEST_TIMEOUT)
     cr_assert_geq(c.fd, 0, "connect %s: %s", a.sun_path, strerror(-c.fd));
     HC_SEND(&c, "GET /count HTTP/1.1\r\nHost: t\r\n\r\n"
                 "GET /count HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
+    HC_EXPECT_STATUS(&c, 200);
+    HC_EXPECT_STATUS(&c, 200);
     hc_close(&c);
     cr_assert_eq(atomic_load(&n), 2);
     hts_fini(&t);
@@ -426,22 +396,15 @@ Test(http_edges, upgrade_request_is_ignored, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c;
-    struct hr r;
     atomic_ullong n = 0;
 
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/c", h_count, &n);
-    hts_start(&t);
+    hts_serve1(&t, "GET", "/c", h_count, &n);
     hc_open(&c, t.port);
     HC_SEND(&c, "GET /c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
                 "Upgrade: websocket\r\n\r\n"
                 "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
+    HC_EXPECT_STATUS(&c, 200);
+    HC_EXPECT_STATUS(&c, 200);
     hc_close(&c);
     cr_assert_eq(atomic_load(&n), 2);
     hts_fini(&t);
@@ -486,10 +449,7 @@ Test(http_edges, no_body_for_204_and_304, .timeout = ES_TEST_TIMEOUT)
     cr_assert_null(hr_header(&r, "Transfer-Encoding"));
     hr_release(&r);
     /* Had a body been sent, it would be read here as a status line. */
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    HR_BODY_IS(&r, "/t/after");
-    hr_release(&r);
+    HC_EXPECT(&c, 200, "/t/after");
     hc_close(&c);
     hts_fini(&t);
 }

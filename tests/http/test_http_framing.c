@@ -97,17 +97,12 @@ Test(http_framing, control_valid_pipeline, .timeout = ES_TEST_TIMEOUT)
 {
     struct fx f;
     struct hc c;
-    struct hr r;
 
     fx_start(&f);
     hc_open(&c, f.t.port);
     HC_SEND(&c, POST "Content-Length: 2\r\n\r\nab" NEXT);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
+    HC_EXPECT_STATUS(&c, 200);
+    HC_EXPECT_STATUS(&c, 200);
     hc_close(&c);
     cr_assert_eq(atomic_load(&f.count), 2);
     hts_fini(&f.t);
@@ -189,7 +184,7 @@ Test(http_framing, http10_without_host_is_fine, .timeout = ES_TEST_TIMEOUT)
     struct hr r;
 
     fx_start(&f);
-    cr_assert_eq(http_once(f.t.port, "GET /count HTTP/1.0\r\n\r\n", &r, 0), 0);
+    HTTP_ONCE(f.t.port, "GET /count HTTP/1.0\r\n\r\n", &r, 0);
     cr_assert_eq(r.status, 200);
     hr_release(&r);
     cr_assert_eq(atomic_load(&f.count), 1);
@@ -259,9 +254,7 @@ Test(http_framing, empty_line_before_request, .timeout = ES_TEST_TIMEOUT)
     } else {
         cr_assert_eq(r.status, 200);
         hr_release(&r);
-        HC_READ(&c, &r, 0);
-        cr_assert_eq(r.status, 200);
-        hr_release(&r);
+        HC_EXPECT_STATUS(&c, 200);
         cr_assert_eq(atomic_load(&f.count), 2);
     }
     hc_close(&c);
@@ -286,14 +279,10 @@ Test(http_framing, obs_fold_refused_or_joined, .timeout = ES_TEST_TIMEOUT)
     struct hts t;
     struct hr r;
 
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/foo", h_foo, NULL);
-    hts_start(&t);
-    cr_assert_eq(http_once(t.port,
-                           "GET /foo HTTP/1.1\r\nHost: t\r\nX-Foo: a\r\n"
-                           " b: c\r\n\r\n",
-                           &r, 0),
-                 0);
+    hts_serve1(&t, "GET", "/foo", h_foo, NULL);
+    HTTP_ONCE(t.port,
+              "GET /foo HTTP/1.1\r\nHost: t\r\nX-Foo: a\r\n b: c\r\n\r\n", &r,
+              0);
     cr_assert(r.status == 400 || r.status == 200, "status %d", r.status);
     if (r.status == 200)
         cr_assert(strcmp(r.body, "a b: c") == 0, "folded value: %s", r.body);

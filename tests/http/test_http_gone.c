@@ -90,7 +90,6 @@ Test(http_gone, body_ref_from_holder_freed_once, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c, gone_c;
-    struct hr r;
 
     defer_fixture(&t, NULL);
     hc_open(&c, t.port);
@@ -99,9 +98,7 @@ Test(http_gone, body_ref_from_holder_freed_once, .timeout = ES_TEST_TIMEOUT)
     send_park(&gone_c, 2);
     ES_WAIT_GE(g_park.parked, 2);
     cr_assert_eq(end_with_ref(parked(1)), 0);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "by reference, late");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "by reference, late");
     ES_WAIT_GE(g_ref_freed, 1);
     cr_assert_eq(atomic_load(&g_ref_freed_off_loop), 0,
                  "free_cb of a sent body ran off the demux threads");
@@ -146,13 +143,9 @@ Test(http_gone, end_races_client_leaving, .timeout = ES_TEST_TIMEOUT)
     }
     cr_assert_eq(ok + reset, N, "end() returned something else");
     for (int i = 0; i < N; i += 2) {
-        struct hr r;
-
         cr_assert_eq(rcs[i], 0, "end of a response whose client stayed: %d",
                      rcs[i]);
-        HC_READ(&c[i], &r, 0);
-        cr_assert_eq(r.status, 202);
-        hr_release(&r);
+        HC_EXPECT_STATUS(&c[i], 202);
         hc_close(&c[i]);
     }
     HTS_WAIT_CONNS(&t, 0);
@@ -167,6 +160,18 @@ Test(http_gone, end_races_client_leaving, .timeout = ES_TEST_TIMEOUT)
     defer_fini(&t);
 }
 
+/* Opens c and completes one request on it: a kept-alive, idle
+ * connection. */
+static void open_idle(struct hc *c, int port)
+{
+    struct hr r;
+
+    hc_open(c, port);
+    HC_SEND(c, "GET /now HTTP/1.1\r\nHost: t\r\n\r\n");
+    HC_READ(c, &r, 0);
+    hr_release(&r);
+}
+
 /* The runtime stops while a response is parked: the client is gone for
  * the holder (on_gone once), end() still frees, and es_http_server_free()
  * after the stop frees the rest. */
@@ -174,13 +179,9 @@ Test(http_gone, runtime_stops_while_parked, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc c, idle;
-    struct hr r;
 
     defer_fixture(&t, NULL);
-    hc_open(&idle, t.port);
-    HC_SEND(&idle, "GET /now HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&idle, &r, 0);
-    hr_release(&r);
+    open_idle(&idle, t.port);
     hc_open(&c, t.port);
     send_park(&c, 4);
     ES_WAIT_GE(g_park.parked, 1);
@@ -282,15 +283,11 @@ Test(http_gone, server_free_with_open_and_held, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;
     struct hc idle, held;
-    struct hr r;
     pthread_t th;
     long extra;
 
     defer_fixture(&t, NULL);
-    hc_open(&idle, t.port);
-    HC_SEND(&idle, "GET /now HTTP/1.1\r\nHost: t\r\n\r\n");
-    HC_READ(&idle, &r, 0);
-    hr_release(&r);
+    open_idle(&idle, t.port);
     hc_open(&held, t.port);
     send_park(&held, 5);
     ES_WAIT_GE(g_park.parked, 1);
@@ -300,9 +297,7 @@ Test(http_gone, server_free_with_open_and_held, .timeout = ES_TEST_TIMEOUT)
     es_test_sleep_ms(20);
     /* The held one finishes its response, then closes. */
     cr_assert_eq(finish(parked(5), "test"), 0);
-    HC_READ(&held, &r, 0);
-    HR_BODY_IS(&r, "test:/park?i=5");
-    hr_release(&r);
+    HC_EXPECT_BODY(&held, "test:/park?i=5");
     cr_assert_eq(hc_wait_eof(&held, ES_TEST_WAIT_S), 0);
     hc_close(&held);
     /* The idle one has no request in progress: it is closed, with nothing

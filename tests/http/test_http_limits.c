@@ -64,8 +64,10 @@ static void expect_refused(struct lim *l, const char *raw, size_t len,
     expect_refused2(l, raw, len, status, status);
 }
 
-/* Sends raw and expects a 200 from /count. */
-static void expect_served(struct lim *l, const char *raw, size_t len)
+/* Sends raw and expects a 200 (whose body has body_len bytes, unless
+ * body_len < 0). */
+static void expect_served_len(struct lim *l, const char *raw, size_t len,
+                              long body_len)
 {
     struct hc c;
     struct hr r;
@@ -74,24 +76,93 @@ static void expect_served(struct lim *l, const char *raw, size_t len)
     cr_assert(hc_send(&c, raw, len));
     HC_READ(&c, &r, 0);
     cr_assert_eq(r.status, 200, "status %d, want 200", r.status);
+    if (body_len >= 0)
+        cr_assert_eq(r.body_len, (size_t)body_len,
+                     "body of %zu bytes, want %ld", r.body_len, body_len);
     hr_release(&r);
     hc_close(&c);
 }
 
-/* "GET /count/xxx...x HTTP/1.1" with a target of exactly n bytes. */
-static char *request_with_target(size_t n, const char *fields)
+/* Sends raw and expects a 200 from /count. */
+static void expect_served(struct lim *l, const char *raw, size_t len)
 {
-    const char *base = "/count/";
-    char *t = malloc(n + 1);
+    expect_served_len(l, raw, len, -1);
+}
+
+/* expect_served() and expect_refused() of a malloc'd request, which they
+ * free. */
+static void served_free(struct lim *l, char *raw)
+{
+    expect_served(l, raw, strlen(raw));
+    free(raw);
+}
+
+static void refused_free(struct lim *l, char *raw, int status)
+{
+    expect_refused(l, raw, strlen(raw), status);
+    free(raw);
+}
+
+/* Sends s on c and expects one response with `status`. */
+static void send_expect(struct hc *c, const char *s, int status)
+{
+    HC_SEND(c, s);
+    HC_EXPECT_STATUS(c, status);
+}
+
+/*
+ * Waits up to secs for the server to close c: an optional 408 then the
+ * end of the stream, or the end at once (-ENODATA; a reset too if
+ * reset_ok). `what` names the case.
+ */
+static void expect_closed(struct hc *c, double secs, bool reset_ok,
+                          const char *what)
+{
+    struct hr r;
+    int rc = hc_read_response(c, &r, 0, secs);
+
+    if (rc == 0) {
+        cr_assert_eq(r.status, 408, "%s: status %d", what, r.status);
+        hr_release(&r);
+        cr_assert_eq(hc_wait_eof(c, ES_TEST_WAIT_S), 0, "%s: not closed", what);
+    } else {
+        cr_assert(rc == -ENODATA || (reset_ok && rc == -ECONNRESET), "%s: %d",
+                  what, rc);
+    }
+}
+
+/* "GET <target> HTTP/1.1", Host and then `fields` (each ending in CRLF),
+ * malloc'd. */
+static char *get_request(const char *target, const char *fields)
+{
     char *raw = NULL;
 
-    cr_assert_not_null(t);
-    cr_assert_geq(n, strlen(base));
-    memset(t, 'x', n);
-    memcpy(t, base, strlen(base));
-    t[n] = '\0';
     cr_assert_gt(
-        asprintf(&raw, "GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n", t, fields), 0);
+        asprintf(&raw, "GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n", target, fields),
+        0);
+    return raw;
+}
+
+/* A malloc'd string: prefix, then `fill` up to n bytes, then suffix. */
+static char *filled(const char *prefix, char fill, size_t n, const char *suffix)
+{
+    size_t pl = strlen(prefix), sl = strlen(suffix);
+    char *s = malloc(n + sl + 1);
+
+    cr_assert_not_null(s);
+    cr_assert_geq(n, pl);
+    memset(s, fill, n);
+    memcpy(s, prefix, pl);
+    memcpy(s + n, suffix, sl + 1);
+    return s;
+}
+
+/* "GET /count/xxx...x HTTP/1.1" with a target of exactly n bytes. */
+static char *request_with_target(size_t n)
+{
+    char *t = filled("/count/", 'x', n, "");
+    char *raw = get_request(t, "");
+
     free(t);
     return raw;
 }
@@ -102,18 +173,11 @@ Test(http_limits, url_too_long_414, .timeout = ES_TEST_TIMEOUT)
 {
     es_http_server_opts_t o = {.max_url = 100};
     struct lim l;
-    char *raw;
 
     lim_start(&l, &o);
-    raw = request_with_target(100, "");
-    expect_served(&l, raw, strlen(raw));
-    free(raw);
-    raw = request_with_target(101, "");
-    expect_refused(&l, raw, strlen(raw), 414);
-    free(raw);
-    raw = request_with_target(20000, "");
-    expect_refused(&l, raw, strlen(raw), 414);
-    free(raw);
+    served_free(&l, request_with_target(100));
+    refused_free(&l, request_with_target(101), 414);
+    refused_free(&l, request_with_target(20000), 414);
     cr_assert_eq(atomic_load(&l.count), 1);
     hts_fini(&l.t);
 }
@@ -121,15 +185,10 @@ Test(http_limits, url_too_long_414, .timeout = ES_TEST_TIMEOUT)
 Test(http_limits, url_default_limit, .timeout = ES_TEST_TIMEOUT)
 {
     struct lim l;
-    char *raw;
 
     lim_start(&l, NULL);
-    raw = request_with_target(ES_HTTP_DEFAULT_MAX_URL, "");
-    expect_served(&l, raw, strlen(raw));
-    free(raw);
-    raw = request_with_target(ES_HTTP_DEFAULT_MAX_URL + 1, "");
-    expect_refused(&l, raw, strlen(raw), 414);
-    free(raw);
+    served_free(&l, request_with_target(ES_HTTP_DEFAULT_MAX_URL));
+    refused_free(&l, request_with_target(ES_HTTP_DEFAULT_MAX_URL + 1), 414);
     hts_fini(&l.t);
 }
 
@@ -137,18 +196,10 @@ Test(http_limits, url_default_limit, .timeout = ES_TEST_TIMEOUT)
 static char *request_of_size(size_t bytes)
 {
     size_t fill = bytes > 200 ? bytes - 200 : 1;
-    char *v = malloc(fill + 1);
-    char *raw = NULL;
+    char *field = filled("X-Fill: ", 'v', strlen("X-Fill: ") + fill, "\r\n");
+    char *raw = get_request("/count", field);
 
-    cr_assert_not_null(v);
-    memset(v, 'v', fill);
-    v[fill] = '\0';
-    cr_assert_gt(asprintf(&raw,
-                          "GET /count HTTP/1.1\r\nHost: t\r\n"
-                          "X-Fill: %s\r\n\r\n",
-                          v),
-                 0);
-    free(v);
+    free(field);
     return raw;
 }
 
@@ -159,12 +210,8 @@ Test(http_limits, header_bytes_431, .timeout = ES_TEST_TIMEOUT)
     char *raw;
 
     lim_start(&l, &o);
-    raw = request_of_size(900);
-    expect_served(&l, raw, strlen(raw));
-    free(raw);
-    raw = request_of_size(1200);
-    expect_refused(&l, raw, strlen(raw), 431);
-    free(raw);
+    served_free(&l, request_of_size(900));
+    refused_free(&l, request_of_size(1200), 431);
     /* Far above: the server must answer without reading all of it. */
     raw = request_of_size(256 * 1024);
     expect_refused(&l, raw, 4096, 431);
@@ -209,13 +256,12 @@ Test(http_limits, header_bytes_across_reads, .timeout = ES_TEST_TIMEOUT)
 static char *request_with_fields(unsigned n)
 {
     char *fields = calloc(n, 32);
-    char *raw = NULL;
+    char *raw;
 
     cr_assert_not_null(fields);
     for (unsigned i = 1; i < n; i++)
         sprintf(fields + strlen(fields), "X-F%u: %u\r\n", i, i);
-    cr_assert_gt(
-        asprintf(&raw, "GET /count HTTP/1.1\r\nHost: t\r\n%s\r\n", fields), 0);
+    raw = get_request("/count", fields);
     free(fields);
     return raw;
 }
@@ -224,33 +270,21 @@ Test(http_limits, too_many_fields_431, .timeout = ES_TEST_TIMEOUT)
 {
     es_http_server_opts_t o = {.max_headers = 10};
     struct lim l;
-    char *raw;
 
     lim_start(&l, &o);
-    raw = request_with_fields(10);
-    expect_served(&l, raw, strlen(raw));
-    free(raw);
-    raw = request_with_fields(11);
-    expect_refused(&l, raw, strlen(raw), 431);
-    free(raw);
-    raw = request_with_fields(500);
-    expect_refused(&l, raw, strlen(raw), 431);
-    free(raw);
+    served_free(&l, request_with_fields(10));
+    refused_free(&l, request_with_fields(11), 431);
+    refused_free(&l, request_with_fields(500), 431);
     hts_fini(&l.t);
 }
 
 Test(http_limits, default_field_count, .timeout = ES_TEST_TIMEOUT)
 {
     struct lim l;
-    char *raw;
 
     lim_start(&l, NULL);
-    raw = request_with_fields(ES_HTTP_DEFAULT_MAX_HEADERS);
-    expect_served(&l, raw, strlen(raw));
-    free(raw);
-    raw = request_with_fields(ES_HTTP_DEFAULT_MAX_HEADERS + 1);
-    expect_refused(&l, raw, strlen(raw), 431);
-    free(raw);
+    served_free(&l, request_with_fields(ES_HTTP_DEFAULT_MAX_HEADERS));
+    refused_free(&l, request_with_fields(ES_HTTP_DEFAULT_MAX_HEADERS + 1), 431);
     hts_fini(&l.t);
 }
 
@@ -298,8 +332,6 @@ Test(http_limits, body_content_length_413, .timeout = ES_TEST_TIMEOUT)
 {
     es_http_server_opts_t o = {.max_body = 1000};
     struct lim l;
-    struct hr r;
-    struct hc c;
     char *raw = NULL;
     char body[1001];
 
@@ -312,13 +344,7 @@ Test(http_limits, body_content_length_413, .timeout = ES_TEST_TIMEOUT)
                           "Content-Length: 1000\r\n\r\n%s",
                           body),
                  0);
-    hc_open(&c, l.t.port);
-    HC_SEND(&c, raw);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    cr_assert_eq(r.body_len, 1000);
-    hr_release(&r);
-    hc_close(&c);
+    expect_served_len(&l, raw, strlen(raw), 1000);
     free(raw);
     /* One more, announced and never sent: 413 without waiting for it. */
     raw = "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n";
@@ -357,23 +383,13 @@ Test(http_limits, body_chunked_413, .timeout = ES_TEST_TIMEOUT)
 {
     es_http_server_opts_t o = {.max_body = 1000};
     struct lim l;
-    struct hc c;
-    struct hr r;
     char *raw;
 
     lim_start(&l, &o);
     raw = chunked_request(1000);
-    hc_open(&c, l.t.port);
-    HC_SEND(&c, raw);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    cr_assert_eq(r.body_len, 1000);
-    hr_release(&r);
-    hc_close(&c);
+    expect_served_len(&l, raw, strlen(raw), 1000);
     free(raw);
-    raw = chunked_request(1001);
-    expect_refused(&l, raw, strlen(raw), 413);
-    free(raw);
+    refused_free(&l, chunked_request(1001), 413);
     /* One huge chunk announced: refused before its data arrives. */
     raw = "POST /count HTTP/1.1\r\nHost: t\r\n"
           "Transfer-Encoding: chunked\r\n\r\n100000\r\nabc";
@@ -391,10 +407,8 @@ Test(http_limits, body_chunked_413, .timeout = ES_TEST_TIMEOUT)
 static void expect_deadline(struct lim *l, const char *prefix, double limit_s)
 {
     struct hc c;
-    struct hr r;
     double start = es_test_now();
     bool served_other = false;
-    int rc;
 
     hc_open(&c, l->t.port);
     HC_SEND(&c, prefix);
@@ -410,14 +424,7 @@ static void expect_deadline(struct lim *l, const char *prefix, double limit_s)
     }
     cr_assert_lt(es_test_now() - start, limit_s,
                  "still open after %.1f s of trickling", limit_s);
-    rc = hc_read_response(&c, &r, 0, ES_TEST_WAIT_S);
-    if (rc == 0) {
-        cr_assert_eq(r.status, 408, "status %d", r.status);
-        hr_release(&r);
-        cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
-    } else {
-        cr_assert(rc == -ENODATA || rc == -ECONNRESET, "%d", rc);
-    }
+    expect_closed(&c, ES_TEST_WAIT_S, true, prefix);
     hc_close(&c);
     cr_assert(served_other);
     cr_assert_eq(atomic_load(&l->count), 0);
@@ -459,16 +466,12 @@ Test(http_limits, header_deadline_spares_fast_clients,
     es_http_server_opts_t o = {.header_timeout_ms = 300};
     struct lim l;
     struct hc c;
-    struct hr r;
 
     lim_start(&l, &o);
     /* Requests on a kept-alive connection each get a fresh deadline. */
     hc_open(&c, l.t.port);
     for (int i = 0; i < 4; i++) {
-        HC_SEND(&c, NEXT);
-        HC_READ(&c, &r, 0);
-        cr_assert_eq(r.status, 200);
-        hr_release(&r);
+        send_expect(&c, NEXT, 200);
         es_test_sleep_ms(100);
     }
     hc_close(&c);
@@ -481,25 +484,12 @@ Test(http_limits, keepalive_idle_timeout, .timeout = ES_TEST_TIMEOUT)
     es_http_server_opts_t o = {.keepalive_timeout_ms = 200};
     struct lim l;
     struct hc c;
-    struct hr r;
-    int rc;
 
     lim_start(&l, &o);
     hc_open(&c, l.t.port);
-    HC_SEND(&c, NEXT);
-    HC_READ(&c, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
+    send_expect(&c, NEXT, 200);
     /* Idle: the server closes, possibly after a 408 (RFC 9110 15.5.9). */
-    rc = hc_read_response(&c, &r, 0, 5.0);
-    if (rc == 0) {
-        cr_assert_eq(r.status, 408, "status %d", r.status);
-        hr_release(&r);
-        rc = (int)hc_wait_eof(&c, ES_TEST_WAIT_S);
-        cr_assert_eq(rc, 0);
-    } else {
-        cr_assert_eq(rc, -ENODATA, "idle connection: %d", rc);
-    }
+    expect_closed(&c, 5.0, false, "idle connection");
     hc_close(&c);
     HTS_WAIT_CONNS(&l.t, 0);
     http_expect(l.t.port, "/ok", 200);
@@ -513,19 +503,10 @@ Test(http_limits, silent_client_closed, .timeout = ES_TEST_TIMEOUT)
                                .header_timeout_ms = 200};
     struct lim l;
     struct hc c;
-    struct hr r;
-    int rc;
 
     lim_start(&l, &o);
     hc_open(&c, l.t.port);
-    rc = hc_read_response(&c, &r, 0, 5.0);
-    if (rc == 0) {
-        cr_assert_eq(r.status, 408, "status %d", r.status);
-        hr_release(&r);
-        cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
-    } else {
-        cr_assert_eq(rc, -ENODATA, "silent connection: %d", rc);
-    }
+    expect_closed(&c, 5.0, false, "silent connection");
     hc_close(&c);
     HTS_WAIT_CONNS(&l.t, 0);
     hts_fini(&l.t);
@@ -538,42 +519,28 @@ Test(http_limits, max_connections_503, .timeout = ES_TEST_TIMEOUT)
     es_http_server_opts_t o = {.max_connections = 3};
     struct lim l;
     struct hc c[3], extra, late;
-    struct hr r;
 
     lim_start(&l, &o);
     for (int i = 0; i < 3; i++) {
         hc_open(&c[i], l.t.port);
-        HC_SEND(&c[i], NEXT);
-        HC_READ(&c[i], &r, 0);
-        cr_assert_eq(r.status, 200);
-        hr_release(&r);
+        send_expect(&c[i], NEXT, 200);
     }
     HTS_WAIT_CONNS(&l.t, 3);
     /* The fourth gets 503 and is closed. */
     hc_open(&extra, l.t.port);
-    HC_SEND(&extra, NEXT);
-    HC_READ(&extra, &r, 0);
-    cr_assert_eq(r.status, 503, "status %d", r.status);
-    hr_release(&r);
+    send_expect(&extra, NEXT, 503);
     cr_assert_eq(hc_wait_eof(&extra, ES_TEST_WAIT_S), 0);
     hc_close(&extra);
     cr_assert_eq(atomic_load(&l.count), 3);
     HTS_WAIT_CONNS(&l.t, 3);
     /* The first three still work. */
-    for (int i = 0; i < 3; i++) {
-        HC_SEND(&c[i], NEXT);
-        HC_READ(&c[i], &r, 0);
-        cr_assert_eq(r.status, 200);
-        hr_release(&r);
-    }
+    for (int i = 0; i < 3; i++)
+        send_expect(&c[i], NEXT, 200);
     /* Once one leaves, a new one is accepted. */
     hc_close(&c[0]);
     HTS_WAIT_CONNS(&l.t, 2);
     hc_open(&late, l.t.port);
-    HC_SEND(&late, NEXT);
-    HC_READ(&late, &r, 0);
-    cr_assert_eq(r.status, 200);
-    hr_release(&r);
+    send_expect(&late, NEXT, 200);
     hc_close(&late);
     hc_close(&c[1]);
     hc_close(&c[2]);

@@ -22,9 +22,8 @@ static void h_tb(es_http_request_t *req, es_http_response_t *res, void *arg)
     const char *b = es_http_request_body(req, &len);
     const char *t = es_http_request_target(req);
     const char *tr = es_http_request_header(req, "X-Trailer");
-    char *out = NULL;
-    size_t out_len = 0;
-    FILE *f = open_memstream(&out, &out_len);
+    struct body_buf bb;
+    FILE *f = body_open(&bb);
 
     (void)arg;
     if (!f)
@@ -33,9 +32,7 @@ static void h_tb(es_http_request_t *req, es_http_response_t *res, void *arg)
     fwrite(b, 1, len, f);
     if (tr)
         fprintf(f, "|%s", tr);
-    fclose(f);
-    es_http_response_body(res, out, out_len);
-    free(out);
+    body_send(&bb, res);
 }
 
 /* --- A deferral finished by a short-lived thread ----------------------------
@@ -43,6 +40,20 @@ static void h_tb(es_http_request_t *req, es_http_response_t *res, void *arg)
 
 static pthread_t g_th;
 static atomic_int g_th_started;
+
+/* Defers res and hands it to a new thread *th running fn(res); ends it at
+ * once if the thread cannot start. True if the thread runs. */
+static bool defer_to_thread(es_http_response_t *res, pthread_t *th,
+                            void *(*fn)(void *))
+{
+    if (es_http_response_defer(res, NULL, NULL) != 0)
+        return false;
+    if (pthread_create(th, NULL, fn, res) != 0) {
+        es_http_response_end(res);
+        return false;
+    }
+    return true;
+}
 
 static void *end_later(void *res)
 {
@@ -56,13 +67,8 @@ static void h_later(es_http_request_t *req, es_http_response_t *res, void *arg)
 {
     (void)req;
     (void)arg;
-    if (es_http_response_defer(res, NULL, NULL) != 0)
-        return;
-    if (pthread_create(&g_th, NULL, end_later, res) != 0) {
-        es_http_response_end(res);
-        return;
-    }
-    atomic_store(&g_th_started, 1);
+    if (defer_to_thread(res, &g_th, end_later))
+        atomic_store(&g_th_started, 1);
 }
 
 static void pipe_fixture(struct hts *t)
@@ -182,6 +188,21 @@ Test(http_pipeline, bodies_in_uneven_segments, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+/* "GET <first>" and then n GETs of /p/flood?i=<i>, in one buffer (the
+ * caller frees it). */
+static char *flood_requests(const char *first, int n, size_t *len)
+{
+    char *all = NULL;
+    FILE *f = open_memstream(&all, len);
+
+    cr_assert_not_null(f);
+    fprintf(f, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", first);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "GET /p/flood?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    fclose(f);
+    return all;
+}
+
 /* --- A flood behind a deferred response -------------------------------------
  */
 
@@ -190,32 +211,21 @@ Test(http_pipeline, flood_behind_deferred, .timeout = ES_TEST_TIMEOUT)
     enum { N = 3000 };
     struct hts t;
     struct hc c;
-    struct hr r;
-    char *all = NULL;
     size_t all_len = 0;
-    FILE *f;
+    char *all;
 
     pipe_fixture(&t);
-    f = open_memstream(&all, &all_len);
-    cr_assert_not_null(f);
-    fputs("GET /later HTTP/1.1\r\nHost: t\r\n\r\n", f);
-    for (int i = 0; i < N; i++)
-        fprintf(f, "GET /p/flood?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
-    fclose(f);
+    all = flood_requests("/later", N, &all_len);
     cr_assert_gt(all_len, 100000);
     hc_open(&c, t.port);
     cr_assert(hc_send(&c, all, all_len));
     free(all);
-    HC_READ(&c, &r, 0);
-    HR_BODY_IS(&r, "late");
-    hr_release(&r);
+    HC_EXPECT_BODY(&c, "late");
     for (int i = 0; i < N; i++) {
         char want[64];
 
         snprintf(want, sizeof(want), "/p/flood?i=%d|", i);
-        HC_READ(&c, &r, 0);
-        HR_BODY_IS(&r, want);
-        hr_release(&r);
+        HC_EXPECT_BODY(&c, want);
     }
     hc_close(&c);
     cr_assert(atomic_load(&g_th_started));
@@ -255,20 +265,14 @@ Test(http_pipeline, gone_noticed_behind_full_buffer, .timeout = ES_TEST_TIMEOUT)
     enum { N = 4000 };
     struct hts t;
     struct hc c;
-    char *all = NULL;
     size_t all_len = 0;
-    FILE *f;
+    char *all;
 
     hts_init(&t, 1, NULL);
     hts_route(&t, "GET", "/hold", h_hold, NULL);
     hts_route(&t, NULL, "/p/*", h_tb, NULL);
     hts_start(&t);
-    f = open_memstream(&all, &all_len);
-    cr_assert_not_null(f);
-    fputs("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n", f);
-    for (int i = 0; i < N; i++)
-        fprintf(f, "GET /p/flood?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
-    fclose(f);
+    all = flood_requests("/hold", N, &all_len);
     hc_open(&c, t.port);
     cr_assert(hc_send(&c, all, all_len));
     free(all);
@@ -328,9 +332,7 @@ Test(http_pipeline, stream_beyond_write_high, .timeout = ES_TEST_TIMEOUT)
     struct hc c;
     struct hr r;
 
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/stream4", h_stream4, NULL);
-    hts_start(&t);
+    hts_serve1(&t, "GET", "/stream4", h_stream4, NULL);
     hc_open(&c, t.port);
     HC_SEND(&c, "GET /stream4 HTTP/1.1\r\nHost: t\r\n\r\n");
     HC_READ(&c, &r, 0);
@@ -376,10 +378,7 @@ static void h_small(es_http_request_t *req, es_http_response_t *res, void *arg)
 {
     (void)req;
     (void)arg;
-    if (es_http_response_defer(res, NULL, NULL) != 0)
-        return;
-    if (pthread_create(&g_small_th, NULL, small_writes, res) != 0)
-        es_http_response_end(res);
+    defer_to_thread(res, &g_small_th, small_writes);
 }
 
 Test(http_pipeline, deferred_stream_many_small_writes,
@@ -389,9 +388,7 @@ Test(http_pipeline, deferred_stream_many_small_writes,
     struct hc c;
     struct hr r;
 
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/small", h_small, NULL);
-    hts_start(&t);
+    hts_serve1(&t, "GET", "/small", h_small, NULL);
     hc_open(&c, t.port);
     HC_SEND(&c, "GET /small HTTP/1.1\r\nHost: t\r\n\r\n");
     /* The client reads meanwhile, so the socket never backs up. */

@@ -293,6 +293,26 @@ static void *load_main(void *arg)
     return NULL;
 }
 
+/* Starts the server and aims l (zeroed) at it: rounds batches on each of
+ * conns connections per client thread. */
+static void load_start(struct load *l, struct hts *t, unsigned rounds,
+                       unsigned conns)
+{
+    memset(l, 0, sizeof(*l));
+    pthread_mutex_init(&l->mu, NULL);
+    stress_fixture(t);
+    l->port = t->port;
+    l->rounds = rounds;
+    l->conns = conns;
+}
+
+/* Fails the test if a client thread saw an error. */
+static void load_assert_clean(struct load *l)
+{
+    cr_assert_eq(atomic_load(&l->errors), 0, "%llu errors, first: %s",
+                 (unsigned long long)atomic_load(&l->errors), l->first_error);
+}
+
 static void load_run(struct load *l, unsigned nthreads,
                      void (*meanwhile)(void *), void *arg)
 {
@@ -319,15 +339,9 @@ Test(http_stress, mixed_load_many_clients, .timeout = ES_TEST_TIMEOUT_LONG)
     struct hts t;
     struct load l;
 
-    memset(&l, 0, sizeof(l));
-    pthread_mutex_init(&l.mu, NULL);
-    stress_fixture(&t);
-    l.port = t.port;
-    l.rounds = 40;
-    l.conns = 5;
+    load_start(&l, &t, 40, 5);
     load_run(&l, 8, NULL, NULL);
-    cr_assert_eq(atomic_load(&l.errors), 0, "%llu errors, first: %s",
-                 (unsigned long long)atomic_load(&l.errors), l.first_error);
+    load_assert_clean(&l);
     /* 8 threads x 5 connections x 40 batches of 1..4 requests. */
     cr_assert_geq(atomic_load(&l.ok), 8 * 5 * 40 * 2);
     HTS_WAIT_CONNS(&t, 0);
@@ -353,16 +367,10 @@ Test(http_stress, free_under_load, .timeout = ES_TEST_TIMEOUT_LONG)
     struct hts t;
     struct load l;
 
-    memset(&l, 0, sizeof(l));
-    pthread_mutex_init(&l.mu, NULL);
-    stress_fixture(&t);
-    l.port = t.port;
-    l.rounds = 1000000;
-    l.conns = 1000000;
+    load_start(&l, &t, 1000000, 1000000);
     l.tolerate_close = true;
     load_run(&l, 6, free_after_a_while, &t);
-    cr_assert_eq(atomic_load(&l.errors), 0, "%llu errors, first: %s",
-                 (unsigned long long)atomic_load(&l.errors), l.first_error);
+    load_assert_clean(&l);
     cr_assert_gt(atomic_load(&l.ok), 0);
     cr_log_info("free under load: %llu responses, %llu clean ends, %llu "
                 "refused connects",
