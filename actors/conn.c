@@ -642,6 +642,61 @@ int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms)
     return es__deadline_set(self, &c->idle, ms);
 }
 
+/* --- Broadcast -------------------------------------------------------------
+ * One es__call per es_conn_broadcast(), shared by the loops: each loop's
+ * actor walks its own actor list and queues a copy of the message to every
+ * live connection with the behaviour; the last loop frees the call. */
+
+struct bcast {
+    struct es__call call; /* first: the loop actor gets a pointer to it */
+    atomic_uint refs;     /* loops that still hold it */
+    es_behaviour_cb behaviour;
+    es_msg_t msg;
+};
+
+static void bcast_release(void *p)
+{
+    struct bcast *b = p;
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        es__free(b);
+}
+
+static void bcast_run(struct es__loop *loop, struct es__call *call)
+{
+    struct bcast *b = (struct bcast *)call;
+    for (es_actor_t *a = loop->actors; a; a = a->next) {
+        struct es__conn *c = a->ext_free == es__conn_free ? a->ext : NULL;
+        if (c && c->user == b->behaviour && !c->closed && !a->stopped)
+            (void)es_send(loop->rt, a->id, &b->msg); /* full: skipped */
+    }
+}
+
+int es_conn_broadcast(es_runtime_t *rt, es_behaviour_cb behaviour,
+                      const es_msg_t *msg)
+{
+    if (!rt || !behaviour || !msg || msg->type < ES_MSG_USER || msg->free_cb)
+        return -EINVAL;
+    unsigned n = es_runtime_threads(rt);
+    struct bcast *b = es__calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->call.fn = bcast_run;
+    b->behaviour = behaviour;
+    b->msg = *msg;
+    atomic_init(&b->refs, n);
+    int first_err = 0;
+    for (unsigned i = 0; i < n; i++) {
+        es_msg_t m = es_msg_ptr(ES__MSG_CALL, b, 0, bcast_release);
+        int rc = es__send(rt, es_runtime_loop_actor(rt, i), &m, false);
+        if (rc) {
+            bcast_release(b); /* that loop's reference */
+            if (!first_err)
+                first_err = rc;
+        }
+    }
+    return first_err;
+}
+
 size_t es_conn_queued(const es_actor_t *self)
 {
     struct es__conn *c = conn_of(self);

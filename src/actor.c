@@ -296,8 +296,10 @@ void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
 
 static int loop_behaviour(es_actor_t *self, es_msg_t *msg)
 {
-    (void)self;
-    (void)msg;
+    if (msg->type == ES__MSG_CALL) {
+        struct es__call *call = msg->ptr;
+        call->fn(self->loop, call);
+    }
     return 0;
 }
 

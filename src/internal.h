@@ -35,6 +35,14 @@ enum {
     ES__MSG_SPAWN,    /* to a loop actor: ptr is the actor to install */
     ES__MSG_STOP_REQ, /* to any actor: es_stop() */
     ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
+    ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
+};
+
+/* Work run by a loop actor on its thread: fn(loop, call). The message's
+ * free_cb releases the call, delivered or dead-lettered. */
+struct es__loop;
+struct es__call {
+    void (*fn)(struct es__loop *loop, struct es__call *call);
 };
 
 static inline bool es__msg_is_internal(uint32_t type)

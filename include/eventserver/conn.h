@@ -112,6 +112,22 @@ ES_EXTERN int es_conn_pause(es_actor_t *self, int paused);
 ES_EXTERN int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms);
 
 /*
+ * Sends a copy of *msg to every open connection actor of rt whose behaviour
+ * (es_conn_opts_t.behaviour) is `behaviour`: how a service tells all of its
+ * connections something (a server shutting down closes its idle ones) with
+ * no list of them. Each demux thread delivers to its own connections in a
+ * later turn; a connection whose mailbox is full is skipped, and one that
+ * opens after that turn does not get it.
+ * Returns: 0; -EINVAL (a system type, or a payload with a free_cb: the
+ * message is copied, so it may not own memory); -ENOMEM; -ESHUTDOWN; or the
+ * error of the first demux thread that could not be reached (the others
+ * still deliver).
+ * Thread: any.
+ */
+ES_EXTERN int es_conn_broadcast(es_runtime_t *rt, es_behaviour_cb behaviour,
+                                const es_msg_t *msg);
+
+/*
  * Bytes queued and not yet sent.
  * Returns: the count, or 0 if self is not a connection actor.
  * Thread: owning loop only.

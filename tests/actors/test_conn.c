@@ -959,3 +959,55 @@ Test(conn, runtime_free_closes_live_connections,
     assert_net(&srv, LIVE_CONNS, "server");
     assert_reason(&srv, ES_CONN_STOPPED, LIVE_CONNS, "server");
 }
+
+/* --- Broadcast ------------------------------------------------------------ */
+
+enum { MSG_HELLO = ES_MSG_USER + 100 };
+
+static atomic_ullong g_other_user;
+
+/* A connection behaviour other than net_test.h's: counts user messages. */
+static int other_cb(es_actor_t *self, es_msg_t *msg)
+{
+    (void)self;
+    if (msg->type >= ES_MSG_USER)
+        atomic_fetch_add(&g_other_user, 1);
+    return 0;
+}
+
+Test(conn, broadcast_reaches_each_connection_of_a_behaviour,
+     .timeout = ES_TEST_TIMEOUT)
+{
+    enum { N = 12 };
+    es_runtime_t *rt = es_test_runtime_start(2);
+    struct net srv = {.echo = true};
+    es_listener_t *l = listen_net(rt, "127.0.0.1:0", &srv, NULL), *lo;
+    es_listen_opts_t oo = {.address = "127.0.0.1:0",
+                           .conn = {.behaviour = other_cb}};
+    int *fds = open_clients(es_listener_port(l), N), ofd;
+    es_msg_t hello = es_msg_u64(MSG_HELLO, 7);
+    es_msg_t owned = es_msg_ptr(MSG_HELLO, &hello, 1, free);
+    es_msg_t sys = es_msg_make(ES_MSG_TIMER);
+
+    ES_OK(es_listen(rt, &oo, &lo));
+    ofd = tcp_client(es_listener_port(lo));
+    cr_assert_eq(es_conn_broadcast(rt, conn_cb, &owned), -EINVAL);
+    cr_assert_eq(es_conn_broadcast(rt, conn_cb, &sys), -EINVAL);
+    cr_assert_eq(es_conn_broadcast(rt, NULL, &hello), -EINVAL);
+    ES_OK(es_conn_broadcast(rt, conn_cb, &hello));
+    ES_WAIT_GE(srv.user, N);
+    es_test_sleep_ms(50);
+    cr_assert_eq(atomic_load(&srv.user), N, "%llu deliveries for %d conns",
+                 (unsigned long long)atomic_load(&srv.user), N);
+    cr_assert_eq(atomic_load(&g_other_user), 0,
+                 "a connection of another behaviour got it");
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    free(fds);
+    close(ofd);
+    ES_WAIT_GE(srv.freed, N);
+    es_listener_free(l);
+    es_listener_free(lo);
+    es_test_free(rt);
+    assert_net(&srv, N, "server");
+}
