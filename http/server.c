@@ -76,15 +76,11 @@ int es_http_server_new(es_runtime_t *rt, const es_http_server_opts_t *opts,
     fill_defaults(&s->o);
     s->nloops = es_runtime_threads(rt);
     s->loops = es_calloc(s->nloops ? s->nloops : 1, sizeof(*s->loops));
-    for (unsigned i = 0; s->loops && i < s->nloops; i++)
-        pthread_mutex_init(&s->loops[i].lock, NULL);
     int rc = s->loops ? make_server_line(s, opts && opts->server_name
                                                 ? opts->server_name
                                                 : default_name)
                       : -ENOMEM;
     if (rc) {
-        for (unsigned i = 0; s->loops && i < s->nloops; i++)
-            pthread_mutex_destroy(&s->loops[i].lock);
         es_free(s->loops);
         es_free(s->server_line);
         es_free(s);
@@ -499,11 +495,8 @@ void es__http_server_unref(es_http_server_t *s)
     }
     for (size_t i = 0; i < s->naddrs; i++)
         es_free(s->addrs[i]);
-    for (unsigned i = 0; i < s->nloops; i++) {
+    for (unsigned i = 0; i < s->nloops; i++)
         conn_cache_free(&s->loops[i]);
-        es_free(s->loops[i].ids);
-        pthread_mutex_destroy(&s->loops[i].lock);
-    }
     es_free(s->routes);
     es_free(s->hash);
     es_free(s->addrs);
@@ -513,70 +506,19 @@ void es__http_server_unref(es_http_server_t *s)
     es_free(s);
 }
 
-void es__http_conn_register(es_http_server_t *s, unsigned loop,
-                            es_actor_id_t id)
-{
-    struct es__http_loop *l = &s->loops[loop];
-    pthread_mutex_lock(&l->lock);
-    if (l->nids == l->ids_cap) {
-        size_t cap = l->ids_cap ? l->ids_cap + l->ids_cap / 8 + 64 : 64;
-        es_actor_id_t *ids = es_realloc(l->ids, cap * sizeof(*ids));
-        if (ids) {
-            l->ids = ids;
-            l->ids_cap = cap;
-        }
-    }
-    if (l->nids < l->ids_cap) /* else it closes at its keep-alive timeout */
-        l->ids[l->nids++] = id;
-    pthread_mutex_unlock(&l->lock);
-}
-
-void es__http_conn_unregister(es_http_server_t *s, unsigned loop,
-                              es_actor_id_t id)
-{
-    struct es__http_loop *l = &s->loops[loop];
-    pthread_mutex_lock(&l->lock);
-    for (size_t i = l->nids; i-- > 0;) {
-        if (l->ids[i] == id) {
-            l->ids[i] = l->ids[--l->nids];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&l->lock);
-}
-
-/* Copies the ids of loop l's open connections. Returns: the count. */
-static size_t ids_copy(struct es__http_loop *l, es_actor_id_t **out)
-{
-    pthread_mutex_lock(&l->lock);
-    size_t n = l->nids;
-    *out = n ? es_malloc(n * sizeof(**out)) : NULL;
-    if (*out)
-        memcpy(*out, l->ids, n * sizeof(**out));
-    else
-        n = 0;
-    pthread_mutex_unlock(&l->lock);
-    return n;
-}
-
-/* Asks every open connection to close once idle. A full channel is
- * retried for a while; a connection that still cannot be told closes at
- * its keep-alive timeout. */
+/* Asks every open connection to close once idle (es_conn_broadcast). A
+ * connection that opens later sees `freeing` (set before) at its OPEN; one
+ * whose mailbox is full is busy, and its response in progress closes it
+ * (`freeing` again). */
 static void conns_shutdown(es_http_server_t *s)
 {
     es_msg_t m = es_msg_make(ES__HTTP_MSG_SHUTDOWN);
-    for (unsigned i = 0; i < s->nloops; i++) {
-        es_actor_id_t *ids;
-        size_t n = ids_copy(&s->loops[i], &ids);
-        for (size_t k = 0; k < n; k++) {
-            int tries = 0;
-            while (es_send(s->rt, ids[k], &m) == -EAGAIN && tries++ < 1000) {
-                struct timespec ts = {0, 1000000};
-                nanosleep(&ts, NULL);
-            }
-        }
-        es_free(ids);
-    }
+    int rc = es_conn_broadcast(s->rt, es__http_conn_behaviour, &m);
+    if (rc && rc != -ESHUTDOWN)
+        es_log(ES_LOG_WARN,
+               "http server: telling idle connections to close: %s; they "
+               "close at their keep-alive timeout",
+               es_strerror(rc));
 }
 
 void es_http_server_free(es_http_server_t *s)

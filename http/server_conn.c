@@ -568,10 +568,8 @@ static void on_open(es_actor_t *self)
     struct es__http_reject *r = es_actor_state(self);
     if (es__http_kind(r) != ES__HTTP_KIND_REJECT) {
         es_http_server_t *srv = (es_http_server_t *)r;
-        es__http_conn_register(srv, (unsigned)es_actor_loop_index(self),
-                               es_actor_self(self));
-        /* Registered first: es_http_server_free() either finds us or has
-         * set `freeing` before it looked. */
+        /* es_http_server_free() sets `freeing` before its broadcast: a
+         * connection the broadcast missed sees it here. */
         if (atomic_load(&srv->freeing))
             (void)es_conn_close(self);
         return;
@@ -588,27 +586,10 @@ static void exchange_drop(es_http_response_t *x)
     es__http_exchange_unref(x);
 }
 
-static es_http_server_t *server_of(void *st)
-{
-    switch (es__http_kind(st)) {
-    case ES__HTTP_KIND_CONN:
-        return ((struct es__http_conn *)st)->srv;
-    case ES__HTTP_KIND_EXCH:
-        return ((es_http_response_t *)st)->srv;
-    case ES__HTTP_KIND_REJECT:
-        return ((struct es__http_reject *)st)->srv;
-    }
-    return st;
-}
-
 static void on_closed(es_actor_t *self)
 {
     void *st = es_actor_state(self);
     uint32_t kind = es__http_kind(st);
-    if (kind != ES__HTTP_KIND_REJECT)
-        es__http_conn_unregister(server_of(st),
-                                 (unsigned)es_actor_loop_index(self),
-                                 es_actor_self(self));
     if (kind == ES__HTTP_KIND_CONN) {
         struct es__http_conn *hc = st;
         es_actor_set_state(self, hc->srv);

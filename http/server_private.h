@@ -23,7 +23,6 @@
 #include <eventserver/timer.h>
 
 #include <llhttp.h>
-#include <pthread.h>
 #include <stdatomic.h>
 
 enum es__http_kind {
@@ -77,12 +76,6 @@ struct es__http_loop {
     _Atomic uint64_t requests, rejected, deferred_gone;
     struct es__http_conn *cache;
     unsigned ncache;
-    /* The open connections of this thread, so that es_http_server_free()
-     * can ask the idle ones to close: 8 bytes per connection. Written by
-     * this thread (open / close), read once by the freeing thread. */
-    pthread_mutex_t lock;
-    es_actor_id_t *ids;
-    size_t nids, ids_cap;
     char pad[64]; /* keeps the next thread's counters off this line */
 };
 
@@ -209,11 +202,6 @@ static inline uint32_t es__http_kind(const void *state)
 
 /* --- server.c ----------------------------------------------------------- */
 
-/* Adds / removes an open connection of loop (on that loop's thread). */
-void es__http_conn_register(es_http_server_t *s, unsigned loop,
-                            es_actor_id_t id);
-void es__http_conn_unregister(es_http_server_t *s, unsigned loop,
-                              es_actor_id_t id);
 /* Drops one reference to the server; the last one frees it. */
 void es__http_server_unref(es_http_server_t *s);
 /* Finds the handler of a request. Returns: 0 and *route; 404; 405 (then
