@@ -173,8 +173,9 @@ static void close_now(es_actor_t *self, struct es__conn *c, int reason, int err)
     c->closed = true;
     if (c->fd >= 0) {
         if (c->watched)
-            (void)es_io_unwatch(self, c->fd);
-        close(c->fd);
+            es__io_close(self, c->fd);
+        else
+            close(c->fd);
         c->fd = -1;
     }
     c->watched = 0;

@@ -9,6 +9,8 @@
  */
 #include "internal.h"
 
+#include <unistd.h>
+
 #include <errno.h>
 #include <string.h>
 
@@ -120,6 +122,20 @@ int es_io_unwatch(es_actor_t *self, int fd)
         return -ENOENT;
     unwatch(loop, self, fd);
     return 0;
+}
+
+void es__io_close(es_actor_t *self, int fd)
+{
+    struct es__loop *loop = self->loop;
+    if (fd >= 0 && fd < loop->fds_cap &&
+        loop->fds[fd].owner == owner_key(self)) {
+        /* close() takes the fd out of the epoll set (the file is not
+         * shared: a connection owns its socket), so no EPOLL_CTL_DEL. */
+        loop->io_watches--;
+        loop->fds[fd].gen++;
+        owner_unlink(loop, self, fd);
+    }
+    close(fd);
 }
 
 void es__io_unwatch_actor(es_actor_t *a)
