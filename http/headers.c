@@ -256,20 +256,22 @@ int es_http_headers_at(const es_http_headers_t *h, size_t i, const char **name,
 /* --- Character classes (RFC 9110 §5.6.2, §5.5) ---------------------------
  */
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-        (c >= 'A' && c <= 'Z'))
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+/* tchar (RFC 9110 §5.6.2): digits, letters and !#$%&'*+-.^_`|~ */
+static const bool tchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['!'] = true,         ['#'] = true,         ['$'] = true,
+    ['%'] = true,         ['&'] = true,         ['\''] = true,
+    ['*'] = true,         ['+'] = true,         ['-'] = true,
+    ['.'] = true,         ['^'] = true,         ['_'] = true,
+    ['`'] = true,         ['|'] = true,         ['~'] = true,
+};
 
 bool es__http_is_token(const char *s, size_t len)
 {
     if (!len)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)s[i]))
+        if (!tchar[(unsigned char)s[i]])
             return false;
     return true;
 }
@@ -438,7 +440,7 @@ int es_http_query_get(const char *query, const char *key, char *out,
 }
 
 /* Each thread formats the date at most once a second. */
-static _Thread_local struct {
+static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
     time_t at;
     char text[ES__HTTP_DATE_LEN + 1];
 } date_cache;

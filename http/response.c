@@ -26,7 +26,8 @@
 #include <sched.h>
 #include <string.h>
 
-_Thread_local struct es__http_tl es__http_tl;
+_Thread_local
+    __attribute__((tls_model("initial-exec"))) struct es__http_tl es__http_tl;
 
 /* Responses up to this size (head and body) go out in one copied write. */
 #define OUT_SMALL (16u * 1024u)
@@ -539,15 +540,24 @@ int es_http_response_status(es_http_response_t *res, int status)
     return 0;
 }
 
-static bool server_field(const char *name)
+/* Date, Server, Content-Length, Transfer-Encoding, Connection: told apart
+ * by length first, so most names cost one switch. */
+static bool server_field(const char *name, size_t n)
 {
-    static const char *const own[] = {"date", "server", "content-length",
-                                      "transfer-encoding", "connection"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-        if (es__http_name_eq(name, n, own[i]))
-            return true;
-    return false;
+    switch (n) {
+    case 4:
+        return es__http_name_eq(name, n, "date");
+    case 6:
+        return es__http_name_eq(name, n, "server");
+    case 10:
+        return es__http_name_eq(name, n, "connection");
+    case 14:
+        return es__http_name_eq(name, n, "content-length");
+    case 17:
+        return es__http_name_eq(name, n, "transfer-encoding");
+    default:
+        return false;
+    }
 }
 
 int es_http_response_header(es_http_response_t *res, const char *name,
@@ -557,7 +567,7 @@ int es_http_response_header(es_http_response_t *res, const char *name,
         return -EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
     if (!es__http_is_token(name, nl) || !es__http_is_field_value(value, vl) ||
-        server_field(name))
+        server_field(name, nl))
         return -EINVAL;
     if (res->begun)
         return -EALREADY;

@@ -199,17 +199,28 @@ int es__http_check_field(struct es__http_conn *hc, bool trailer)
         }
         return 0;
     }
-    if (es__http_name_eq(name, f->name_len, "host"))
-        hc->nhost = bump(hc->nhost);
-    else if (es__http_name_eq(name, f->name_len, "transfer-encoding"))
-        hc->nte = bump(hc->nte);
-    else if (es__http_name_eq(name, f->name_len, "content-length"))
-        hc->ncl = bump(hc->ncl);
-    else if (es__http_name_eq(name, f->name_len, "expect"))
-        hc->expect = is_100_continue(value, f->value_len) &&
-                             hc->expect != ES__EXPECT_OTHER
-                         ? ES__EXPECT_CONTINUE
-                         : ES__EXPECT_OTHER;
+    /* The fields framing depends on, told apart by length first. */
+    switch (f->name_len) {
+    case 4:
+        if (es__http_name_eq(name, 4, "host"))
+            hc->nhost = bump(hc->nhost);
+        break;
+    case 6:
+        if (es__http_name_eq(name, 6, "expect"))
+            hc->expect = is_100_continue(value, f->value_len) &&
+                                 hc->expect != ES__EXPECT_OTHER
+                             ? ES__EXPECT_CONTINUE
+                             : ES__EXPECT_OTHER;
+        break;
+    case 14:
+        if (es__http_name_eq(name, 14, "content-length"))
+            hc->ncl = bump(hc->ncl);
+        break;
+    case 17:
+        if (es__http_name_eq(name, 17, "transfer-encoding"))
+            hc->nte = bump(hc->nte);
+        break;
+    }
     return 0;
 }
 

@@ -255,6 +255,8 @@ struct es__http_tl {
     es_actor_t *self;
     es_actor_id_t id;
 };
-extern _Thread_local struct es__http_tl es__http_tl;
+/* initial-exec: no __tls_get_addr call per access (as the core's ES__TLS) */
+extern _Thread_local
+    __attribute__((tls_model("initial-exec"))) struct es__http_tl es__http_tl;
 
 #endif /* EVENTSERVER_HTTP_SERVER_PRIVATE_H */
