@@ -271,10 +271,7 @@ static void touch(es_actor_t *self, struct es__conn *c)
 void es__conn_opened(es_actor_t *self, struct es__conn *c)
 {
     c->connecting = false;
-    if (c->is_tcp && c->no_delay) {
-        int one = 1;
-        (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
+    c->no_delay = c->no_delay && c->is_tcp; /* set before the second send */
     es__conn_timer(self, c, ES__TIMER_NONE, 0);
     touch(self, c);
     deliver_simple(self, c, ES_MSG_CONN_OPEN, 0);
@@ -335,6 +332,24 @@ static void consume(struct es__conn *c, size_t n)
     }
 }
 
+/*
+ * TCP_NODELAY is set just before the second send, not at open: the first
+ * segment on a quiet connection leaves at once with Nagle on anyway, so a
+ * connection that sends once and closes (an HTTP/1.0 reply) saves the
+ * setsockopt.
+ */
+static void before_send(struct es__conn *c)
+{
+    if (!c->no_delay)
+        return;
+    if (c->sent_once) {
+        int one = 1;
+        (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->no_delay = false;
+    }
+    c->sent_once = true;
+}
+
 static void flush(es_actor_t *self, struct es__conn *c)
 {
     struct iovec iov[IOV_BATCH];
@@ -344,6 +359,7 @@ static void flush(es_actor_t *self, struct es__conn *c)
     if (!n)
         return;
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    before_send(c);
     ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
         if (errno != EAGAIN && errno != EINTR)
@@ -520,6 +536,7 @@ static size_t try_send(struct es__conn *c, const void *data, size_t len)
 {
     if (c->queued || c->connecting || c->fd < 0)
         return 0;
+    before_send(c);
     ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w >= 0)
         return (size_t)w;

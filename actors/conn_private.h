@@ -55,11 +55,11 @@ struct es__conn {
     int close_reason; /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
     int fail_reason, fail_err; /* close now */
     /* One bit each: an idle connection's size is what counts. */
-    bool is_tcp : 1, no_delay : 1;
+    bool is_tcp : 1, no_delay : 1; /* no_delay: wanted, not set yet */
     bool connecting : 1, closed : 1, peer_eof : 1, above_high : 1;
     bool high_notify : 1, sent_notify : 1;
     bool paused_user : 1, paused_mailbox : 1, shut_pending : 1;
-    bool shut_done : 1, abort_pending : 1;
+    bool shut_done : 1, abort_pending : 1, sent_once : 1;
 };
 
 /* A connection actor's state for opts; fd is -1 for an outbound one. */

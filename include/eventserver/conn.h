@@ -50,7 +50,9 @@ typedef struct es_conn_opts {
     size_t write_low;          /* resume below this; default write_high / 4 */
     unsigned idle_timeout_ms;  /* 0: none */
     unsigned mailbox_capacity; /* 0: the runtime's default */
-    int no_delay;              /* TCP_NODELAY: 1 (default) or -1 to leave off */
+    /* TCP_NODELAY: 1 (default) or -1 to leave off. It is set before the
+     * connection's second send (the first one leaves at once anyway). */
+    int no_delay;
 } es_conn_opts_t;
 
 #define ES_CONN_WRITE_HIGH_DEFAULT (1u << 20)

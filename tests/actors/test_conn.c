@@ -848,25 +848,39 @@ Test(conn, shutdown_half_closes, .timeout = ES_TEST_TIMEOUT)
     assert_reason(&srv, ES_CONN_PEER_CLOSED, 1, "server");
 }
 
-/* At OPEN, reads TCP_NODELAY of the connection's socket. rc: 0 the
- * option's value, 1 es_conn_fd() >= 0. */
+/* Reads TCP_NODELAY of fd: 1 on, 0 off, -1 error. */
+static int nodelay_of(int fd)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) != 0)
+        return -1;
+    return v != 0;
+}
+
+/* At OPEN, reads TCP_NODELAY, sends once, reads it, sends again, reads it.
+ * rc: 0 the option after the second send, 1 es_conn_fd() >= 0, 2 before
+ * any send, 3 after the first send. */
 static int nodelay_hook(es_actor_t *self, struct conn *c, es_msg_t *msg)
 {
     struct rec *r = c->net->ctx;
-    int fd, v = -1;
-    socklen_t len = sizeof(v);
+    int fd;
 
     if (msg->type != ES_MSG_CONN_OPEN)
         return 0;
     fd = es_conn_fd(self);
     atomic_store(&r->rc[1], fd >= 0);
-    if (fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0)
-        atomic_store(&r->rc[0], v != 0);
+    atomic_store(&r->rc[2], nodelay_of(fd));
+    es_conn_write(self, "a", 1);
+    atomic_store(&r->rc[3], nodelay_of(fd));
+    es_conn_write(self, "b", 1);
+    atomic_store(&r->rc[0], nodelay_of(fd));
     atomic_fetch_add(&r->calls, 1);
     return 0;
 }
 
-Test(conn, tcp_nodelay_default_on, .timeout = ES_TEST_TIMEOUT)
+Test(conn, tcp_nodelay_on_from_second_send, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
     struct rec r[2];
@@ -891,8 +905,11 @@ Test(conn, tcp_nodelay_default_on, .timeout = ES_TEST_TIMEOUT)
     es_test_free(rt);
 
     cr_assert_eq(atomic_load(&r[0].rc[1]), 1, "es_conn_fd failed");
-    cr_assert_eq(atomic_load(&r[0].rc[0]), 1, "TCP_NODELAY off by default");
-    cr_assert_eq(atomic_load(&r[1].rc[0]), 0, "no_delay = -1 left it on");
+    cr_assert_eq(atomic_load(&r[0].rc[2]), 0, "TCP_NODELAY set before a send");
+    cr_assert_eq(atomic_load(&r[0].rc[3]), 0, "TCP_NODELAY set by one send");
+    cr_assert_eq(atomic_load(&r[0].rc[0]), 1,
+                 "TCP_NODELAY off after the second send");
+    cr_assert_eq(atomic_load(&r[1].rc[0]), 0, "no_delay = -1 turned it on");
     for (int i = 0; i < 2; i++)
         assert_net(&srv[i], 1, "server");
 }
