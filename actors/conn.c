@@ -706,6 +706,8 @@ int es_conn_broadcast(es_runtime_t *rt, es_behaviour_cb behaviour,
     for (unsigned i = 0; i < n; i++) {
         es_msg_t m = es_msg_ptr(ES__MSG_CALL, b, 0, bcast_release);
         int rc = es__send(rt, es_runtime_loop_actor(rt, i), &m, false);
+        if (rc == -ESRCH)
+            rc = -ESHUTDOWN; /* loop actors end only with the runtime */
         if (rc) {
             bcast_release(b); /* that loop's reference */
             if (!first_err)

@@ -1025,6 +1025,9 @@ Test(conn, broadcast_reaches_each_connection_of_a_behaviour,
     ES_WAIT_GE(srv.freed, N);
     es_listener_free(l);
     es_listener_free(lo);
+    ES_OK(es_runtime_stop(rt));
+    ES_OK(es_test_wait(rt));
+    cr_assert_eq(es_conn_broadcast(rt, conn_cb, &hello), -ESHUTDOWN);
     es_test_free(rt);
     assert_net(&srv, N, "server");
 }
