@@ -13,6 +13,11 @@ packages=(
     libck-dev libcriterion-dev node-llhttp libuv1-dev
     # perf/bench_library links the peers it compares against
     libevent-dev libev-dev
+    # tests/http drives the server with curl and Python's http.client and
+    # runs the HTTP client against nginx (each test skips if one is missing)
+    curl python3 nginx-light
+    # perf/http_bench.sh: the load generators
+    wrk apache2-utils
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
