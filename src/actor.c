@@ -321,6 +321,7 @@ int es__actor_new_loop_actor(struct es__loop *loop)
         return rc;
     }
     loop->self = a;
+    loop->self_id = a->id;
     return 0;
 }
 
@@ -474,7 +475,7 @@ static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a,
     *id = a->id;
     *slot = es_msg_make(ES__MSG_SPAWN);
     slot->ptr = a;
-    slot->to = a->loop->self->id;
+    slot->to = a->loop->self_id;
     es__chan_commit(t, index);
     return 0;
 }

@@ -419,7 +419,8 @@ struct es__loop {
     atomic_int sleeping;
     _Atomic(struct es__chan *) inbound;
     struct es__tctx tctx;
-    es_actor_t *self;                  /* the loop actor */
+    es_actor_t *self;      /* the loop actor */
+    es_actor_id_t self_id; /* its handle, kept after it is freed at stop */
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
     struct es__timers timers;

@@ -261,6 +261,7 @@ void *es__loop_main(void *arg)
     }
     ck_epoch_begin(loop->tctx.rec, NULL);
     es__actor_finalize(loop->self);
+    loop->self = NULL; /* reclaimed after the grace period */
     es__tctx_flush_wakes(&loop->tctx);
     ck_epoch_end(loop->tctx.rec, NULL);
     tls_loop = NULL;

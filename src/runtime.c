@@ -168,8 +168,10 @@ static void settle_unstarted(es_runtime_t *rt)
         rt->loops[i].stopping = true;
     settle(rt);
     for (unsigned i = 0; i < rt->nloops; i++)
-        if (rt->loops[i].self)
+        if (rt->loops[i].self) {
             es__actor_finalize(rt->loops[i].self);
+            rt->loops[i].self = NULL;
+        }
     settle(rt);
 }
 
@@ -244,9 +246,11 @@ unsigned es_runtime_threads(const es_runtime_t *rt)
 
 es_actor_id_t es_runtime_loop_actor(const es_runtime_t *rt, unsigned index)
 {
-    if (index >= rt->nloops || !rt->loops[index].self)
+    /* The loop actor is freed when the runtime stops: its handle stays
+     * readable (and stale: sends to it then get -ESRCH). */
+    if (index >= rt->nloops)
         return ES_ACTOR_NONE;
-    return rt->loops[index].self->id;
+    return rt->loops[index].self_id;
 }
 
 int es_runtime_current_loop(const es_runtime_t *rt)

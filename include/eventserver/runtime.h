@@ -105,7 +105,8 @@ ES_EXTERN unsigned es_runtime_threads(const es_runtime_t *rt);
 
 /*
  * Handle of demux thread `index`'s own actor (the loop actor), which accepts
- * ES_MSG_USER messages like any actor and ignores them.
+ * ES_MSG_USER messages like any actor and ignores them. After the runtime
+ * stopped the handle is stale (sends get -ESRCH).
  * Returns: the handle, or ES_ACTOR_NONE if index is out of range.
  * Thread: any.
  */
