@@ -22,31 +22,15 @@
  * --alloc counts the server's live allocations by size (allocator hooks)
  * and prints those that grew with the connections as "#alloc" lines.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <malloc.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
 #include <eventserver/eventserver.h>
+
+#include "mem_probe.h"
 
 #define MAX_CONNS 100000u
 #define PACE 500u           /* connects between looks at the server count */
 #define PACE_SLACK 1000u    /* how far accepting may lag behind connecting */
-#define WAIT_MS 60000       /* longest wait for the server to catch up */
-#define IO_TIMEOUT_S 5      /* connect / request timeout per socket */
 #define SERVER_SECONDS 600u /* a --server exits after this at the latest */
+#define EXIT_GRACE_MS 5000  /* how long the server may take to quit */
 
 struct opts {
     int server, http, alloc;
@@ -55,132 +39,11 @@ struct opts {
     long pid;
 };
 
-/* VmRSS, RssAnon and VmSize of a process, in kB. */
-struct mem {
-    long rss_kb, anon_kb, size_kb;
-};
-
 /* What the server answers to "stat". */
 struct srv_stat {
     long conns;
     long long heap, mmap;
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl))
-            perror("conn_memory: setrlimit");
-    }
-}
-
-static int read_mem(long pid, struct mem *m)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -errno;
-    *m = (struct mem){-1, -1, -1};
-    while (fgets(line, sizeof(line), f)) {
-        sscanf(line, "VmRSS: %ld", &m->rss_kb);
-        sscanf(line, "RssAnon: %ld", &m->anon_kb);
-        sscanf(line, "VmSize: %ld", &m->size_kb);
-    }
-    fclose(f);
-    return m->rss_kb < 0 || m->size_kb < 0 ? -EIO : 0;
-}
-
-/* --- allocation histogram (--alloc) --------------------------------------- */
-
-/*
- * With --alloc the server installs counting allocator hooks
- * (es_set_allocator) that keep the library's live allocations by
- * malloc_usable_size(), in 16-byte buckets (the last one takes everything
- * from 64 KiB up). "mark" remembers the current counts; "hist" prints what
- * changed since, which tells where the bytes of a connection go.
- */
-#define HIST_BUCKETS 4097
-static atomic_long hist_n[HIST_BUCKETS], hist_bytes[HIST_BUCKETS];
-static long mark_n[HIST_BUCKETS], mark_bytes[HIST_BUCKETS];
-
-static size_t hist_bucket(size_t usable)
-{
-    return usable / 16 < HIST_BUCKETS - 1 ? usable / 16 : HIST_BUCKETS - 1;
-}
-
-static void hist_add(size_t usable, long sign)
-{
-    size_t b = hist_bucket(usable);
-    atomic_fetch_add_explicit(&hist_n[b], sign, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_bytes[b], sign * (long)usable,
-                              memory_order_relaxed);
-}
-
-static void *hist_malloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p)
-        hist_add(malloc_usable_size(p), 1);
-    return p;
-}
-
-static void *hist_calloc(size_t c, size_t n)
-{
-    void *p = calloc(c, n);
-    if (p)
-        hist_add(malloc_usable_size(p), 1);
-    return p;
-}
-
-static void *hist_realloc(void *p, size_t n)
-{
-    size_t old = p ? malloc_usable_size(p) : 0;
-    void *q = realloc(p, n);
-    if (q && p)
-        hist_add(old, -1);
-    if (q)
-        hist_add(malloc_usable_size(q), 1);
-    return q;
-}
-
-static void hist_free(void *p)
-{
-    if (p)
-        hist_add(malloc_usable_size(p), -1);
-    free(p);
-}
-
-static void hist_mark(void)
-{
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        mark_n[i] = atomic_load(&hist_n[i]);
-        mark_bytes[i] = atomic_load(&hist_bytes[i]);
-    }
-    printf("ok\n");
-    fflush(stdout);
-}
-
-static void hist_print(void)
-{
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        long n = atomic_load(&hist_n[i]) - mark_n[i];
-        long b = atomic_load(&hist_bytes[i]) - mark_bytes[i];
-        if (n || b)
-            printf("hist %d %ld %ld\n", i * 16, n, b);
-    }
-    printf("end\n");
-    fflush(stdout);
-}
 
 /* --- server mode ---------------------------------------------------------- */
 
@@ -204,36 +67,13 @@ static int idle_conn(es_actor_t *self, es_msg_t *msg)
     return 0;
 }
 
-static void answer_stat(void)
+/* Answers "stat": the count of open connections and mallinfo2(). */
+static void answer_stat(void *arg)
 {
     struct mallinfo2 mi = mallinfo2();
     printf("conns=%ld heap=%zu mmap=%zu\n", atomic_load(&open_conns),
            mi.uordblks, mi.hblkhd);
     fflush(stdout);
-}
-
-/* Answers "stat" lines on stdin until "quit", EOF or the deadline. */
-static int serve_commands(unsigned seconds)
-{
-    char line[64];
-    double end = now_ms() + seconds * 1000.0;
-    for (double t = now_ms(); t < end; t = now_ms()) {
-        struct pollfd p = {.fd = 0, .events = POLLIN};
-        int n = poll(&p, 1, (int)(end - t) + 1);
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        if (n <= 0)
-            continue;
-        if (!fgets(line, sizeof(line), stdin) || !strncmp(line, "quit", 4))
-            return 0;
-        if (!strncmp(line, "stat", 4))
-            answer_stat();
-        else if (!strncmp(line, "mark", 4))
-            hist_mark();
-        else if (!strncmp(line, "hist", 4))
-            hist_print();
-    }
-    return 0;
 }
 
 static int server_main(const struct opts *o)
@@ -256,7 +96,8 @@ static int server_main(const struct opts *o)
     if (!rc) {
         printf("port %d\n", es_listener_port(l));
         fflush(stdout);
-        rc = serve_commands(o->seconds ? o->seconds : SERVER_SECONDS);
+        rc = serve_commands(o->seconds ? o->seconds : SERVER_SECONDS,
+                            answer_stat, NULL);
     }
     if (rc)
         fprintf(stderr, "conn_memory --server: %s\n", es_strerror(rc));
@@ -270,53 +111,11 @@ static int server_main(const struct opts *o)
 
 /* --- the server child ----------------------------------------------------- */
 
-struct child {
-    pid_t pid;
-    FILE *in, *out; /* its stdin (we write) and stdout (we read) */
-};
-
-static int child_spawn(struct child *c, unsigned threads, int alloc)
-{
-    int to[2], from[2];
-    char t[16];
-    snprintf(t, sizeof(t), "%u", threads ? threads : 1);
-    if (pipe2(to, O_CLOEXEC) || pipe2(from, O_CLOEXEC))
-        return -errno;
-    c->pid = fork();
-    if (c->pid < 0)
-        return -errno;
-    if (c->pid == 0) {
-        if (dup2(to[0], 0) < 0 || dup2(from[1], 1) < 0)
-            _exit(127);
-        execl("/proc/self/exe", "conn_memory", "--server", "--threads", t,
-              alloc ? "--alloc" : (char *)NULL, (char *)NULL);
-        _exit(127);
-    }
-    close(to[0]);
-    close(from[1]);
-    c->in = fdopen(to[1], "w");
-    c->out = fdopen(from[0], "r");
-    if (!c->in || !c->out)
-        return -ENOMEM;
-    /* Unbuffered, so poll() on the fd sees every line not yet read. */
-    return setvbuf(c->out, NULL, _IONBF, 0) ? -ENOMEM : 0;
-}
-
-/* Reads one line from the child, waiting at most WAIT_MS. */
-static int child_line(struct child *c, char *buf, size_t len)
-{
-    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
-    if (poll(&p, 1, WAIT_MS) <= 0 || !fgets(buf, (int)len, c->out))
-        return -ETIMEDOUT;
-    return 0;
-}
-
+/* Asks the server for its open connections and heap figures. */
 static int child_stat(struct child *c, struct srv_stat *s)
 {
     char line[128];
-    if (fputs("stat\n", c->in) == EOF || fflush(c->in))
-        return -EPIPE;
-    int rc = child_line(c, line, sizeof(line));
+    int rc = child_cmd(c, "stat\n", line, sizeof(line));
     if (rc)
         return rc;
     return sscanf(line, "conns=%ld heap=%lld mmap=%lld", &s->conns, &s->heap,
@@ -325,79 +124,24 @@ static int child_stat(struct child *c, struct srv_stat *s)
                : -EPROTO;
 }
 
-static void child_end(struct child *c)
-{
-    if (c->in) {
-        fputs("quit\n", c->in);
-        fclose(c->in);
-    }
-    if (c->out)
-        fclose(c->out);
-    for (int i = 0; c->pid > 0 && i < 100; i++) {
-        if (waitpid(c->pid, NULL, WNOHANG) == c->pid)
-            return;
-        usleep(50000);
-    }
-    if (c->pid > 0) {
-        kill(c->pid, SIGKILL);
-        waitpid(c->pid, NULL, 0);
-    }
-}
-
 /* --- client side ---------------------------------------------------------- */
 
+/* Connects; with http, sends one request and reads (part of) the answer. */
 static int dial(int port, int http)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
     static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
     char buf[512];
+    int fd = dial_loopback(port);
+    if (fd < 0 || !http)
+        return fd;
     errno = 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-        (http && (write(fd, req, sizeof(req) - 1) != sizeof(req) - 1 ||
-                  read(fd, buf, sizeof(buf)) <= 0))) {
+    if (write(fd, req, sizeof(req) - 1) != sizeof(req) - 1 ||
+        read(fd, buf, sizeof(buf)) <= 0) {
         int err = errno ? -errno : -EIO;
         close(fd);
         return err;
     }
     return fd;
-}
-
-static int child_cmd(struct child *c, const char *cmd, char *line, size_t len)
-{
-    if (fputs(cmd, c->in) == EOF || fflush(c->in))
-        return -EPIPE;
-    return child_line(c, line, len);
-}
-
-/* Prints the server's live allocations that changed by at least 1 per 20
- * connections since "mark", per connection, as "#alloc" lines. */
-static int print_hist(struct child *c, unsigned conns)
-{
-    char line[128];
-    int rc = child_cmd(c, "hist\n", line, sizeof(line));
-    for (int i = 0; !rc && strncmp(line, "end", 3) && i < 5000; i++) {
-        long size, n, bytes;
-        if (sscanf(line, "hist %ld %ld %ld", &size, &n, &bytes) != 3)
-            return -EPROTO;
-        if (labs(n) * 20 >= (long)conns || labs(bytes) >= 4L * (long)conns) {
-            if (size >= (HIST_BUCKETS - 1) * 16)
-                printf("#alloc usable=%ld+", size);
-            else
-                printf("#alloc usable=%ld..%ld", size, size + 15);
-            printf(" live_per_conn=%.3f bytes_per_conn=%.1f\n",
-                   (double)n / conns, (double)bytes / conns);
-        }
-        rc = child_line(c, line, sizeof(line));
-    }
-    return rc;
 }
 
 /* Waits until the server counts at least `want` open connections. */
@@ -502,16 +246,17 @@ static int client_main(const struct opts *o)
     if (o->pid)
         return measure(o, o->pid, o->port, NULL);
     struct child c = {0};
-    char line[64];
+    char t[16];
+    snprintf(t, sizeof(t), "%u", o->threads ? o->threads : 1);
+    char *argv[] = {
+        "conn_memory", "--server", "--threads", t, o->alloc ? "--alloc" : NULL,
+        NULL,
+    };
     int port = 0;
-    int rc = child_spawn(&c, o->threads, o->alloc);
-    if (!rc)
-        rc = child_line(&c, line, sizeof(line));
-    if (!rc && sscanf(line, "port %d", &port) != 1)
-        rc = -EPROTO;
+    int rc = child_start(&c, argv, &port);
     if (!rc)
         rc = measure(o, c.pid, port, &c);
-    child_end(&c);
+    child_end(&c, EXIT_GRACE_MS);
     return rc;
 }
 
@@ -566,7 +311,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile();
+    raise_nofile("conn_memory");
     int rc = o.server ? server_main(&o) : client_main(&o);
     if (rc && !o.server)
         fprintf(stderr, "conn_memory: %s\n", strerror(-rc));

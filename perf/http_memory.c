@@ -29,32 +29,15 @@
  *   http_memory --connections N --port P --pid PID
  *   http_memory --server [--threads T] [--max-connections N] [--seconds S]
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <malloc.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
 #include "http_app.h"
+#include "mem_probe.h"
 
 #define MAX_CONNS 100000u
 #define PACE 500u           /* connects between looks at the server count */
 #define PACE_SLACK 1000u    /* how far the server may lag behind the client */
-#define WAIT_MS 60000       /* longest wait for the server to catch up */
-#define IO_TIMEOUT_S 5      /* connect / request timeout per socket */
 #define SERVER_SECONDS 900u /* a --server exits after this at the latest */
 #define HOLD_MS "600000"    /* a parked long-poll outlives the measurement */
+#define EXIT_GRACE_MS 10000 /* how long the server may take to quit */
 
 struct opts {
     int server, hold;
@@ -63,165 +46,31 @@ struct opts {
     long pid;
 };
 
-/* VmRSS and RssAnon of a process, in kB. */
-struct mem {
-    long rss_kb, anon_kb;
-};
-
 /* What the server answers to "stat". */
 struct srv_stat {
     long conns, parked;
     long long heap, hooked;
 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl))
-            perror("http_memory: setrlimit");
-    }
-}
-
-static int read_mem(long pid, struct mem *m)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -errno;
-    *m = (struct mem){-1, -1};
-    while (fgets(line, sizeof(line), f)) {
-        sscanf(line, "VmRSS: %ld", &m->rss_kb);
-        sscanf(line, "RssAnon: %ld", &m->anon_kb);
-    }
-    fclose(f);
-    return m->rss_kb < 0 ? -EIO : 0;
-}
-
-/* --- allocation accounting (server side) ---------------------------------- */
-
-/*
- * The server's allocator hooks keep the library's live allocations (and
- * the application's, which also go through es_malloc) by
- * malloc_usable_size(), in 16-byte buckets (the last takes everything from
- * 64 KiB up). "mark" remembers the counts; "hist" prints what changed.
- */
-#define HIST_BUCKETS 4097
-static atomic_long hist_n[HIST_BUCKETS], hist_bytes[HIST_BUCKETS];
-static atomic_long live_bytes;
-static long mark_n[HIST_BUCKETS], mark_bytes[HIST_BUCKETS];
-
-static void hist_add(size_t usable, long sign)
-{
-    size_t b = usable / 16 < HIST_BUCKETS - 1 ? usable / 16 : HIST_BUCKETS - 1;
-    atomic_fetch_add_explicit(&hist_n[b], sign, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_bytes[b], sign * (long)usable,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&live_bytes, sign * (long)usable,
-                              memory_order_relaxed);
-}
-
-static void *hist_malloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p)
-        hist_add(malloc_usable_size(p), 1);
-    return p;
-}
-
-static void *hist_calloc(size_t c, size_t n)
-{
-    void *p = calloc(c, n);
-    if (p)
-        hist_add(malloc_usable_size(p), 1);
-    return p;
-}
-
-static void *hist_realloc(void *p, size_t n)
-{
-    size_t old = p ? malloc_usable_size(p) : 0;
-    void *q = realloc(p, n);
-    if (q && p)
-        hist_add(old, -1);
-    if (q)
-        hist_add(malloc_usable_size(q), 1);
-    return q;
-}
-
-static void hist_free(void *p)
-{
-    if (p)
-        hist_add(malloc_usable_size(p), -1);
-    free(p);
-}
-
-static void hist_mark(void)
-{
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        mark_n[i] = atomic_load(&hist_n[i]);
-        mark_bytes[i] = atomic_load(&hist_bytes[i]);
-    }
-    printf("ok\n");
-    fflush(stdout);
-}
-
-static void hist_print(void)
-{
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        long n = atomic_load(&hist_n[i]) - mark_n[i];
-        long b = atomic_load(&hist_bytes[i]) - mark_bytes[i];
-        if (n || b)
-            printf("hist %d %ld %ld\n", i * 16, n, b);
-    }
-    printf("end\n");
-    fflush(stdout);
-}
-
 /* --- server mode ---------------------------------------------------------- */
 
-static void answer_stat(const es_http_server_t *s, const hb_app_t *app)
+/* What answer_stat() reports on. */
+struct stat_src {
+    const es_http_server_t *s;
+    const hb_app_t *app;
+};
+
+/* Answers "stat": open connections, parked responses, heap, hooked bytes. */
+static void answer_stat(void *arg)
 {
+    const struct stat_src *src = arg;
     struct mallinfo2 mi = mallinfo2();
     es_http_server_stats_t st = {0};
-    es_http_server_stats(s, &st);
+    es_http_server_stats(src->s, &st);
     printf("conns=%llu parked=%ld heap=%zu hooked=%ld\n",
-           (unsigned long long)st.connections, hb_app_parked(app),
+           (unsigned long long)st.connections, hb_app_parked(src->app),
            mi.uordblks + mi.hblkhd, atomic_load(&live_bytes));
     fflush(stdout);
-}
-
-/* Answers stdin's commands until "quit", EOF or the deadline. */
-static int serve_commands(const es_http_server_t *s, const hb_app_t *app,
-                          unsigned seconds)
-{
-    char line[64];
-    double end = now_ms() + seconds * 1000.0;
-    for (double t = now_ms(); t < end; t = now_ms()) {
-        struct pollfd p = {.fd = 0, .events = POLLIN};
-        int n = poll(&p, 1, (int)(end - t) + 1);
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        if (n <= 0)
-            continue;
-        if (!fgets(line, sizeof(line), stdin) || !strncmp(line, "quit", 4))
-            return 0;
-        if (!strncmp(line, "stat", 4))
-            answer_stat(s, app);
-        else if (!strncmp(line, "mark", 4))
-            hist_mark();
-        else if (!strncmp(line, "hist", 4))
-            hist_print();
-    }
-    return 0;
 }
 
 static int server_run(es_runtime_t *rt, const struct opts *o)
@@ -244,7 +93,9 @@ static int server_run(es_runtime_t *rt, const struct opts *o)
     if (!rc) {
         printf("port %d\n", es_http_server_port(s, 0));
         fflush(stdout);
-        rc = serve_commands(s, app, o->seconds ? o->seconds : SERVER_SECONDS);
+        struct stat_src src = {s, app};
+        rc = serve_commands(o->seconds ? o->seconds : SERVER_SECONDS,
+                            answer_stat, &src);
     }
     es_runtime_stop(rt);
     (void)es_runtime_wait(rt);
@@ -272,55 +123,7 @@ static int server_main(const struct opts *o)
 
 /* --- the server child ----------------------------------------------------- */
 
-struct child {
-    pid_t pid;
-    FILE *in, *out; /* its stdin (we write) and stdout (we read) */
-};
-
-static int child_spawn(struct child *c, const struct opts *o)
-{
-    int to[2], from[2];
-    char t[16], m[16];
-    snprintf(t, sizeof(t), "%u", o->threads ? o->threads : 1);
-    snprintf(m, sizeof(m), "%u", o->conns + 100);
-    if (pipe2(to, O_CLOEXEC) || pipe2(from, O_CLOEXEC))
-        return -errno;
-    c->pid = fork();
-    if (c->pid < 0)
-        return -errno;
-    if (c->pid == 0) {
-        if (dup2(to[0], 0) < 0 || dup2(from[1], 1) < 0)
-            _exit(127);
-        execl("/proc/self/exe", "http_memory", "--server", "--threads", t,
-              "--max-connections", m, (char *)NULL);
-        _exit(127);
-    }
-    close(to[0]);
-    close(from[1]);
-    c->in = fdopen(to[1], "w");
-    c->out = fdopen(from[0], "r");
-    if (!c->in || !c->out)
-        return -ENOMEM;
-    /* Unbuffered, so poll() on the fd sees every line not yet read. */
-    return setvbuf(c->out, NULL, _IONBF, 0) ? -ENOMEM : 0;
-}
-
-/* Reads one line from the child, waiting at most WAIT_MS. */
-static int child_line(struct child *c, char *buf, size_t len)
-{
-    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
-    if (poll(&p, 1, WAIT_MS) <= 0 || !fgets(buf, (int)len, c->out))
-        return -ETIMEDOUT;
-    return 0;
-}
-
-static int child_cmd(struct child *c, const char *cmd, char *line, size_t len)
-{
-    if (fputs(cmd, c->in) == EOF || fflush(c->in))
-        return -EPIPE;
-    return child_line(c, line, len);
-}
-
+/* Asks the server for its counts, heap and hooked bytes. */
 static int child_stat(struct child *c, struct srv_stat *s)
 {
     char line[160];
@@ -331,25 +134,6 @@ static int child_stat(struct child *c, struct srv_stat *s)
                   &s->parked, &s->heap, &s->hooked) == 4
                ? 0
                : -EPROTO;
-}
-
-static void child_end(struct child *c)
-{
-    if (c->in) {
-        fputs("quit\n", c->in);
-        fclose(c->in);
-    }
-    if (c->out)
-        fclose(c->out);
-    for (int i = 0; c->pid > 0 && i < 200; i++) {
-        if (waitpid(c->pid, NULL, WNOHANG) == c->pid)
-            return;
-        usleep(50000);
-    }
-    if (c->pid > 0) {
-        kill(c->pid, SIGKILL);
-        waitpid(c->pid, NULL, 0);
-    }
 }
 
 /* --- client side ---------------------------------------------------------- */
@@ -375,28 +159,21 @@ static int read_response(int fd)
     }
 }
 
+/* Connects and sends GET /plaintext (and reads the response) or, with
+ * hold, GET /hold (and reads nothing). */
 static int dial(int port, int hold)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
     static const char plain[] =
         "GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n";
     static const char park[] =
         "GET /hold?ms=" HOLD_MS " HTTP/1.1\r\nHost: localhost\r\n\r\n";
     const char *req = hold ? park : plain;
     size_t len = hold ? sizeof(park) - 1 : sizeof(plain) - 1;
-    errno = 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = dial_loopback(port);
     if (fd < 0)
-        return -errno;
-    int rc = 0;
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-        write(fd, req, len) != (ssize_t)len)
-        rc = errno ? -errno : -EIO;
+        return fd;
+    errno = 0;
+    int rc = write(fd, req, len) != (ssize_t)len ? (errno ? -errno : -EIO) : 0;
     if (!rc && !hold)
         rc = read_response(fd);
     if (rc) {
@@ -404,29 +181,6 @@ static int dial(int port, int hold)
         return rc;
     }
     return fd;
-}
-
-/* Prints the server's live allocations that changed by at least 1 per 20
- * connections since "mark", per connection, as "#alloc" lines. */
-static int print_hist(struct child *c, unsigned conns)
-{
-    char line[128];
-    int rc = child_cmd(c, "hist\n", line, sizeof(line));
-    for (int i = 0; !rc && strncmp(line, "end", 3) && i < 5000; i++) {
-        long size, n, bytes;
-        if (sscanf(line, "hist %ld %ld %ld", &size, &n, &bytes) != 3)
-            return -EPROTO;
-        if (labs(n) * 20 >= (long)conns || labs(bytes) >= 4L * (long)conns) {
-            if (size >= (HIST_BUCKETS - 1) * 16)
-                printf("#alloc usable=%ld+", size);
-            else
-                printf("#alloc usable=%ld..%ld", size, size + 15);
-            printf(" live_per_conn=%.3f bytes_per_conn=%.1f\n",
-                   (double)n / conns, (double)bytes / conns);
-        }
-        rc = child_line(c, line, sizeof(line));
-    }
-    return rc;
 }
 
 /* Waits until the server counts `want` open connections, or in hold mode
@@ -529,16 +283,17 @@ static int client_main(const struct opts *o)
     if (o->pid)
         return measure(o, o->pid, o->port, NULL);
     struct child c = {0};
-    char line[64];
+    char t[16], m[16];
+    snprintf(t, sizeof(t), "%u", o->threads ? o->threads : 1);
+    snprintf(m, sizeof(m), "%u", o->conns + 100);
+    char *argv[] = {
+        "http_memory", "--server", "--threads", t, "--max-connections", m, NULL,
+    };
     int port = 0;
-    int rc = child_spawn(&c, o);
-    if (!rc)
-        rc = child_line(&c, line, sizeof(line));
-    if (!rc && sscanf(line, "port %d", &port) != 1)
-        rc = -EPROTO;
+    int rc = child_start(&c, argv, &port);
     if (!rc)
         rc = measure(o, c.pid, port, &c);
-    child_end(&c);
+    child_end(&c, EXIT_GRACE_MS);
     return rc;
 }
 
@@ -600,7 +355,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile();
+    raise_nofile("http_memory");
     int rc = o.server ? server_main(&o) : client_main(&o);
     if (rc && !o.server)
         fprintf(stderr, "http_memory: %s\n", strerror(-rc));
