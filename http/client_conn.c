@@ -11,10 +11,12 @@
  *
  * Failures: a malformed reply (-EPROTO), limits (-EMSGSIZE) and the
  * response timer (-ETIMEDOUT) fail the request and abort the connection;
- * a close before a whole reply fails it with the close's reason, except
- * that a request written on a reused connection that closed before the
- * first reply byte (the server dropped it as idle just as we wrote) is
- * retried once on a fresh connection.
+ * a close before a whole reply fails it with the close's reason. Except:
+ * an idempotent request (RFC 9110 §9.2.2, or marked so by the caller)
+ * written on a reused connection that closed before the first reply byte
+ * (the server dropped it as idle just as we wrote) is retried once on a
+ * fresh connection. Any other request may have been acted on, so it is
+ * never sent twice: it fails with -ECONNRESET.
  */
 #include "client_private.h"
 
@@ -298,7 +300,10 @@ static void on_closed(es_actor_t *self, struct es__hconn *hc, es_msg_t *msg)
     }
     struct es__creq *req = hc->req;
     hc->req = NULL;
-    bool retry = req && hc->served && !hc->got_bytes && !req->retried &&
+    /* Only a request that may run twice: the server read it, and may have
+     * acted on it before it closed. */
+    bool retry = req && req->idempotent && hc->served && !hc->got_bytes &&
+                 !req->retried &&
                  (reason == ES_CONN_PEER_CLOSED || reason == ES_CONN_RESET);
     es__client_conn_detach(hc);
     if (!req)

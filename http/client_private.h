@@ -53,6 +53,8 @@ struct es__creq {
                          after the struct) ... */
     uint16_t port;    /* ... and port */
     bool head;        /* HEAD: the reply has no body */
+    bool idempotent;  /* may be sent again (RFC 9110 §9.2.2, or the caller
+                         said so) */
     bool retried;     /* already retried after a keep-alive race */
     unsigned hops;    /* times its message was dead-lettered */
     unsigned timeout_ms;
