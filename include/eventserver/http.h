@@ -359,8 +359,9 @@ typedef void (*es_http_reply_cb)(const es_http_reply_t *reply, void *arg);
  * Receives the failure of a request: -ECONNREFUSED, -EHOSTUNREACH,
  * -EHOSTDOWN (name did not resolve), -ETIMEDOUT (connect or response
  * timeout), -ECONNRESET (closed before a whole reply: the server may have
- * acted on the request), -EPROTO (malformed reply), -EMSGSIZE (reply too
- * large), -ECANCELED (client freed or runtime stopped), -ENOMEM. (A bad URL is
+ * acted on the request), -EPROTO (malformed reply, or a status code that is
+ * not three digits from 100 to 999), -EMSGSIZE (reply too large),
+ * -ECANCELED (client freed or runtime stopped), -ENOMEM. (A bad URL is
  * refused by es_http_client_request() itself, with no callback.)
  * Retries: a request is never sent twice, except that an idempotent one
  * (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or es_http_client_req_t's
