@@ -9,12 +9,14 @@
  * on_reply; then the connection is offered back to the pool (client.c):
  * it idles, takes the host's next waiting request, or closes.
  *
- * Failures: a malformed reply (-EPROTO), limits (-EMSGSIZE) and the
- * response timer (-ETIMEDOUT) fail the request and abort the connection;
- * a close before a whole reply fails it with the close's reason, except
- * that a request written on a reused connection that closed before the
- * first reply byte (the server dropped it as idle just as we wrote) is
- * retried once on a fresh connection.
+ * Failures: a malformed reply (-EPROTO; a status code is three digits,
+ * 100 to 999), limits (-EMSGSIZE) and the response timer (-ETIMEDOUT) fail
+ * the request and abort the connection; a close before a whole reply fails
+ * it with the close's reason. Except: an idempotent request (RFC 9110
+ * §9.2.2, or marked so by the caller) written on a reused connection that
+ * closed before the first reply byte (the server dropped it as idle just as
+ * we wrote) is retried once on a fresh connection. Any other request may
+ * have been acted on, so it is never sent twice: it fails with -ECONNRESET.
  */
 #include "client_private.h"
 
@@ -24,6 +26,11 @@
 /* Body bytes reserved ahead on the strength of a Content-Length: a larger
  * body grows as it arrives, so a bare claim costs little memory. */
 #define RESERVE_MAX (1u << 20)
+
+/* hc->code when not counting status code digits: outside a status line,
+ * or at the space before the code. */
+#define CODE_OFF (-1)
+#define CODE_SP (-2)
 
 /* --- The reply being parsed ----------------------------------------------- */
 
@@ -57,6 +64,16 @@ static int on_message_begin(llhttp_t *p)
     hc->header_bytes = 0;
     hc->interim = false;
     return 0;
+}
+
+/* Pauses the parser after a status line's HTTP version: parse() then
+ * counts the status code's digits (llhttp 8 takes any run of digits worth
+ * at most 999: "0200", "2", none). */
+static int on_version_complete(llhttp_t *p)
+{
+    struct es__hconn *hc = p->data;
+    hc->at_version = true;
+    return HPE_PAUSED;
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t len)
@@ -104,6 +121,8 @@ static int on_headers_complete(llhttp_t *p)
     int status = p->status_code;
     hc->reply.status = status;
     hc->reply.version = p->http_major * 10 + p->http_minor;
+    if (status < 100)
+        return stop_parser(hc, -EPROTO); /* "000" to "099" */
     if (status == 101)
         return stop_parser(hc, -EPROTO); /* we never ask to upgrade */
     if (status / 100 == 1) {
@@ -149,6 +168,7 @@ static int on_message_complete(llhttp_t *p)
 
 static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
+    .on_version_complete = on_version_complete,
     .on_status = on_status,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
@@ -189,6 +209,8 @@ static void start_req(es_actor_t *self, struct es__hconn *hc)
     llhttp_init(&hc->parser, HTTP_RESPONSE, &settings);
     hc->parser.data = hc;
     hc->got_bytes = hc->done = hc->keep_alive = hc->interim = false;
+    hc->at_version = false;
+    hc->code = CODE_OFF;
     hc->err = 0;
     hc->header_bytes = 0;
     (void)es_conn_set_idle_timeout(self, 0);
@@ -242,6 +264,47 @@ static void finish_reply(es_actor_t *self, struct es__hconn *hc, bool clean)
     reply_free(&r);
 }
 
+/* Counts the digits of a status code as they arrive, over any number of
+ * reads. Returns: false unless exactly three (RFC 9112 §4); llhttp checks
+ * the other bytes. */
+static bool code_ok(struct es__hconn *hc, const char *p, const char *end)
+{
+    for (; p < end && hc->code != CODE_OFF; p++) {
+        if (hc->code == CODE_SP) {
+            hc->code = 0;
+        } else if (*p >= '0' && *p <= '9') {
+            if (++hc->code > 3)
+                return false;
+        } else if (hc->code != 3) {
+            return false;
+        } else {
+            hc->code = CODE_OFF;
+        }
+    }
+    return true;
+}
+
+/* Runs the parser over [p, end), checking each status code on the way. */
+static llhttp_errno_t parse(struct es__hconn *hc, const char *p,
+                            const char *end)
+{
+    for (;;) {
+        if (!code_ok(hc, p, end)) {
+            stop_parser(hc, -EPROTO);
+            return HPE_USER;
+        }
+        llhttp_errno_t e = llhttp_execute(&hc->parser, p, (size_t)(end - p));
+        if (e != HPE_PAUSED || !hc->at_version)
+            return e;
+        hc->at_version = false;
+        hc->code = CODE_SP;
+        p = llhttp_get_error_pos(&hc->parser);
+        llhttp_resume(&hc->parser);
+        if (p == end)
+            return HPE_OK;
+    }
+}
+
 static void on_data(es_actor_t *self, struct es__hconn *hc, const char *data,
                     size_t len)
 {
@@ -250,7 +313,7 @@ static void on_data(es_actor_t *self, struct es__hconn *hc, const char *data,
         return;
     }
     hc->got_bytes = true;
-    llhttp_errno_t e = llhttp_execute(&hc->parser, data, len);
+    llhttp_errno_t e = parse(hc, data, data + len);
     if (hc->done) {
         bool extra =
             e == HPE_PAUSED && llhttp_get_error_pos(&hc->parser) != data + len;
@@ -298,7 +361,10 @@ static void on_closed(es_actor_t *self, struct es__hconn *hc, es_msg_t *msg)
     }
     struct es__creq *req = hc->req;
     hc->req = NULL;
-    bool retry = req && hc->served && !hc->got_bytes && !req->retried &&
+    /* Only a request that may run twice: the server read it, and may have
+     * acted on it before it closed. */
+    bool retry = req && req->idempotent && hc->served && !hc->got_bytes &&
+                 !req->retried &&
                  (reason == ES_CONN_PEER_CLOSED || reason == ES_CONN_RESET);
     es__client_conn_detach(hc);
     if (!req)

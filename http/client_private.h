@@ -53,6 +53,8 @@ struct es__creq {
                          after the struct) ... */
     uint16_t port;    /* ... and port */
     bool head;        /* HEAD: the reply has no body */
+    bool idempotent;  /* may be sent again (RFC 9110 §9.2.2, or the caller
+                         said so) */
     bool retried;     /* already retried after a keep-alive race */
     unsigned hops;    /* times its message was dead-lettered */
     unsigned timeout_ms;
@@ -82,7 +84,9 @@ struct es__hconn {
     bool closing;         /* closing: take no further request */
     bool got_bytes;       /* a byte of the current reply arrived */
     bool done, keep_alive, interim;
-    int err; /* why a parser callback stopped the parser */
+    bool at_version; /* the parser paused after a status line's version */
+    int code;        /* status code digits seen, or CODE_* (client_conn.c) */
+    int err;         /* why a parser callback stopped the parser */
     size_t header_bytes;
     es_timer_id_t timer;
     llhttp_t parser;

@@ -177,6 +177,18 @@ static int put_host(struct es__buf *b, const struct url *u)
     return rc;
 }
 
+/* Methods that may be sent twice with the effect of once (RFC 9110
+ * §9.2.2): they alone are retried after a keep-alive race. */
+static bool is_idempotent(const char *method)
+{
+    static const char *const m[] = {"GET",    "HEAD",    "PUT",
+                                    "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (strcmp(method, m[i]) == 0)
+            return true;
+    return false;
+}
+
 static int put_head(struct es__buf *b, const char *method, const struct url *u,
                     const es_http_client_req_t *req, bool has_host, bool has_ua)
 {
@@ -253,6 +265,7 @@ int es__creq_new(es_http_client_t *c, const es_http_client_req_t *req,
     r->port = u.port;
     r->c = c;
     r->head = strcmp(method, "HEAD") == 0;
+    r->idempotent = req->idempotent || is_idempotent(method);
     r->timeout_ms = req->timeout_ms;
     r->on_reply = on_reply;
     r->on_fail = on_fail;

@@ -26,6 +26,8 @@
 
 #include <eventserver/conn.h>
 
+#include <stdbool.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -356,10 +358,17 @@ typedef void (*es_http_reply_cb)(const es_http_reply_t *reply, void *arg);
 /*
  * Receives the failure of a request: -ECONNREFUSED, -EHOSTUNREACH,
  * -EHOSTDOWN (name did not resolve), -ETIMEDOUT (connect or response
- * timeout), -ECONNRESET (closed before a whole reply), -EPROTO (malformed
- * reply), -EMSGSIZE (reply too large), -ECANCELED (client freed or runtime
- * stopped), -ENOMEM. (A bad URL is refused by es_http_client_request()
- * itself, with no callback.)
+ * timeout), -ECONNRESET (closed before a whole reply: the server may have
+ * acted on the request), -EPROTO (malformed reply, or a status code that is
+ * not three digits from 100 to 999), -EMSGSIZE (reply too large),
+ * -ECANCELED (client freed or runtime stopped), -ENOMEM. (A bad URL is
+ * refused by es_http_client_request() itself, with no callback.)
+ * Retries: a request is never sent twice, except that an idempotent one
+ * (GET, HEAD, PUT, DELETE, OPTIONS, TRACE, or es_http_client_req_t's
+ * idempotent set) written on a reused kept-alive connection that closed
+ * before any byte of its reply is sent once more on a new connection; any
+ * other request that meets such a close fails with -ECONNRESET, and
+ * whether to send it again is the caller's choice.
  * Thread: a demux thread; the calling thread of es_http_client_free() for
  * requests still waiting for a connection; the thread in es_runtime_wait()
  * or es_runtime_free() for requests the stopping runtime handed back.
@@ -378,6 +387,11 @@ typedef struct es_http_client_req {
     const void *body; /* copied before es_http_client_request() returns */
     size_t body_len;
     unsigned timeout_ms; /* response timeout; 0: the client's default */
+    /* The caller vouches that sending the request twice has the effect of
+     * sending it once (say, a POST with an idempotency key the server
+     * honours): it is then retried like a GET (see es_http_fail_cb).
+     * GET, HEAD, PUT, DELETE, OPTIONS and TRACE are idempotent anyway. */
+    bool idempotent;
 } es_http_client_req_t;
 
 /*

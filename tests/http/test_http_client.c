@@ -6,7 +6,8 @@
  * fields), replies framed by Content-Length, chunked (with trailers, byte by
  * byte) or the close; 1xx interim replies; HEAD, 204 and 304 without a
  * body; 1 MiB bodies both ways; and each failure with its code: malformed
- * (-EPROTO), truncated (-ECONNRESET), silent (-ETIMEDOUT), oversized
+ * (-EPROTO, status codes that are not three digits from 100 to 999 among
+ * them), truncated (-ECONNRESET), silent (-ETIMEDOUT), oversized
  * (-EMSGSIZE), refused, connect timeout, unresolvable, and requests
  * refused up front (-EINVAL, no callback).
  */
@@ -201,6 +202,73 @@ Test(http_client, malformed_reply_eproto, .timeout = ES_TEST_TIMEOUT)
 {
     expect_fail(h_bad, NULL, "/malformed", 0, -EPROTO);
     expect_fail(h_bad, NULL, "/badlen", 0, -EPROTO);
+}
+
+/* Status lines by target; "a|b" sends a, pauses, then b (two reads). */
+static int h_status(struct raw *s, int fd, const struct raw_req *rq)
+{
+    static const char *const lines[][2] = {
+        {"/000", "HTTP/1.1 000 OK\r\n"},
+        {"/099", "HTTP/1.1 099 OK\r\n"},
+        {"/none", "HTTP/1.1 \r\n"},
+        {"/20", "HTTP/1.1 20 OK\r\n"},
+        {"/0200", "HTTP/1.1 0200 OK\r\n"},
+        {"/1000", "HTTP/1.1 1000 OK\r\n"},
+        {"/sign", "HTTP/1.1 +200 OK\r\n"},
+        {"/split0200", "HTTP/1.1 02|00 OK\r\n"},
+        {"/100-0200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 0200 OK\r\n"},
+        {"/999", "HTTP/1.1 999 Private\r\n"},
+        {"/split200", "HTTP/1.1 2|00 OK\r\n"},
+        {"/100-200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"},
+    };
+    const char *line = "HTTP/1.1 200 OK\r\n";
+
+    (void)s;
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        if (is_target(rq, lines[i][0]))
+            line = lines[i][1];
+    const char *bar = strchr(line, '|');
+    if (bar) {
+        raw_write(fd, line, (size_t)(bar - line));
+        es_test_sleep_ms(20);
+        line = bar + 1;
+    }
+    raw_writes(fd, line);
+    raw_writes(fd, "Content-Length: 2\r\n\r\nok");
+    return RAW_KEEP;
+}
+
+/* A status code is three digits, 100 to 999 (RFC 9112 §4, RFC 9110 §15). */
+Test(http_client, bad_status_eproto, .timeout = ES_TEST_TIMEOUT)
+{
+    static const char *const bad[] = {"/000",  "/099",       "/none",
+                                      "/20",   "/0200",      "/1000",
+                                      "/sign", "/split0200", "/100-0200"};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_fail(h_status, NULL, bad[i], 0, -EPROTO);
+}
+
+Test(http_client, good_status_kept, .timeout = ES_TEST_TIMEOUT)
+{
+    static const char *const good[] = {"/999", "/split200", "/100-200"};
+    static const int want[] = {999, 200, 200};
+    struct raw s;
+    struct fx f;
+    struct res x[3] = {0};
+    char url[128];
+
+    fx_raw_start(&f, &s, h_status, 2, NULL);
+    for (size_t i = 0; i < 3; i++) {
+        url_of(url, sizeof(url), &s, good[i]);
+        get_wait(&f, url, &x[i]);
+    }
+    fx_raw_stop(&f, &s);
+    for (size_t i = 0; i < 3; i++) {
+        assert_replies(&x[i], 1, want[i]);
+        cr_assert_str_eq(x[i].body, "ok");
+    }
+    res_free(x, 3);
 }
 
 Test(http_client, closed_mid_reply_econnreset, .timeout = ES_TEST_TIMEOUT)

@@ -2,7 +2,8 @@
 /*
  * Tests of the HTTP client's connection pool (http/client.c): keep-alive
  * reuse, replies that forbid it, the keep-alive race (a reused connection
- * closed before the reply: retried once on a fresh connection), the cap
+ * closed before the reply: a GET is retried once on a fresh connection;
+ * test_http_client_retry.c covers the other methods), the cap
  * per host with its wait queue, the idle timeout, requests from several
  * threads, es_http_client_free() and a runtime stop with requests in flight
  * (-ECANCELED exactly once each); then the client against our own
