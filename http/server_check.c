@@ -1,29 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Strict request framing (RFC 9112) where llhttp 8.1 is lenient. llhttp
- * itself refuses: Content-Length with Transfer-Encoding, invalid or
+ * Strict request framing (RFC 9112) where llhttp 8.1 is lenient; the table
+ * in docs/http.md says which check refuses what and which test proves it.
+ * llhttp itself refuses: Content-Length with Transfer-Encoding, invalid or
  * repeated Content-Length (even two equal ones), a request coding list not
- * ending in chunked, bad chunk sizes and chunk-data not followed by CRLF,
- * CTLs in field values, a bare CR, most bare LFs, bad names (apart from the
- * cases below) and versions other than 0.9, 1.0, 1.1 and 2.0. Measured
- * against llhttp 8.1.0, it lets through, and this file refuses:
- *   - whitespace between a field name and its colon, and an empty name
- *     (the name is checked to be a token);
- *   - a bare LF ending the request line or the empty line after the fields
- *     or trailers, and obs-fold (a line starting with SP/HTAB): the raw
- *     bytes of the head and of the trailer section are scanned;
- *   - a missing Host in HTTP/1.1, and more than one Host;
- *   - HTTP/0.9 and HTTP/2.0 request lines (505);
- *   - an empty Transfer-Encoding, and Transfer-Encoding in HTTP/1.0 (a
- *     faulty framing: refused, so the connection closes).
+ * ending in chunked, CTLs in names and values, a bare CR in a value, a bare
+ * LF after a field value, and versions other than 0.9, 1.0, 1.1 and 2.0.
+ * Measured against llhttp 8.1.0, it lets through, and this file refuses:
+ *   - whitespace in or before the colon of a field name, an empty name;
+ *   - a bare LF ending the request line or as the empty line, CR followed
+ *     by anything but LF (llhttp takes CR + any byte as the empty line),
+ *     and obs-fold: the raw bytes of the head are scanned;
+ *   - a missing Host in HTTP/1.1, more than one Host, a Host that is not
+ *     uri-host [":" port];
+ *   - HTTP/0.9 (505 at the end of the request line) and HTTP/2.0 (505);
+ *   - a TAB in the request-target;
+ *   - an empty Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and a
+ *     coding before chunked (501: the body could not be decoded);
+ *   - chunk data not followed by CRLF (llhttp skips those two bytes).
+ * Chunk-size lines and the trailer section are read here, not by llhttp:
+ * llhttp gets "<size>\r\n" for each size line and one CRLF for the whole
+ * trailer section, so trailer fields never touch its framing or keep-alive
+ * flags. Trailer fields that would change framing or routing
+ * (Content-Length, Transfer-Encoding, Host, Connection, Expect, Upgrade)
+ * are dropped, the others appended to the request's fields.
  * The llhttp callbacks are here too: they store the pieces of a request
  * in the connection's state and enforce the size limits as they come
- * (414, 431, 413); the head, each trailer section start, each chunk end and
- * each message end pause llhttp, so that the driver (server_conn.c) checks
- * the head before the body is read and takes one request at a time.
- * Trailer fields that would change framing or routing (Content-Length,
- * Transfer-Encoding, Host, Connection, Expect, Upgrade) are dropped, not
- * appended to the request's fields.
+ * (414, 431, 413); the head, each trailer section start, the end of each
+ * chunk's data, each chunk end and each message end pause llhttp, so that
+ * the driver (server_conn.c) checks the head before the body is read and
+ * takes one request at a time.
  */
 #include "server_private.h"
 

@@ -120,6 +120,8 @@ REJECT(te_and_cl,
        400)
 REJECT(cl_two_differing,
        POST "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400)
+REJECT(cl_two_equal, POST "Content-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+       400)
 REJECT(cl_list, POST "Content-Length: 1,2\r\n\r\nab", 400)
 REJECT(cl_not_numeric, POST "Content-Length: abc\r\n\r\n", 400)
 REJECT(cl_negative, POST "Content-Length: -1\r\n\r\n", 400)
@@ -156,6 +158,7 @@ REJECT(chunk_size_negative, CHUNKED "-1\r\nab\r\n0\r\n\r\n", 400)
 REJECT(chunk_data_without_crlf, CHUNKED "3\r\nabcX\r\n0\r\n\r\n", 400)
 REJECT(chunk_size_bare_lf, CHUNKED "3\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_size_space, CHUNKED "3 \r\nabc\r\n0\r\n\r\n", 400)
+REJECT(chunk_ext_ctl, CHUNKED "3;a=\x01\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_size_hex_prefix, CHUNKED "0x3\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_size_overflow_after_zeros,
        CHUNKED "0000fffffffffffffffff\r\nab\r\n0\r\n\r\n", 400)
@@ -194,6 +197,12 @@ REJECT(value_del, "GET /count HTTP/1.1\r\nHost: t\r\nFoo: a\x7f b\r\n\r\n", 400)
 REJECT(value_ctl, "GET /count HTTP/1.1\r\nHost: t\r\nFoo: a\x01 b\r\n\r\n", 400)
 REJECT(value_bare_cr, "GET /count HTTP/1.1\r\nHost: t\r\nFoo: a\rb\r\n\r\n",
        400)
+/* Bare LFs llhttp 8.1 lets through: ending the request line, or as the
+ * empty line; and obs-fold in the head. */
+REJECT(bare_lf_after_request_line, "GET /count HTTP/1.1\nHost: t\r\n\r\n", 400)
+REJECT(bare_lf_empty_line, "GET /count HTTP/1.1\r\nHost: t\r\n\n", 400)
+REJECT(obs_fold_in_head,
+       "GET /count HTTP/1.1\r\nHost: t\r\nX-Foo: a\r\n b\r\n\r\n", 400)
 REJECT(bare_lf_line_endings, "GET /count HTTP/1.1\nHost: t\n\n", 400)
 REJECT(bare_lf_in_fields, "GET /count HTTP/1.1\r\nHost: t\nFoo: b\r\n\r\n", 400)
 /* llhttp 8.1 takes CR + any byte as the empty line ending the head. */
