@@ -85,7 +85,7 @@ typedef void (*es_http_handler_cb)(es_http_request_t *req,
 
 /*
  * Fills the response of an error the server produces itself (400, 404,
- * 405, 408, 413, 414, 417, 431, 500, 503, 505): res already carries
+ * 405, 408, 413, 414, 417, 431, 500, 501, 503, 505): res already carries
  * `status` and a short text body; the hook may replace the body and add
  * headers. req is NULL when the request could not be parsed far enough.
  * The connection closes after the response (with Connection: close) for
