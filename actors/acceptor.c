@@ -151,53 +151,6 @@ static int acceptor_behaviour(es_actor_t *self, es_msg_t *msg)
     }
 }
 
-/* Parses "host:port", "[v6]:port" or "unix:path" into ss. */
-static int parse_address(const char *addr, struct sockaddr_storage *ss,
-                         socklen_t *len)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un *un = (struct sockaddr_un *)ss;
-        size_t n = strlen(addr + 5);
-        if (n == 0 || n >= sizeof(un->sun_path))
-            return -EINVAL;
-        un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, addr + 5, n + 1);
-        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-        return 0;
-    }
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof(host))
-        return -EINVAL;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || port < 0 || port > 65535)
-        return -EINVAL;
-    const char *h = addr;
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        *len = sizeof(*v4);
-    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        *len = sizeof(*v6);
-    } else {
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int set_port(struct sockaddr_storage *ss, int port)
 {
     if (ss->ss_family == AF_INET)
@@ -341,13 +294,15 @@ int es_listen(es_runtime_t *rt, const es_listen_opts_t *opts,
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (!rt || !opts || !opts->address || !opts->conn.behaviour || !out ||
-        parse_address(opts->address, &ss, &len) != 0)
+    if (!rt || !opts || !opts->conn.behaviour || !out)
         return -EINVAL;
+    int rc = es_addr_parse(opts->address, &ss, &len); /* addr.c */
+    if (rc)
+        return rc;
     if (opts->reuseport && ss.ss_family == AF_UNIX)
         return -EINVAL;
     es_listener_t *l;
-    int rc = listener_new(rt, opts, &ss, &l);
+    rc = listener_new(rt, opts, &ss, &l);
     if (rc)
         return rc;
     rc = start_acceptors(l, opts, &ss, len);

@@ -7,6 +7,7 @@
  */
 #include "http_private.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -281,6 +282,93 @@ bool es__http_is_field_value(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* --- Host (RFC 9112 §3.2, RFC 3986 §3.2.2) ------------------------------- */
+
+/* reg-name characters: unreserved and sub-delims, but not ',' (below). */
+static const bool regchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['-'] = true,         ['.'] = true,         ['_'] = true,
+    ['~'] = true,         ['!'] = true,         ['$'] = true,
+    ['&'] = true,         ['\''] = true,        ['('] = true,
+    [')'] = true,         ['*'] = true,         ['+'] = true,
+    [';'] = true,         ['='] = true,
+};
+
+static bool is_hexdig(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* reg-name = *( unreserved / pct-encoded / sub-delims ); an IPv4address is
+ * one too. */
+static bool is_reg_name(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            if (len - i < 3 || !is_hexdig(s[i + 1]) || !is_hexdig(s[i + 2]))
+                return false;
+            i += 2;
+        } else if (!regchar[(unsigned char)s[i]]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* IP-literal without its brackets: IPv6address / IPvFuture. */
+static bool is_ip_literal(const char *s, size_t len)
+{
+    char buf[64];
+    struct in6_addr a;
+    if (len > 0 && (s[0] | 0x20) == 'v') {
+        size_t i = 1;
+        while (i < len && is_hexdig(s[i]))
+            i++;
+        if (i == 1 || i + 1 >= len || s[i] != '.')
+            return false;
+        for (i++; i < len; i++)
+            if (!regchar[(unsigned char)s[i]] && s[i] != ':')
+                return false;
+        return true;
+    }
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, &a) == 1;
+}
+
+bool es__http_is_host(const char *s, size_t len)
+{
+    const char *end = s + len, *host_end;
+    if (len && s[0] == '[') {
+        host_end = memchr(s, ']', len);
+        if (!host_end || !is_ip_literal(s + 1, (size_t)(host_end - s - 1)))
+            return false;
+        host_end++;
+    } else {
+        host_end = memchr(s, ':', len);
+        if (!host_end)
+            host_end = end;
+        if (!is_reg_name(s, (size_t)(host_end - s)))
+            return false;
+    }
+    if (host_end == end)
+        return true;
+    if (*host_end != ':')
+        return false;
+    /* port = *DIGIT (RFC 3986 §3.2.3), its value at most 65535. */
+    unsigned long port = 0;
+    for (const char *p = host_end + 1; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        port = port * 10 + (unsigned long)(*p - '0');
+        if (port > 65535)
             return false;
     }
     return true;

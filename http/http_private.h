@@ -114,5 +114,13 @@ bool es__http_is_token(const char *s, size_t len);
  * except HTAB (RFC 9110 §5.5).
  */
 bool es__http_is_field_value(const char *s, size_t len);
+/*
+ * True if s[0..len) is a valid Host value (RFC 9112 §3.2): uri-host
+ * [ ":" port ], uri-host an IP-literal in brackets or a reg-name (RFC 3986
+ * §3.2.2, which covers IPv4 and may be empty), port *DIGIT up to 65535.
+ * A ',' is refused although RFC 3986 allows it in a reg-name: it is what
+ * two Host lines combined into one look like (RFC 9110 §5.3).
+ */
+bool es__http_is_host(const char *s, size_t len);
 
 #endif /* EVENTSERVER_HTTP_PRIVATE_H */

@@ -343,35 +343,14 @@ int es__http_route_find(const es_http_server_t *s, const char *method,
 
 /* --- Listening ------------------------------------------------------------ */
 
-static bool port_ok(const char *p)
-{
-    if (!*p || strlen(p) > 5)
-        return false;
-    for (const char *q = p; *q; q++)
-        if (*q < '0' || *q > '9')
-            return false;
-    return atoi(p) <= 65535;
-}
-
-static bool address_ok(const char *a)
-{
-    if (strncmp(a, "unix:", 5) == 0)
-        return a[5] != '\0';
-    const char *colon = strrchr(a, ':');
-    if (!colon || colon == a || !port_ok(colon + 1))
-        return false;
-    for (const char *p = a; p < colon; p++)
-        if (*p <= ' ' || *p >= 0x7f)
-            return false;
-    if (a[0] == '[')
-        return colon[-1] == ']' && colon - a > 2;
-    return memchr(a, ':', (size_t)(colon - a)) == NULL;
-}
-
 int es_http_server_listen(es_http_server_t *s, const char *address)
 {
-    if (!s || !address || !address_ok(address))
+    if (!s || !address)
         return -EINVAL;
+    /* es_listen()'s own grammar, so that start cannot refuse it later. */
+    int rc = es_addr_parse(address, NULL, NULL);
+    if (rc)
+        return rc;
     if (atomic_load(&s->started))
         return -EBUSY;
     char **a = es_realloc(s->addrs, (s->naddrs + 1) * sizeof(*a));

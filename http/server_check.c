@@ -1,29 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Strict request framing (RFC 9112) where llhttp 8.1 is lenient. llhttp
- * itself refuses: Content-Length with Transfer-Encoding, invalid or
+ * Strict request framing (RFC 9112) where llhttp 8.1 is lenient; the table
+ * in docs/http.md says which check refuses what and which test proves it.
+ * llhttp itself refuses: Content-Length with Transfer-Encoding, invalid or
  * repeated Content-Length (even two equal ones), a request coding list not
- * ending in chunked, bad chunk sizes and chunk-data not followed by CRLF,
- * CTLs in field values, a bare CR, most bare LFs, bad names (apart from the
- * cases below) and versions other than 0.9, 1.0, 1.1 and 2.0. Measured
- * against llhttp 8.1.0, it lets through, and this file refuses:
- *   - whitespace between a field name and its colon, and an empty name
- *     (the name is checked to be a token);
- *   - a bare LF ending the request line or the empty line after the fields
- *     or trailers, and obs-fold (a line starting with SP/HTAB): the raw
- *     bytes of the head and of the trailer section are scanned;
- *   - a missing Host in HTTP/1.1, and more than one Host;
- *   - HTTP/0.9 and HTTP/2.0 request lines (505);
- *   - an empty Transfer-Encoding, and Transfer-Encoding in HTTP/1.0 (a
- *     faulty framing: refused, so the connection closes).
+ * ending in chunked, CTLs in names and values, a bare CR in a value, a bare
+ * LF after a field value, and versions other than 0.9, 1.0, 1.1 and 2.0.
+ * Measured against llhttp 8.1.0, it lets through, and this file refuses:
+ *   - whitespace in or before the colon of a field name, an empty name;
+ *   - a bare LF ending the request line or as the empty line, CR followed
+ *     by anything but LF (llhttp takes CR + any byte as the empty line),
+ *     and obs-fold: the raw bytes of the head are scanned;
+ *   - a missing Host in HTTP/1.1, more than one Host, a Host that is not
+ *     uri-host [":" port];
+ *   - HTTP/0.9 (505 at the end of the request line) and HTTP/2.0 (505);
+ *   - a TAB in the request-target;
+ *   - an empty Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and a
+ *     coding before chunked (501: the body could not be decoded);
+ *   - chunk data not followed by CRLF (llhttp skips those two bytes).
+ * Chunk-size lines and the trailer section are read here, not by llhttp:
+ * llhttp gets "<size>\r\n" for each size line and one CRLF for the whole
+ * trailer section, so trailer fields never touch its framing or keep-alive
+ * flags. Trailer fields that would change framing or routing
+ * (Content-Length, Transfer-Encoding, Host, Connection, Expect, Upgrade)
+ * are dropped, the others appended to the request's fields.
  * The llhttp callbacks are here too: they store the pieces of a request
  * in the connection's state and enforce the size limits as they come
- * (414, 431, 413); the head, each trailer section start, each chunk end and
- * each message end pause llhttp, so that the driver (server_conn.c) checks
- * the head before the body is read and takes one request at a time.
- * Trailer fields that would change framing or routing (Content-Length,
- * Transfer-Encoding, Host, Connection, Expect, Upgrade) are dropped, not
- * appended to the request's fields.
+ * (414, 431, 413); the head, each trailer section start, the end of each
+ * chunk's data, each chunk end and each message end pause llhttp, so that
+ * the driver (server_conn.c) checks the head before the body is read and
+ * takes one request at a time.
  */
 #include "server_private.h"
 
@@ -47,11 +53,23 @@ static bool over_head(struct es__http_conn *hc, size_t more)
 static int cb_url(llhttp_t *p, const char *at, size_t n)
 {
     struct es__http_conn *hc = p->data;
+    /* llhttp 8.1 lets a TAB through in the target (RFC 9112 3.2: 400). */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)at[i] <= ' ' || at[i] == 0x7f)
+            return fail(hc, 400);
     if (hc->url.len + n > hc->srv->o.max_url)
         return fail(hc, 414);
     if (hc->url.len + n + hc->field_bytes > hc->srv->o.max_header_bytes)
         return fail(hc, 431);
     return es__buf_add(&hc->url, at, n) ? fail(hc, 500) : 0;
+}
+
+/* llhttp marks a request line without a version as HTTP/0.9 here and then
+ * waits for fields; answer now (as nginx does), not at the header
+ * deadline. */
+static int cb_url_done(llhttp_t *p)
+{
+    return p->http_major == 0 && p->http_minor == 9 ? fail(p->data, 505) : 0;
 }
 
 static int cb_field(llhttp_t *p, const char *at, size_t n)
@@ -97,7 +115,15 @@ static int cb_body(llhttp_t *p, const char *at, size_t n)
     struct es__http_conn *hc = p->data;
     if (hc->body.len + n > hc->srv->o.max_body)
         return fail(hc, 413);
-    return es__buf_add(&hc->body, at, n) ? fail(hc, 500) : 0;
+    if (es__buf_add(&hc->body, at, n))
+        return fail(hc, 500);
+    /* The end of a chunk's data: llhttp 8.1 skips the next two bytes
+     * whatever they are, so the driver checks them for CRLF first. */
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        hc->pause = ES__PAUSE_DATA_END;
+        return HPE_PAUSED;
+    }
+    return 0;
 }
 
 static int cb_chunk_header(llhttp_t *p)
@@ -130,6 +156,7 @@ static int cb_message_done(llhttp_t *p)
 
 const llhttp_settings_t es__http_settings = {
     .on_url = cb_url,
+    .on_url_complete = cb_url_done,
     .on_header_field = cb_field,
     .on_header_field_complete = cb_field_done,
     .on_header_value = cb_value,
@@ -147,7 +174,14 @@ bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n)
         return true;
     if (hc->scan_prev == '\n' && (p[0] == ' ' || p[0] == '\t'))
         return false;
+    if (hc->scan_prev == '\r' && p[0] != '\n')
+        return false;
     const char *end = p + n, *q = p;
+    /* llhttp 8.1 takes CR and any byte as the empty line ending the head. */
+    while ((q = memchr(q, '\r', (size_t)(end - q))) && ++q < end)
+        if (*q != '\n')
+            return false;
+    q = p;
     while ((q = memchr(q, '\n', (size_t)(end - q)))) {
         char before = q > p ? q[-1] : hc->scan_prev;
         if (before != '\r')
@@ -202,8 +236,11 @@ int es__http_check_field(struct es__http_conn *hc, bool trailer)
     /* The fields framing depends on, told apart by length first. */
     switch (f->name_len) {
     case 4:
-        if (es__http_name_eq(name, 4, "host"))
+        if (es__http_name_eq(name, 4, "host")) {
             hc->nhost = bump(hc->nhost);
+            if (!es__http_is_host(value, f->value_len))
+                return 400;
+        }
         break;
     case 6:
         if (es__http_name_eq(name, 6, "expect"))
@@ -224,6 +261,47 @@ int es__http_check_field(struct es__http_conn *hc, bool trailer)
     return 0;
 }
 
+/* One coding of a Transfer-Encoding list: 0 (chunked), 1 (another). */
+static int coding_of(const char *v, size_t len)
+{
+    const char *semi = memchr(v, ';', len);
+    size_t n = semi ? (size_t)(semi - v) : len;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return es__http_name_eq(v, n, "chunked") ? 0 : 1;
+}
+
+/*
+ * llhttp checks that the last coding is chunked; the ones before it are
+ * codings we cannot undo (501, RFC 9112 6.1), or chunked again (400).
+ * Returns: 0, 400 or 501.
+ */
+static int check_codings(const struct es_http_headers *h)
+{
+    int status = 0, last = -1;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!es__http_name_eq(h->buf + h->f[i].name, h->f[i].name_len,
+                              "transfer-encoding"))
+            continue;
+        const char *v = h->buf + h->f[i].value, *end = v + h->f[i].value_len;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *e = comma ? comma : end;
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            if (v < e) { /* empty list elements are allowed */
+                if (last == 0)
+                    status = 400;
+                else if (last == 1 && !status)
+                    status = 501;
+                last = coding_of(v, (size_t)(e - v));
+            }
+            v = comma ? comma + 1 : end;
+        }
+    }
+    return status;
+}
+
 int es__http_check_head(struct es__http_conn *hc)
 {
     const llhttp_t *p = &hc->p;
@@ -233,6 +311,9 @@ int es__http_check_head(struct es__http_conn *hc)
         return 400;
     if (hc->nte && (p->http_minor == 0 || !(p->flags & F_CHUNKED)))
         return 400;
+    int codings = hc->nte ? check_codings(&hc->h) : 0;
+    if (codings)
+        return codings;
     if ((p->flags & F_CONTENT_LENGTH) &&
         p->content_length > hc->srv->o.max_body)
         return 413;
@@ -253,4 +334,87 @@ int es__http_error_status(const llhttp_t *p, llhttp_errno_t err)
             return 505;
     }
     return 400;
+}
+
+/* --- Chunk-size lines and trailer fields ---------------------------------- */
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+long es__http_chunk_line(const char *p, size_t n,
+                         char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len)
+{
+    size_t max = n < ES__HTTP_CHUNK_LINE_MAX ? n : ES__HTTP_CHUNK_LINE_MAX;
+    const char *nl = memchr(p, '\n', max);
+    if (!nl)
+        return n < ES__HTTP_CHUNK_LINE_MAX ? 0 : -1;
+    size_t len = (size_t)(nl - p) + 1, zeros = 0, hex;
+    if (len < 3 || nl[-1] != '\r')
+        return -1; /* no size, or a bare LF */
+    const char *cr = nl - 1;
+    while (p + zeros < cr && p[zeros] == '0')
+        zeros++;
+    for (hex = zeros; p + hex < cr && is_hex(p[hex]);)
+        hex++;
+    /* 1*HEXDIG; leading zeros are no overflow, 16 digits fit 64 bits. */
+    if (hex == 0 || hex - zeros > 16)
+        return -1;
+    const char *q = p + hex;
+    if (q < cr) { /* chunk-ext = *( BWS ";" ... ): ignored, but no CTL */
+        while (q < cr && (*q == ' ' || *q == '\t'))
+            q++;
+        if (q == cr || *q != ';' ||
+            !es__http_is_field_value(q, (size_t)(cr - q)))
+            return -1;
+    }
+    size_t digits = hex - zeros ? hex - zeros : 1;
+    memcpy(out, p + hex - digits, digits);
+    memcpy(out + digits, "\r\n", 2);
+    *out_len = digits + 2;
+    return (long)len;
+}
+
+/* Appends one trailer field to hc->h and checks it like a head field. */
+static int trailer_add(struct es__http_conn *hc, const char *name,
+                       size_t name_len, const char *value, size_t value_len)
+{
+    while (value_len && (*value == ' ' || *value == '\t')) {
+        value++;
+        value_len--;
+    }
+    hc->field_bytes += name_len + value_len;
+    if (hc->url.len + hc->field_bytes > hc->srv->o.max_header_bytes)
+        return 431;
+    struct es_http_headers *h = &hc->h;
+    if (es__http_headers_name(h, name, name_len) ||
+        es__http_headers_name_done(h) ||
+        es__http_headers_value(h, value, value_len) ||
+        es__http_headers_value_done(h))
+        return 500;
+    return es__http_check_field(hc, true);
+}
+
+int es__http_trailer_line(struct es__http_conn *hc, const char *p, size_t n,
+                          size_t *used)
+{
+    size_t max = hc->srv->o.max_header_bytes;
+    const char *nl = memchr(p, '\n', n < max ? n : max);
+    *used = 0;
+    if (!nl)
+        return n < max ? 0 : 431;
+    size_t len = (size_t)(nl - p) + 1;
+    if (len < 2 || nl[-1] != '\r')
+        return 400; /* bare LF */
+    if (p[0] == ' ' || p[0] == '\t')
+        return 400; /* obs-fold, or whitespace before the first field */
+    *used = len;
+    if (len == 2)
+        return 0; /* the empty line: the end of the trailer section */
+    const char *colon = memchr(p, ':', len - 2);
+    if (!colon)
+        return 400;
+    return trailer_add(hc, p, (size_t)(colon - p), colon + 1,
+                       (size_t)(nl - 1 - colon - 1));
 }

@@ -63,7 +63,7 @@ static void message_reset(struct es__http_conn *hc)
     hc->field_bytes = 0;
     hc->nfields = 0;
     hc->nhost = hc->nte = hc->ncl = hc->expect = 0;
-    hc->want_line = false;
+    hc->want_line = hc->want_crlf = false;
 }
 
 static struct es__http_conn *hc_new(es_http_server_t *srv, unsigned loop)
@@ -286,6 +286,9 @@ static void on_pause(es_actor_t *self, struct es__http_conn *hc, size_t rest)
     case ES__PAUSE_CHUNK:
         hc->want_line = true;
         break;
+    case ES__PAUSE_DATA_END:
+        hc->want_crlf = true;
+        break;
     case ES__PAUSE_MESSAGE:
         timer_stop(self, hc);
         dispatch(self, hc);
@@ -331,54 +334,75 @@ static long run(es_actor_t *self, struct es__http_conn *hc, const char *p,
     return (long)used;
 }
 
-static bool is_hex(char c)
-{
-    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
-}
-
-/* Longest chunk-size line (with extensions) we wait for. */
-#define CHUNK_LINE_MAX 4096
-
 /*
- * A chunk-size line with extensions: llhttp 8.1 refuses a second
- * extension after a token value ("5;a=b;c"), which RFC 9112 7.1.1 allows.
- * Extensions are ignored, so the line is checked here (no CTL but HTAB,
- * CRLF at the end, only BWS between the size and ';') and llhttp gets just
- * "<size>\r\n". Returns: bytes consumed; 0 if the line has no extension
- * (llhttp reads it as it is); -2 if the line is not all here; -1 refused.
+ * A chunk-size line (es__http_chunk_line()): llhttp gets it without its
+ * leading zeros and extensions (llhttp 8.1 refuses a valid "5;a=b;c").
+ * Returns: bytes consumed; -2 if the line is not all here; -1 refused.
  */
 static long chunk_line(es_actor_t *self, struct es__http_conn *hc,
-                       const char *p, size_t n, size_t rest)
+                       const char *p, size_t n)
 {
-    const char *nl = memchr(p, '\n', n < CHUNK_LINE_MAX ? n : CHUNK_LINE_MAX);
-    if (!nl) {
-        if (n < CHUNK_LINE_MAX)
-            return -2;
+    char line[ES__HTTP_CHUNK_OUT_MAX];
+    size_t line_len;
+    long len = es__http_chunk_line(p, n, line, &line_len);
+    if (len == 0)
+        return -2;
+    if (len < 0) {
         reject(self, hc, 400);
         return -1;
     }
     hc->want_line = false;
-    size_t len = (size_t)(nl - p) + 1, hex = 0;
-    const char *semi = memchr(p, ';', len);
-    if (!semi)
-        return 0;
-    while (hex < len && is_hex(p[hex]))
-        hex++;
-    bool ok = hex > 0 && hex <= 16 && len >= 2 && nl[-1] == '\r';
-    for (const char *q = p + hex; ok && q < semi; q++)
-        ok = *q == ' ' || *q == '\t';
-    if (ok)
-        ok = es__http_is_field_value(semi, (size_t)(nl - 1 - semi));
-    if (!ok) {
+    bool done;
+    long used = run(self, hc, line, line_len, n - (size_t)len, &done);
+    return used < 0 ? -1 : len;
+}
+
+/* The two bytes after a chunk's data, which llhttp 8.1 skips unread: CRLF
+ * or 400. Returns: 0 (llhttp reads on); -2 (not all here); -1 refused. */
+static long chunk_crlf(es_actor_t *self, struct es__http_conn *hc,
+                       const char *p, size_t n)
+{
+    if ((n > 0 && p[0] != '\r') || (n > 1 && p[1] != '\n')) {
         reject(self, hc, 400);
         return -1;
     }
-    char line[20];
-    memcpy(line, p, hex);
-    memcpy(line + hex, "\r\n", 2);
+    if (n < 2)
+        return -2;
+    hc->want_crlf = false;
+    return 0;
+}
+
+/* A line of the trailer section (es__http_trailer_line()); the empty one
+ * ends the message. Returns: bytes consumed; -2 not all here; -1 refused. */
+static long trailer_line(es_actor_t *self, struct es__http_conn *hc,
+                         const char *p, size_t n)
+{
+    size_t used;
+    int status = es__http_trailer_line(hc, p, n, &used);
+    if (status) {
+        reject(self, hc, status);
+        return -1;
+    }
+    if (!used)
+        return -2;
     bool done;
-    long used = run(self, hc, line, hex + 2, n - len + rest, &done);
-    return used < 0 ? -1 : (long)len;
+    if (used == 2 && run(self, hc, "\r\n", 2, n - 2, &done) < 0)
+        return -1;
+    return (long)used;
+}
+
+/* The parts of a chunked body the module reads itself. Returns: bytes
+ * consumed; 0 if llhttp reads next; -2 wait for more; -1 refused. */
+static long framing_step(es_actor_t *self, struct es__http_conn *hc,
+                         const char *p, size_t n)
+{
+    if (hc->want_crlf)
+        return chunk_crlf(self, hc, p, n);
+    if (hc->want_line)
+        return chunk_line(self, hc, p, n);
+    if (hc->phase == ES__PH_TRAILER)
+        return trailer_line(self, hc, p, n);
+    return 0;
 }
 
 /*
@@ -393,15 +417,13 @@ static size_t parse(es_actor_t *self, struct es__http_conn *hc,
     while (!hc->closing && !hc->x && spins < 8) {
         long used;
         bool done = false;
-        if (hc->want_line) {
-            used = chunk_line(self, hc, data + off, len - off, 0);
-            if (used == -2 || used == -1)
-                break;
-            if (used > 0) {
-                off += (size_t)used;
-                spins = 0;
-                continue;
-            }
+        used = framing_step(self, hc, data + off, len - off);
+        if (used == -2 || used == -1)
+            break;
+        if (used > 0) {
+            off += (size_t)used;
+            spins = 0;
+            continue;
         }
         used = run(self, hc, data + off, len - off, 0, &done);
         if (used < 0)

@@ -53,6 +53,10 @@ enum es__http_op_kind { ES__OP_BEGIN = 1, ES__OP_FLUSH, ES__OP_END };
 /* Least bound on bytes buffered behind a request in flight (the bound is
  * write_high if larger); past it reading pauses. */
 #define ES__HTTP_IN_MAX (64u * 1024u)
+/* Longest chunk-size line (with extensions) the server waits for, and the
+ * room for the "<size>\r\n" line llhttp is given instead. */
+#define ES__HTTP_CHUNK_LINE_MAX 4096u
+#define ES__HTTP_CHUNK_OUT_MAX 20u
 /* Idle connection states kept per demux thread for reuse. */
 #define ES__HTTP_CONN_CACHE 32u
 
@@ -166,6 +170,7 @@ struct es__http_conn {
     uint8_t timer_kind; /* 0, ES__TM_HEADER or ES__TM_BODY */
     char scan_prev;     /* last head byte scanned (bare LF / obs-fold) */
     bool closing, paused_in, idle_off, want_line;
+    bool want_crlf;                  /* the CRLF after a chunk's data is next */
     uint8_t nhost, nte, ncl, expect; /* fields seen (capped) */
     int reject; /* status to answer a rejected request with */
     uint16_t loop;
@@ -190,7 +195,8 @@ enum {
     ES__PAUSE_HEADERS,
     ES__PAUSE_TRAILER,
     ES__PAUSE_CHUNK,
-    ES__PAUSE_MESSAGE
+    ES__PAUSE_MESSAGE,
+    ES__PAUSE_DATA_END /* the last byte of a chunk's data */
 };
 enum { ES__TM_NONE = 0, ES__TM_HEADER, ES__TM_BODY };
 enum { ES__EXPECT_NONE = 0, ES__EXPECT_CONTINUE, ES__EXPECT_OTHER };
@@ -225,6 +231,26 @@ bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n);
 /* Checks a completed field (name index i of hc->h) and notes the ones that
  * matter for framing. Returns: 0, or the status to reject with. */
 int es__http_check_field(struct es__http_conn *hc, bool trailer);
+/*
+ * Reads a chunk-size line at p[0..n): chunk-size (1*HEXDIG, leading zeros
+ * allowed, at most 16 significant digits), BWS and extensions (ignored,
+ * no CTL but HTAB), CRLF. out gets "<size>\r\n" without the leading zeros
+ * and the extensions, *out_len its length: what llhttp is given instead.
+ * Returns: the line's length; 0 if it is not all here yet; -1 if it is
+ * malformed or longer than ES__HTTP_CHUNK_LINE_MAX.
+ */
+long es__http_chunk_line(const char *p, size_t n,
+                         char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len);
+/*
+ * Reads one line of a trailer section at p[0..n) (llhttp never sees the
+ * trailer fields, so they cannot change framing or keep-alive). A field is
+ * appended to hc->h and checked as es__http_check_field(hc, true) does.
+ * Returns: 0 with *used the line's length (2: the empty line ending the
+ * section), or 0 with *used 0 if the line is not all here yet; else the
+ * status to reject with (400, 431, 500).
+ */
+int es__http_trailer_line(struct es__http_conn *hc, const char *p, size_t n,
+                          size_t *used);
 /* Checks the request once its head is complete. Returns: 0 or a status. */
 int es__http_check_head(struct es__http_conn *hc);
 /* The status for an llhttp error. */

@@ -17,6 +17,8 @@
 
 #include <eventserver/actor.h>
 
+#include <sys/socket.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -146,9 +148,26 @@ ES_EXTERN int es_conn_fd(const es_actor_t *self);
 /* The connection's own state (state_new's result, or arg). */
 ES_EXTERN void *es_conn_state(const es_actor_t *self);
 
+/*
+ * Parses an address in the one grammar every listen address of the library
+ * uses (es_listen(), es_http_server_listen()):
+ *   "<IPv4>:<port>"   a dotted quad, each part 0-255 without leading zeros
+ *   "[<IPv6>]:<port>" an IPv6 address (inet_pton form) in brackets
+ *   "unix:<path>"     a Unix socket path of 1 to 107 bytes
+ * where <port> is 1 to 5 decimal digits worth 0 to 65535. Nothing else:
+ * no host names (they need a resolver), no IPv6 without brackets, no
+ * missing port, no sign, space or trailing bytes.
+ * Returns: 0, with *ss and *len filled when they are not NULL; -EINVAL
+ * (NULL or malformed address); -ENAMETOOLONG (Unix path too long).
+ * Ownership: nothing is kept. Thread: any.
+ */
+ES_EXTERN int es_addr_parse(const char *address, struct sockaddr_storage *ss,
+                            socklen_t *len);
+
 /* Options for es_listen(). */
 typedef struct es_listen_opts {
-    /* "127.0.0.1:8080", "[::1]:0", "0.0.0.0:80" or "unix:/path/to.sock" */
+    /* "127.0.0.1:8080", "[::1]:0", "0.0.0.0:80" or "unix:/path/to.sock"
+     * (the grammar of es_addr_parse()) */
     const char *address;
     es_conn_opts_t conn;
     es_placement_t placement; /* round-robin (default) or least-loaded */
@@ -164,7 +183,8 @@ typedef struct es_listener es_listener_t;
  * connection actors on the demux threads chosen by opts->placement.
  * EMFILE/ENFILE while accepting makes the acceptor back off and retry (see
  * es_listener_stats()).
- * Returns: 0 and *out; -EINVAL (bad address or options); -EADDRINUSE and
+ * Returns: 0 and *out; -EINVAL (bad address or options); -ENAMETOOLONG
+ * (Unix path too long: es_addr_parse()); -EADDRINUSE and
  * other bind/listen errors; -ENOMEM; -ESHUTDOWN.
  * Ownership: *out belongs to the caller until es_listener_free().
  * Thread: any.

@@ -87,7 +87,7 @@ typedef void (*es_http_handler_cb)(es_http_request_t *req,
 
 /*
  * Fills the response of an error the server produces itself (400, 404,
- * 405, 408, 413, 414, 417, 431, 500, 503, 505): res already carries
+ * 405, 408, 413, 414, 417, 431, 500, 501, 503, 505): res already carries
  * `status` and a short text body; the hook may replace the body and add
  * headers. req is NULL when the request could not be parsed far enough.
  * The connection closes after the response (with Connection: close) for
@@ -164,8 +164,11 @@ ES_EXTERN int es_http_server_on_error(es_http_server_t *s, es_http_error_cb cb,
 
 /*
  * Adds an address to listen on: "127.0.0.1:8080", "[::1]:0",
- * "0.0.0.0:80", "unix:/path". Binding happens in es_http_server_start().
- * Returns: 0; -EINVAL (malformed address); -EBUSY after start; -ENOMEM.
+ * "0.0.0.0:80", "unix:/path": the grammar of es_addr_parse() (conn.h),
+ * checked here, so that a host name or a bad port fails now and not at
+ * start. Binding happens in es_http_server_start().
+ * Returns: 0; -EINVAL (malformed address); -ENAMETOOLONG (Unix path too
+ * long); -EBUSY after start; -ENOMEM.
  * Thread: any, before start.
  */
 ES_EXTERN int es_http_server_listen(es_http_server_t *s, const char *address);
