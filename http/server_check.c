@@ -95,9 +95,8 @@ static int cb_headers_done(llhttp_t *p)
 static int cb_body(llhttp_t *p, const char *at, size_t n)
 {
     struct es__http_conn *hc = p->data;
-    if (hc->body.len + n > hc->srv->o.max_body)
-        return fail(hc, 413);
-    return es__buf_add(&hc->body, at, n) ? fail(hc, 500) : 0;
+    int status = es__http_body_data(hc, at, n); /* server_body.c */
+    return status ? fail(hc, status) : 0;
 }
 
 static int cb_chunk_header(llhttp_t *p)
@@ -107,7 +106,7 @@ static int cb_chunk_header(llhttp_t *p)
         hc->pause = ES__PAUSE_TRAILER;
         return HPE_PAUSED;
     }
-    if (p->content_length > hc->srv->o.max_body - hc->body.len)
+    if (p->content_length > hc->bs.limit - hc->bs.seen)
         return fail(hc, 413);
     return 0;
 }
