@@ -221,14 +221,14 @@ int es__http_body_begin(es_actor_t *self, struct es__http_conn *hc)
     bs->limit = s->o.max_body < room ? s->o.max_body : room;
     bs->seen = 0;
     bs->buffered = false;
-    bs->self = es_actor_self(self);
-    bs->start_ms = bs->read_ms = now_ms();
     if (!bs->charge)
         es__buf_free(&hc->body); /* never hold unbudgeted capacity */
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool sized = (p->flags & F_CONTENT_LENGTH) && p->content_length > 0;
     if (!chunked && !sized)
         return 0;
+    bs->self = es_actor_self(self);
+    bs->start_ms = bs->read_ms = now_ms();
     if (s->nstream) {
         int rc = stream_find(self, hc);
         if (rc)

@@ -170,14 +170,19 @@ ES_EXTERN int es_http_server_add(es_http_server_t *s, const char *path,
  * decoded, no framing), in order, before the handler runs; req has its
  * method, target and head fields (trailers not yet), and an empty body.
  * data points into the read buffer and is valid during the call only.
- * When the body is complete the route's handler runs once, with an empty
- * body and the same user pointer (es_http_request_user). If the request
+ * When the body is complete the route's handler runs once, with its own
+ * req (an empty body, the trailers appended) carrying the same user
+ * pointer (es_http_request_set_user / _user). If the request
  * is abandoned instead (the client left, a limit or deadline, a framing
  * error) on_body is called once more with data NULL and len 0, and the
  * handler does not run: exactly one of the two ends every request the
  * route received. A body-less request goes straight to the handler.
- * Returns: 0 to go on; an HTTP status (400..599) to refuse the request
- * with that status and close the connection (then no further call).
+ * Returns: 0 to go on; an HTTP status (400..599; anything else counts
+ * as 500) to refuse the request with that status and close the
+ * connection (the abandon call with data NULL still follows).
+ * Ownership: data and req stay the server's (the user pointer is the
+ * caller's). Lifetime: data during the call; req until the handler is
+ * called or the abandon call returns.
  * Thread: the connection's demux thread; it must not block (the
  * connection reads no more until it returns).
  */
