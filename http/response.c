@@ -56,6 +56,7 @@ void es__http_exchange_unref(es_http_response_t *x)
     es__buf_free(&x->body);
     es__buf_free(&x->q);
     es_free(x->req.body);
+    es__http_body_free(x); /* after the free: the charge covers the bytes */
     es_free(x);
 }
 
@@ -95,18 +96,23 @@ static void split_target(const char *t, size_t n, size_t *p0, size_t *p1,
 static int take_body(es_http_response_t *x, struct es__http_conn *hc)
 {
     struct es__buf *b = &hc->body;
-    if (!b->data)
+    if (!b->data) {
+        es__http_body_take(hc, x); /* gives any charge back */
         return 0;
+    }
     if (b->len == b->cap && es__buf_reserve(b, 1))
         return -ENOMEM; /* no room for the NUL */
     if (b->cap > b->len + b->len / 4 + 64) {
         char *p = es_realloc(b->data, b->len + 1);
-        if (p)
+        if (p) {
             b->data = p;
+            b->cap = b->len + 1;
+        }
     }
     b->data[b->len] = '\0';
     x->req.body = b->data;
     x->req.body_len = b->len;
+    es__http_body_take(hc, x); /* the budget charge follows the body */
     *b = (struct es__buf){0};
     return 0;
 }

@@ -31,6 +31,10 @@ static void fill_defaults(es_http_server_opts_t *o)
         o->header_timeout_ms = ES_HTTP_DEFAULT_HEADER_TIMEOUT_MS;
     if (!o->body_timeout_ms)
         o->body_timeout_ms = ES_HTTP_DEFAULT_BODY_TIMEOUT_MS;
+    if (!o->body_read_timeout_ms)
+        o->body_read_timeout_ms = ES_HTTP_DEFAULT_BODY_READ_TIMEOUT_MS;
+    if (!o->max_body_buffer)
+        o->max_body_buffer = ES_HTTP_DEFAULT_MAX_BODY_BUFFER;
     if (!o->keepalive_timeout_ms)
         o->keepalive_timeout_ms = ES_HTTP_DEFAULT_KEEPALIVE_TIMEOUT_MS;
     if (!o->max_connections)
@@ -80,6 +84,8 @@ int es_http_server_new(es_runtime_t *rt, const es_http_server_opts_t *opts,
                                                 ? opts->server_name
                                                 : default_name)
                       : -ENOMEM;
+    if (!rc)
+        rc = es__http_budget_init(s);
     if (rc) {
         es_free(s->loops);
         es_free(s->server_line);
@@ -154,16 +160,19 @@ static char *dup_str(const char *p, size_t n)
     return d;
 }
 
-int es_http_server_route(es_http_server_t *s, const char *method,
-                         const char *path, es_http_handler_cb cb, void *arg)
+static int route_add(es_http_server_t *s, const char *method, const char *path,
+                     es_http_body_cb on_body, es_http_handler_cb cb, void *arg)
 {
     int rc = route_check(s, method, path, cb);
     if (rc || (rc = route_grow(s)))
         return rc;
     size_t len = strlen(path);
     bool prefix = path[len - 1] == '*';
-    struct es__http_route r = {
-        .len = len - prefix, .prefix = prefix, .cb = cb, .arg = arg};
+    struct es__http_route r = {.len = len - prefix,
+                               .prefix = prefix,
+                               .cb = cb,
+                               .on_body = on_body,
+                               .arg = arg};
     r.path = dup_str(path, r.len);
     r.method = method ? dup_str(method, strlen(method)) : NULL;
     if (!r.path || (method && !r.method)) {
@@ -172,7 +181,23 @@ int es_http_server_route(es_http_server_t *s, const char *method,
         return -ENOMEM;
     }
     s->routes[s->nroutes++] = r;
+    s->nstream += on_body != NULL;
     return 0;
+}
+
+int es_http_server_route(es_http_server_t *s, const char *method,
+                         const char *path, es_http_handler_cb cb, void *arg)
+{
+    return route_add(s, method, path, NULL, cb, arg);
+}
+
+int es_http_server_route_body(es_http_server_t *s, const char *method,
+                              const char *path, es_http_body_cb on_body,
+                              es_http_handler_cb cb, void *arg)
+{
+    if (!on_body)
+        return -EINVAL;
+    return route_add(s, method, path, on_body, cb, arg);
 }
 
 int es_http_server_add(es_http_server_t *s, const char *path,
@@ -436,6 +461,12 @@ int es_http_server_stats(const es_http_server_t *s, es_http_server_stats_t *out)
     *out = (es_http_server_stats_t){
         .connections = atomic_load_explicit(&s->open, memory_order_relaxed),
         .accepted = atomic_load_explicit(&s->accepted, memory_order_relaxed),
+        .body_bytes =
+            atomic_load_explicit(&s->budget.used, memory_order_relaxed),
+        .body_bytes_peak =
+            atomic_load_explicit(&s->budget.peak, memory_order_relaxed),
+        .body_waits =
+            atomic_load_explicit(&s->budget.waits, memory_order_relaxed),
     };
     for (unsigned i = 0; i < s->nloops; i++) {
         const struct es__http_loop *l = &s->loops[i];
@@ -482,6 +513,7 @@ void es__http_server_unref(es_http_server_t *s)
     es_free(s->listeners);
     es_free(s->loops);
     es_free(s->server_line);
+    es__http_budget_fini(s);
     es_free(s);
 }
 
@@ -560,4 +592,15 @@ const void *es_http_request_body(const es_http_request_t *req, size_t *len)
 es_runtime_t *es_http_request_runtime(const es_http_request_t *req)
 {
     return req ? req->rt : NULL;
+}
+
+void es_http_request_set_user(es_http_request_t *req, void *user)
+{
+    if (req)
+        req->user = user;
+}
+
+void *es_http_request_user(const es_http_request_t *req)
+{
+    return req ? req->user : NULL;
 }

@@ -113,10 +113,9 @@ static int cb_headers_done(llhttp_t *p)
 static int cb_body(llhttp_t *p, const char *at, size_t n)
 {
     struct es__http_conn *hc = p->data;
-    if (hc->body.len + n > hc->srv->o.max_body)
-        return fail(hc, 413);
-    if (es__buf_add(&hc->body, at, n))
-        return fail(hc, 500);
+    int status = es__http_body_data(hc, at, n); /* server_body.c */
+    if (status)
+        return fail(hc, status);
     /* The end of a chunk's data: llhttp 8.1 skips the next two bytes
      * whatever they are, so the driver checks them for CRLF first. */
     if ((p->flags & F_CHUNKED) && p->content_length == 0) {
@@ -133,7 +132,7 @@ static int cb_chunk_header(llhttp_t *p)
         hc->pause = ES__PAUSE_TRAILER;
         return HPE_PAUSED;
     }
-    if (p->content_length > hc->srv->o.max_body - hc->body.len)
+    if (p->content_length > hc->bs.limit - hc->bs.seen)
         return fail(hc, 413);
     return 0;
 }

@@ -95,6 +95,7 @@ static struct es__http_conn *hc_new(es_http_server_t *srv, unsigned loop)
 
 static void hc_destroy(struct es__http_conn *hc)
 {
+    es__http_body_reset(hc);
     es__buf_free(&hc->in);
     es__buf_free(&hc->url);
     es__buf_free(&hc->body);
@@ -114,9 +115,8 @@ static void timer_arm(es_actor_t *self, struct es__http_conn *hc, int kind)
     if (hc->timer_kind == kind)
         return;
     timer_stop(self, hc);
-    const es_http_server_opts_t *o = &hc->srv->o;
-    unsigned ms =
-        kind == ES__TM_HEADER ? o->header_timeout_ms : o->body_timeout_ms;
+    unsigned ms = kind == ES__TM_HEADER ? hc->srv->o.header_timeout_ms
+                                        : es__http_body_due_ms(hc);
     uint64_t tag =
         kind == ES__TM_HEADER ? ES__HTTP_TAG_HEADER : ES__HTTP_TAG_BODY;
     if (es_timer_start(self, ms, 0, tag, &hc->timer) == 0)
@@ -127,6 +127,7 @@ static void timer_arm(es_actor_t *self, struct es__http_conn *hc, int kind)
 static void hc_release(es_actor_t *self, struct es__http_conn *hc)
 {
     timer_stop(self, hc);
+    es__http_body_reset(hc); /* frees the body buffer and its budget */
     struct es__http_loop *l = loop_of(hc);
     if (l->ncache >= ES__HTTP_CONN_CACHE) {
         hc_destroy(hc);
@@ -136,8 +137,6 @@ static void hc_release(es_actor_t *self, struct es__http_conn *hc)
         es__buf_free(&hc->in);
     if (hc->url.cap > 4096)
         es__buf_free(&hc->url);
-    if (hc->body.cap > 16384)
-        es__buf_free(&hc->body);
     if (hc->h.cap > 8192 || hc->h.fcap > 64)
         es__http_headers_free(&hc->h);
     hc->kind = 0;
@@ -218,6 +217,7 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
         reject(self, hc, 500);
         return;
     }
+    es__http_body_dispatch(hc, x);
     x->v10 = x->req.version == 10;
     x->head_only = hc->p.method == HTTP_HEAD;
     /* After CONNECT the client expects a tunnel, which we never open. */
@@ -254,14 +254,9 @@ static void on_head(es_actor_t *self, struct es__http_conn *hc, size_t rest)
     const llhttp_t *p = &hc->p;
     hc->want_line = (p->flags & F_CHUNKED) != 0;
     bool body = (p->flags & F_CHUNKED) || p->content_length > 0;
-    /* Room for the announced body, up to a bound: a client that announces
-     * 8 MiB and sends nothing must not cost 8 MiB. */
-    size_t want = p->content_length < ES__HTTP_IN_MAX
-                      ? (size_t)p->content_length + 1
-                      : ES__HTTP_IN_MAX;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0 &&
-        es__buf_reserve(&hc->body, want)) {
-        reject(self, hc, 500);
+    /* Budget, streaming route, body clocks (server_body.c). */
+    if ((status = es__http_body_begin(self, hc)) != 0) {
+        reject(self, hc, status);
         return;
     }
     if (hc->expect == ES__EXPECT_CONTINUE && p->http_minor == 1 && body &&
@@ -425,11 +420,19 @@ static size_t parse(es_actor_t *self, struct es__http_conn *hc,
             spins = 0;
             continue;
         }
-        used = run(self, hc, data + off, len - off, 0, &done);
+        long n = (long)(len - off);
+        if (hc->phase == ES__PH_BODY && n > 0 &&
+            (n = es__http_body_gate(self, hc, len - off)) <= 0) {
+            if (n < 0)
+                reject(self, hc, (int)-n);
+            break; /* refused, or waiting for body budget */
+        }
+        bool all = (size_t)n == len - off; /* else the gate held some back */
+        used = run(self, hc, data + off, (size_t)n, 0, &done);
         if (used < 0)
             break;
         off += (size_t)used;
-        if (done)
+        if (done && all)
             break;
         spins = used ? 0 : spins + 1;
     }
@@ -474,7 +477,8 @@ static void pump(es_actor_t *self, struct es__http_conn *hc)
         in->len = hc->in_off = 0;
     if (hc->paused_in && in->len - hc->in_off <= in_max(hc) / 2) {
         hc->paused_in = false;
-        (void)es_conn_pause(self, 0);
+        if (!hc->bs.wait) /* still held back for body budget */
+            (void)es_conn_pause(self, 0);
     }
 }
 
@@ -489,6 +493,8 @@ static void on_data(es_actor_t *self, const char *data, size_t len)
     }
     if (hc->closing)
         return;
+    if (hc->phase != ES__PH_HEAD)
+        es__http_body_read(hc); /* the inter-read deadline restarts */
     if (hc->x || hc->in_off < hc->in.len) {
         in_add(self, hc, data, len);
         pump(self, hc);
@@ -636,8 +642,25 @@ static void on_timer(es_actor_t *self, const es_msg_t *msg)
         (tag != ES__HTTP_TAG_HEADER && tag != ES__HTTP_TAG_BODY))
         return;
     hc->timer_kind = ES__TM_NONE; /* a one-shot that fired */
-    if (!hc->x && !hc->closing)
-        reject(self, hc, 408);
+    if (hc->x || hc->closing)
+        return;
+    /* The body timer fires at the earlier of its two deadlines; when
+     * neither is due yet, settle() arms it again. */
+    int status = tag == ES__HTTP_TAG_BODY ? es__http_body_expired(hc) : 408;
+    if (status)
+        reject(self, hc, status);
+}
+
+/* Body budget was given back: parse again what waits in the buffer. */
+static void on_body_wake(es_actor_t *self)
+{
+    struct es__http_conn *hc = es_actor_state(self);
+    if (es__http_kind(hc) != ES__HTTP_KIND_CONN || !es__http_body_woken(hc))
+        return;
+    if (!hc->paused_in)
+        (void)es_conn_pause(self, 0);
+    timer_stop(self, hc); /* the inter-read deadline runs again */
+    pump(self, hc);
 }
 
 static es_http_response_t *current(es_actor_t *self)
@@ -683,6 +706,9 @@ int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg)
         break;
     case ES__HTTP_MSG_OP:
         es__http_on_op(self, msg, current(self));
+        break;
+    case ES__HTTP_MSG_BODY_WAKE:
+        on_body_wake(self);
         break;
     case ES__HTTP_MSG_SHUTDOWN:
         /* Idle: close now. Busy or parked: the response in progress

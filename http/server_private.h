@@ -2,7 +2,8 @@
 /*
  * What the HTTP server's files share (server.c: the server object, routes
  * and request accessors; server_conn.c: the connection behaviour and the
- * parser; server_check.c: the strict framing checks; response.c: the
+ * parser; server_check.c: the strict framing checks; server_body.c: the
+ * body budget, the body deadlines and streamed bodies; response.c: the
  * response calls and how a response is written). Not installed.
  *
  * A connection actor's state is one of three objects, told apart by the
@@ -23,6 +24,7 @@
 #include <eventserver/timer.h>
 
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 enum es__http_kind {
@@ -44,6 +46,8 @@ struct es__http_reject {
 #define ES__HTTP_MSG_OP (ES_MSG_USER + 0x48540u)
 /* es_http_server_free() to an open connection: close once idle. */
 #define ES__HTTP_MSG_SHUTDOWN (ES_MSG_USER + 0x48541u)
+/* To a connection waiting for body budget: some was given back. */
+#define ES__HTTP_MSG_BODY_WAKE (ES_MSG_USER + 0x48542u)
 enum es__http_op_kind { ES__OP_BEGIN = 1, ES__OP_FLUSH, ES__OP_END };
 
 /* Our timers on a connection actor (conn.c filters out its own). */
@@ -66,10 +70,32 @@ struct es__http_route {
     size_t len;
     bool prefix;
     es_http_handler_cb cb;
+    es_http_body_cb on_body; /* NULL: the body is buffered */
     void *arg;
 };
 
 struct es__http_conn;
+
+/*
+ * The server-wide budget for buffered request bodies (server_body.c).
+ * `used` is charged by the connections' threads and given back by
+ * whichever thread frees a request (a deferred holder's too); it never
+ * exceeds `max` because every charge is a CAS that checks it. Connections
+ * whose chunked body waits for budget are linked in a FIFO under `lock`;
+ * `nwait` counts them. Lost wakeups are excluded by the store-buffering
+ * pattern on two seq_cst variables: a waiter increments nwait, then tries
+ * `used` again; a releaser decrements `used`, then reads nwait. In the
+ * single total order of seq_cst operations one of the two sees the other:
+ * either the waiter's retry finds the budget, or the releaser finds the
+ * waiter and wakes it.
+ */
+struct es__http_budget {
+    _Atomic size_t used, peak;
+    _Atomic uint64_t waits;
+    atomic_uint nwait;
+    pthread_mutex_t lock;
+    struct es__http_conn *head, *tail; /* [lock] the waiting connections */
+};
 
 /*
  * Per demux thread: counters (written by that thread only, read by any:
@@ -105,6 +131,8 @@ struct es_http_server {
     es_listener_t **listeners;
     unsigned nloops;
     struct es__http_loop *loops;
+    size_t nstream; /* routes with on_body */
+    struct es__http_budget budget;
 };
 
 /* The request, immutable once the handler is called. */
@@ -114,6 +142,8 @@ struct es_http_request {
     struct es_http_headers headers; /* storage in the exchange's tail */
     char *body;                     /* es_malloc'd, or NULL (then "") */
     size_t body_len;
+    size_t body_charge; /* budget bytes the body holds (server_body.c) */
+    void *user;         /* es_http_request_set_user() */
     uint8_t version;
 };
 
@@ -162,6 +192,26 @@ struct es_http_response {
     es_http_request_t req;
 };
 
+/*
+ * What a connection keeps about the body being read (server_body.c); all
+ * of it belongs to the connection's thread, except the links, which are
+ * under the budget's lock.
+ */
+struct es__http_bodyst {
+    size_t charge;      /* budget bytes held: body.cap <= charge */
+    size_t limit;       /* most body bytes this request may have */
+    size_t seen;        /* decoded body bytes so far */
+    bool buffered;      /* a body is announced and kept in `body` */
+    bool wait;          /* paused until the budget frees */
+    bool linked;        /* [lock] in the budget's FIFO */
+    uint64_t start_ms;  /* end of the head (the body deadline's start) */
+    uint64_t read_ms;   /* last read (the inter-read deadline's start) */
+    es_actor_id_t self; /* who to wake */
+    struct es__http_conn *wnext, *wprev; /* [lock] */
+    es_http_response_t *sx;              /* streamed: the request so far */
+    const struct es__http_route *sroute; /* streamed: its route */
+};
+
 /* A connection's state while a request is read or answered. */
 struct es__http_conn {
     uint32_t kind;
@@ -186,6 +236,7 @@ struct es__http_conn {
     struct es__buf url;       /* the target being received */
     struct es_http_headers h; /* fields (and trailers) being received */
     struct es__buf body;      /* the body being received */
+    struct es__http_bodyst bs;
     llhttp_t p;
 };
 
@@ -255,6 +306,44 @@ int es__http_trailer_line(struct es__http_conn *hc, const char *p, size_t n,
 int es__http_check_head(struct es__http_conn *hc);
 /* The status for an llhttp error. */
 int es__http_error_status(const llhttp_t *p, llhttp_errno_t err);
+
+/* --- server_body.c ------------------------------------------------------- */
+
+/* Sets up the budget of a new server. Returns: 0 or -errno. */
+int es__http_budget_init(es_http_server_t *s);
+/* Tears it down (no connection left). */
+void es__http_budget_fini(es_http_server_t *s);
+/* Gives n bytes back to the budget and wakes the waiting connections. */
+void es__http_budget_release(es_http_server_t *s, size_t n);
+/* The head is complete and checked: admits the body (reserving a
+ * Content-Length body's size), finds a streaming route, starts the body
+ * clocks. Returns: 0, or the status to refuse the request with. */
+int es__http_body_begin(es_actor_t *self, struct es__http_conn *hc);
+/* How many of the next n input bytes (body phase) may be parsed, growing
+ * the body buffer within the budget. Returns: a count; 0 when the
+ * connection now waits for budget (reading paused); -status on error. */
+long es__http_body_gate(es_actor_t *self, struct es__http_conn *hc, size_t n);
+/* A piece of decoded body from llhttp. Returns: 0 or a status. */
+int es__http_body_data(struct es__http_conn *hc, const char *at, size_t n);
+/* The request is complete and x was made from it: moves the budget
+ * charge and the streamed request's user pointer to x. */
+void es__http_body_dispatch(struct es__http_conn *hc, es_http_response_t *x);
+/* The request being read is dropped (connection closed or refused):
+ * abandons a streamed body, gives its budget back, leaves the FIFO. */
+void es__http_body_reset(struct es__http_conn *hc);
+/* A connection is reading: notes the time for the inter-read deadline. */
+void es__http_body_read(struct es__http_conn *hc);
+/* Milliseconds until the next body deadline check is due. */
+unsigned es__http_body_due_ms(const struct es__http_conn *hc);
+/* The body timer fired. Returns: 0 (not due yet: re-arm), 408, or 503
+ * when the deadline passed while the server held the body back. */
+int es__http_body_expired(const struct es__http_conn *hc);
+/* The wake message: true if hc was waiting and may parse again. */
+bool es__http_body_woken(struct es__http_conn *hc);
+/* Moves the charge of hc->body (being taken into x) to x. */
+void es__http_body_take(struct es__http_conn *hc, es_http_response_t *x);
+/* x is freed: gives its body's charge back. */
+void es__http_body_free(es_http_response_t *x);
 
 /* --- response.c --------------------------------------------------------- */
 

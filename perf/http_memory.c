@@ -17,15 +17,20 @@
  *         sits idle, kept alive), or
  *   hold: GET /hold?ms=600000 and reads nothing (the response stays
  *         deferred: a parked long-poll),
+ *   upload: POST /echo announcing Content-Length: 8 MiB, then
+ *         --upload-kib of body (default 4096) as fast as the server takes
+ *         it, then nothing (a stalled upload: the server's body budget
+ *         either holds it or refuses it with 503),
  * waits until the server counts N open connections (idle) or N parked
- * responses (hold), lets them sit for --settle-ms, reads the figures again
+ * responses (hold), or (upload) until no byte has gone out for a second,
+ * lets them sit for --settle-ms, reads the figures again
  * and prints one key=value line with the deltas divided by N, then the
  * allocations that grew as "#alloc" lines. With --port P --pid PID it
  * measures another server's RSS instead (nginx in http_memory.sh; idle
  * mode only; its own counts are not available). Client and server are
  * separate processes because each may hold only 20,000 open files. Usage:
- *   http_memory --connections N [--mode idle|hold] [--threads T]
- *               [--settle-ms MS]
+ *   http_memory --connections N [--mode idle|hold|upload] [--threads T]
+ *               [--settle-ms MS] [--upload-kib K]
  *   http_memory --connections N --port P --pid PID
  *   http_memory --server [--threads T] [--max-connections N] [--seconds S]
  */
@@ -33,15 +38,17 @@
 #include "mem_probe.h"
 
 #define MAX_CONNS 100000u
-#define PACE 500u           /* connects between looks at the server count */
-#define PACE_SLACK 1000u    /* how far the server may lag behind the client */
-#define SERVER_SECONDS 900u /* a --server exits after this at the latest */
-#define HOLD_MS "600000"    /* a parked long-poll outlives the measurement */
-#define EXIT_GRACE_MS 10000 /* how long the server may take to quit */
+#define PACE 500u            /* connects between looks at the server count */
+#define PACE_SLACK 1000u     /* how far the server may lag behind the client */
+#define SERVER_SECONDS 900u  /* a --server exits after this at the latest */
+#define HOLD_MS "600000"     /* a parked long-poll outlives the measurement */
+#define EXIT_GRACE_MS 10000  /* how long the server may take to quit */
+#define UPLOAD_CL (8u << 20) /* what a stalled upload announces */
+#define UPLOAD_IDLE_MS 1000  /* no byte out for this long: stalled */
 
 struct opts {
-    int server, hold;
-    unsigned conns, threads, settle_ms, seconds, max_conns;
+    int server, hold, upload;
+    unsigned conns, threads, settle_ms, seconds, max_conns, upload_kib;
     int port;
     long pid;
 };
@@ -49,7 +56,7 @@ struct opts {
 /* What the server answers to "stat". */
 struct srv_stat {
     long conns, parked;
-    long long heap, hooked;
+    long long heap, hooked, body, rejected;
 };
 
 /* --- server mode ---------------------------------------------------------- */
@@ -67,9 +74,11 @@ static void answer_stat(void *arg)
     struct mallinfo2 mi = mallinfo2();
     es_http_server_stats_t st = {0};
     es_http_server_stats(src->s, &st);
-    printf("conns=%llu parked=%ld heap=%zu hooked=%ld\n",
+    printf("conns=%llu parked=%ld heap=%zu hooked=%ld body=%llu "
+           "rejected=%llu\n",
            (unsigned long long)st.connections, hb_app_parked(src->app),
-           mi.uordblks + mi.hblkhd, atomic_load(&live_bytes));
+           mi.uordblks + mi.hblkhd, atomic_load(&live_bytes),
+           (unsigned long long)st.body_bytes, (unsigned long long)st.rejected);
     fflush(stdout);
 }
 
@@ -78,7 +87,9 @@ static int server_run(es_runtime_t *rt, const struct opts *o)
     es_http_server_opts_t ho = {.max_connections =
                                     o->max_conns ? o->max_conns : MAX_CONNS,
                                 .keepalive_timeout_ms = 900000,
-                                .header_timeout_ms = 900000};
+                                .header_timeout_ms = 900000,
+                                .body_timeout_ms = 900000,
+                                .body_read_timeout_ms = 900000};
     es_http_server_t *s = NULL;
     hb_app_t *app = NULL;
     int rc = es_http_server_new(rt, &ho, &s);
@@ -130,8 +141,11 @@ static int child_stat(struct child *c, struct srv_stat *s)
     int rc = child_cmd(c, "stat\n", line, sizeof(line));
     if (rc)
         return rc;
-    return sscanf(line, "conns=%ld parked=%ld heap=%lld hooked=%lld", &s->conns,
-                  &s->parked, &s->heap, &s->hooked) == 4
+    return sscanf(line,
+                  "conns=%ld parked=%ld heap=%lld hooked=%lld body=%lld "
+                  "rejected=%lld",
+                  &s->conns, &s->parked, &s->heap, &s->hooked, &s->body,
+                  &s->rejected) == 6
                ? 0
                : -EPROTO;
 }
@@ -159,16 +173,23 @@ static int read_response(int fd)
     }
 }
 
-/* Connects and sends GET /plaintext (and reads the response) or, with
- * hold, GET /hold (and reads nothing). */
-static int dial(int port, int hold)
+/* Connects and sends GET /plaintext (and reads the response), or with
+ * hold GET /hold, or with upload the head of an 8 MiB POST /echo (and
+ * reads nothing). */
+static int dial(int port, const struct opts *o)
 {
     static const char plain[] =
         "GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n";
     static const char park[] =
         "GET /hold?ms=" HOLD_MS " HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    const char *req = hold ? park : plain;
-    size_t len = hold ? sizeof(park) - 1 : sizeof(plain) - 1;
+    char up[128];
+    snprintf(up, sizeof(up),
+             "POST /echo HTTP/1.1\r\nHost: localhost\r\n"
+             "Content-Length: %u\r\n\r\n",
+             UPLOAD_CL);
+    int hold = o->hold || o->upload;
+    const char *req = o->upload ? up : o->hold ? park : plain;
+    size_t len = strlen(req);
     int fd = dial_loopback(port);
     if (fd < 0)
         return fd;
@@ -202,13 +223,13 @@ static int open_all(const struct opts *o, int port, struct child *c, int *fds)
 {
     struct srv_stat s;
     for (unsigned i = 0; i < o->conns; i++) {
-        fds[i] = dial(port, o->hold);
+        fds[i] = dial(port, o);
         if (fds[i] < 0) {
             fprintf(stderr, "http_memory: connection %u: %s\n", i,
                     strerror(-fds[i]));
             return fds[i];
         }
-        if (c && i % PACE == PACE - 1 && i >= PACE_SLACK) {
+        if (c && !o->upload && i % PACE == PACE - 1 && i >= PACE_SLACK) {
             int rc = wait_server(c, o->hold, (long)(i - PACE_SLACK), &s);
             if (rc)
                 return rc;
@@ -217,9 +238,45 @@ static int open_all(const struct opts *o, int port, struct child *c, int *fds)
     return 0;
 }
 
+/*
+ * Sends each upload's body (--upload-kib) without blocking, round robin,
+ * until every byte is out or none has gone out for UPLOAD_IDLE_MS (the
+ * server stopped reading, or refused and closed). Returns: KiB sent.
+ */
+static long upload_pump(const struct opts *o, const int *fds)
+{
+    static char chunk[64 << 10];
+    size_t want = (size_t)o->upload_kib << 10, total = 0;
+    size_t *sent = calloc(o->conns, sizeof(*sent));
+    if (!sent)
+        return -ENOMEM;
+    memset(chunk, 'u', sizeof(chunk));
+    for (double idle = now_ms(); now_ms() - idle < UPLOAD_IDLE_MS;) {
+        int moved = 0;
+        for (unsigned i = 0; i < o->conns; i++) {
+            size_t n =
+                want - sent[i] < sizeof(chunk) ? want - sent[i] : sizeof(chunk);
+            ssize_t w =
+                n ? send(fds[i], chunk, n, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+            if (w > 0) {
+                sent[i] += (size_t)w;
+                total += (size_t)w;
+                moved = 1;
+            }
+        }
+        if (moved)
+            idle = now_ms();
+        else
+            usleep(5000);
+    }
+    free(sent);
+    return (long)(total >> 10);
+}
+
 struct result {
     struct mem s0, s1, c0, c1;
     struct srv_stat h0, h1;
+    long sent_kib;
 };
 
 static void print_result(const struct opts *o, const struct result *r)
@@ -229,13 +286,21 @@ static void print_result(const struct opts *o, const struct result *r)
            "srv_anon_per_conn=%.0f srv_heap_per_conn=%.0f "
            "srv_hooked_per_conn=%.0f srv_conns=%ld srv_parked=%ld "
            "cli_rss_per_conn=%.0f\n",
-           o->conns, o->hold ? "hold" : "idle", r->s0.rss_kb,
-           (double)(r->s1.rss_kb - r->s0.rss_kb) * 1024 / n,
+           o->conns,
+           o->upload ? "upload"
+           : o->hold ? "hold"
+                     : "idle",
+           r->s0.rss_kb, (double)(r->s1.rss_kb - r->s0.rss_kb) * 1024 / n,
            (double)(r->s1.anon_kb - r->s0.anon_kb) * 1024 / n,
            r->h1.conns < 0 ? -1.0 : (double)(r->h1.heap - r->h0.heap) / n,
            r->h1.conns < 0 ? -1.0 : (double)(r->h1.hooked - r->h0.hooked) / n,
            r->h1.conns, r->h1.parked,
            (double)(r->c1.rss_kb - r->c0.rss_kb) * 1024 / n);
+    if (o->upload)
+        printf("upload n=%u sent_kib=%ld srv_rss_before_kb=%ld "
+               "srv_rss_after_kb=%ld srv_body_bytes=%lld srv_rejected=%lld\n",
+               o->conns, r->sent_kib, r->s0.rss_kb, r->s1.rss_kb, r->h1.body,
+               r->h1.rejected - r->h0.rejected);
 }
 
 /* Baseline, N connections, settle, measure. c is NULL for --pid. */
@@ -257,7 +322,9 @@ static int measure(const struct opts *o, long pid, int port, struct child *c)
         fds[i] = -1;
     if (!rc)
         rc = open_all(o, port, c, fds);
-    if (!rc && c)
+    if (!rc && o->upload)
+        r.sent_kib = upload_pump(o, fds);
+    else if (!rc && c)
         rc = wait_server(c, o->hold, (long)o->conns, &r.h1);
     if (!rc)
         usleep((useconds_t)o->settle_ms * 1000);
@@ -305,8 +372,12 @@ static int parse_pair(struct opts *o, const char *k, const char *v)
     char *end;
     long n = strtol(v, &end, 10);
     int num = *v && !*end && n >= 0;
-    if (!strcmp(k, "--mode") && (!strcmp(v, "idle") || !strcmp(v, "hold")))
+    if (!strcmp(k, "--mode") &&
+        (!strcmp(v, "idle") || !strcmp(v, "hold") || !strcmp(v, "upload"))) {
         o->hold = !strcmp(v, "hold");
+        o->upload = !strcmp(v, "upload");
+    } else if (!strcmp(k, "--upload-kib") && num && n > 0 && n <= 8192)
+        o->upload_kib = (unsigned)n;
     else if (!strcmp(k, "--connections") && num && n > 0 && n <= MAX_CONNS)
         o->conns = (unsigned)n;
     else if (!strcmp(k, "--max-connections") && num && n > 0)
@@ -328,7 +399,7 @@ static int parse_pair(struct opts *o, const char *k, const char *v)
 
 static int parse_args(struct opts *o, int argc, char **argv)
 {
-    *o = (struct opts){.settle_ms = 1000};
+    *o = (struct opts){.settle_ms = 1000, .upload_kib = 4096};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--server"))
             o->server = 1;
@@ -339,7 +410,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
     }
     if (!o->server && (!o->conns || !o->pid != !o->port))
         return -EINVAL;
-    return o->pid && o->hold ? -EINVAL : 0;
+    return o->pid && (o->hold || o->upload) ? -EINVAL : 0;
 }
 
 int main(int argc, char **argv)
@@ -347,8 +418,9 @@ int main(int argc, char **argv)
     struct opts o;
     if (parse_args(&o, argc, argv)) {
         fprintf(stderr,
-                "usage: http_memory --connections N [--mode idle|hold] "
-                "[--threads T] [--settle-ms MS]\n"
+                "usage: http_memory --connections N "
+                "[--mode idle|hold|upload] [--threads T] [--settle-ms MS] "
+                "[--upload-kib K]\n"
                 "       http_memory --connections N --port P --pid PID\n"
                 "       http_memory --server [--threads T] "
                 "[--max-connections N] [--seconds S]\n");

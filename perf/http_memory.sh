@@ -9,6 +9,10 @@
 #         kept alive;
 #   hold  every connection has an outstanding GET /hold?ms=600000: a
 #         deferred response parked on a timer (a long-poll).
+# Then stalled uploads (UPLOAD_NS, default "40 1000" connections): each
+# announces an 8 MiB body, sends 4 MiB (UPLOAD_KIB) as fast as the server
+# reads it and stalls; the server's RSS before and after, its reserved body
+# bytes and the 503s show what the body budget (max_body_buffer) bounds.
 # Then, when nginx is installed, nginx's RSS per idle keep-alive connection
 # after one GET /plaintext each (one process, master off, keepalive_timeout
 # 600s, worker_connections = N + 64 so its connection array is in the
@@ -18,7 +22,8 @@
 #   perf/http_memory.sh [BUILD_DIR]        (default: build)
 # Environment: NS="1000 10000 max" overrides the connection counts,
 # BREAKDOWN_N (10000) picks the N of the breakdowns, NO_NGINX=1 skips
-# nginx, OUT=path overrides the output file.
+# nginx, MODES="idle hold" picks the per-connection modes (MODES=none
+# skips them), OUT=path overrides the output file.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,7 +116,8 @@ table() {
         "RSS/conn (B) | RssAnon/conn (B) | heap/conn (B) | hooked/conn (B) |" \
         "client RSS/conn (B) |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
-    for mode in idle hold; do
+    for mode in ${MODES:-idle hold}; do
+        [[ $mode == none ]] && continue
         for n in $ns; do run_es "$mode" "$n" || true; done
     done
     if [[ -z ${NO_NGINX:-} ]] && command -v nginx >/dev/null; then
@@ -154,8 +160,35 @@ targets() {
     verdict hold "$nbreak" 1000
 }
 
+uploads() { # the stalled-upload table
+    local n l
+    echo
+    echo "## Stalled uploads (body budget: max_body_buffer, 32 MiB)"
+    echo
+    echo "Each of N connections sends POST /echo with Content-Length: 8 MiB"
+    echo "and ${UPLOAD_KIB:-4096} KiB of body as fast as the server reads it,"
+    echo "then stalls (timeouts set to 900 s). A Content-Length body reserves"
+    echo "its size: 3 fit in 32 MiB, the others get 503 and are closed."
+    echo
+    echo "| N | KiB sent | server RSS before (kB) | after (kB) |" \
+        "body bytes reserved | 503 |"
+    echo "|---|---|---|---|---|---|"
+    for n in ${UPLOAD_NS:-40 1000}; do
+        l=$(timeout 600 "$bin" --connections "$n" --mode upload --threads 1 \
+            --settle-ms 1000 --upload-kib "${UPLOAD_KIB:-4096}" |
+            grep '^upload ') ||
+            { echo "http_memory.sh: upload N=$n failed" >&2; continue; }
+        echo "$l" >&2
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$n" \
+            "$(field sent_kib "$l")" "$(field srv_rss_before_kb "$l")" \
+            "$(field srv_rss_after_kb "$l")" "$(field srv_body_bytes "$l")" \
+            "$(field srv_rejected "$l")"
+    done
+}
+
 report() {
     table
+    uploads
     targets
     breakdown idle "$nbreak"
     breakdown hold "$nbreak"

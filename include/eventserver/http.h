@@ -104,12 +104,22 @@ typedef void (*es_http_error_cb)(int status, const es_http_request_t *req,
 typedef struct es_http_server_opts {
     /* Server header value; NULL: "EventServer"; "": no Server header. */
     const char *server_name;
-    size_t max_url;                /* request target bytes [414]; 8 KiB */
-    size_t max_header_bytes;       /* request line + all fields [431]; 16 KiB */
-    unsigned max_headers;          /* number of fields [431]; 100 */
-    size_t max_body;               /* decoded body bytes [413]; 8 MiB */
-    unsigned header_timeout_ms;    /* whole header must arrive in [408]; 10 s */
-    unsigned body_timeout_ms;      /* whole body must arrive in [408]; 60 s */
+    size_t max_url;             /* request target bytes [414]; 8 KiB */
+    size_t max_header_bytes;    /* request line + all fields [431]; 16 KiB */
+    unsigned max_headers;       /* number of fields [431]; 100 */
+    size_t max_body;            /* decoded body bytes [413]; 8 MiB */
+    unsigned header_timeout_ms; /* whole header must arrive in [408]; 10 s */
+    unsigned body_timeout_ms;   /* whole body must arrive in [408]; 60 s */
+    /* Longest wait between two reads of a body [408]; 15 s. Not counted
+     * while the server itself holds reading back (max_body_buffer). */
+    unsigned body_read_timeout_ms;
+    /* Request-body bytes all connections together may buffer; 32 MiB.
+     * A Content-Length body reserves its size when its head is read
+     * [503 if it does not fit now; 413 if it never can]; a chunked body
+     * takes budget as it grows, and its reading pauses while none is left
+     * (resuming when a request frees some). Bodies read through on_body
+     * (es_http_server_route_body) take none. */
+    size_t max_body_buffer;
     unsigned keepalive_timeout_ms; /* idle between requests; 60 s */
     unsigned max_connections;      /* open at once; extra ones get 503; 10000 */
     size_t write_high; /* per-connection send queue high mark; 1 MiB */
@@ -122,6 +132,8 @@ typedef struct es_http_server_opts {
 #define ES_HTTP_DEFAULT_MAX_BODY (8u << 20)
 #define ES_HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000u
 #define ES_HTTP_DEFAULT_BODY_TIMEOUT_MS 60000u
+#define ES_HTTP_DEFAULT_BODY_READ_TIMEOUT_MS 15000u
+#define ES_HTTP_DEFAULT_MAX_BODY_BUFFER (32u << 20)
 #define ES_HTTP_DEFAULT_KEEPALIVE_TIMEOUT_MS 60000u
 #define ES_HTTP_DEFAULT_MAX_CONNECTIONS 10000u
 
@@ -154,6 +166,43 @@ ES_EXTERN int es_http_server_route(es_http_server_t *s, const char *method,
 /* The seed's add(path, handler, arg): es_http_server_route(s, NULL, ...). */
 ES_EXTERN int es_http_server_add(es_http_server_t *s, const char *path,
                                  es_http_handler_cb cb, void *arg);
+
+/*
+ * Receives a request body piece by piece, as it is read (chunked bodies
+ * decoded, no framing), in order, before the handler runs; req has its
+ * method, target and head fields (trailers not yet), and an empty body.
+ * data points into the read buffer and is valid during the call only.
+ * When the body is complete the route's handler runs once, with its own
+ * req (an empty body, the trailers appended) carrying the same user
+ * pointer (es_http_request_set_user / _user). If the request
+ * is abandoned instead (the client left, a limit or deadline, a framing
+ * error) on_body is called once more with data NULL and len 0, and the
+ * handler does not run: exactly one of the two ends every request the
+ * route received. A body-less request goes straight to the handler.
+ * Returns: 0 to go on; an HTTP status (400..599; anything else counts
+ * as 500) to refuse the request with that status and close the
+ * connection (the abandon call with data NULL still follows).
+ * Ownership: data and req stay the server's (the user pointer is the
+ * caller's). Lifetime: data during the call; req until the handler is
+ * called or the abandon call returns.
+ * Thread: the connection's demux thread; it must not block (the
+ * connection reads no more until it returns).
+ */
+typedef int (*es_http_body_cb)(es_http_request_t *req, const void *data,
+                               size_t len, void *arg);
+
+/*
+ * Adds a route whose request bodies are streamed to on_body instead of
+ * buffered (see es_http_body_cb); otherwise as es_http_server_route().
+ * Streamed bytes take nothing from max_body_buffer; max_body still
+ * applies [413].
+ * Returns: as es_http_server_route(); -EINVAL also for a NULL on_body.
+ * Thread: any, before es_http_server_start().
+ */
+ES_EXTERN int es_http_server_route_body(es_http_server_t *s, const char *method,
+                                        const char *path,
+                                        es_http_body_cb on_body,
+                                        es_http_handler_cb cb, void *arg);
 
 /*
  * Replaces the hook that fills server-generated error responses.
@@ -189,11 +238,14 @@ ES_EXTERN int es_http_server_port(const es_http_server_t *s, unsigned index);
 
 /* Server counters (monotonic, except connections). */
 typedef struct es_http_server_stats {
-    uint64_t connections;   /* open now */
-    uint64_t accepted;      /* ever */
-    uint64_t requests;      /* complete requests handed to a handler */
-    uint64_t rejected;      /* errors sent by the server (4xx/5xx) */
-    uint64_t deferred_gone; /* deferred responses whose client left */
+    uint64_t connections;     /* open now */
+    uint64_t accepted;        /* ever */
+    uint64_t requests;        /* complete requests handed to a handler */
+    uint64_t rejected;        /* errors sent by the server (4xx/5xx) */
+    uint64_t deferred_gone;   /* deferred responses whose client left */
+    uint64_t body_bytes;      /* request-body bytes reserved now */
+    uint64_t body_bytes_peak; /* most ever reserved at once */
+    uint64_t body_waits;      /* times a body paused for max_body_buffer */
 } es_http_server_stats_t;
 
 /* Reads the counters. Returns: 0, -EINVAL. Thread: any. */
@@ -236,6 +288,15 @@ ES_EXTERN const void *es_http_request_body(const es_http_request_t *req,
                                            size_t *len);
 /* The runtime the server runs on. */
 ES_EXTERN es_runtime_t *es_http_request_runtime(const es_http_request_t *req);
+/*
+ * Attaches a pointer of the caller's to the request, for a streamed body
+ * (es_http_body_cb) to carry its state to the handler; NULL at first.
+ * The server never dereferences or frees it.
+ * Thread: the connection's demux thread (inside on_body or the handler).
+ */
+ES_EXTERN void es_http_request_set_user(es_http_request_t *req, void *user);
+/* The pointer set by es_http_request_set_user(), or NULL. */
+ES_EXTERN void *es_http_request_user(const es_http_request_t *req);
 
 /* --- Responses -----------------------------------------------------------
  * Thread: the connection's demux thread inside the handler; for a deferred
