@@ -163,6 +163,10 @@ void es__loop_wake(struct es__loop *loop, struct es__tctx *t);
 
 /* --- actors (actor.c, table.c) -------------------------------------------- */
 
+/* Largest mailbox capacity: keeps every difference of the mailbox counters
+ * within +-2^31, where mailbox_reserve() reads them as signed. */
+#define ES__MAILBOX_MAX (UINT32_MAX / 4)
+
 /* A growable FIFO of messages, owned by one thread. */
 struct es__msgq {
     es_msg_t *buf;

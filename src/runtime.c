@@ -37,7 +37,7 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
         return -EINVAL;
     if (!out->mailbox_capacity)
         out->mailbox_capacity = ES_MAILBOX_DEFAULT;
-    if (out->mailbox_capacity > UINT32_MAX / 4)
+    if (out->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL;
     if (!out->channel_capacity)
         out->channel_capacity = ES_CHANNEL_DEFAULT;

@@ -283,6 +283,10 @@ Test(actor, spawn_rejects_bad_options, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     o.loop = -7;
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
+    /* Above 2^30 - 1 the mailbox counters could not be compared. */
+    o.loop = 0;
+    o.mailbox_capacity = (1u << 30);
+    cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     es_test_free(rt);
     /* On failure the caller keeps the state: state_free never ran. */
     cr_assert_eq(atomic_load(&p.freed), 0);
