@@ -468,6 +468,10 @@ int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
 {
     if (!rt || !msg || msg->type < ES_MSG_USER)
         return -EINVAL;
+    /* actor.h: the payload is inline (at most ES_MSG_INLINE bytes) or at
+     * ptr; a destructor needs something to free. */
+    ES_ASSERT(msg->ptr || msg->len <= ES_MSG_INLINE);
+    ES_ASSERT(msg->ptr || !msg->free_cb);
     return es__send(rt, to, msg, true);
 }
 
@@ -596,30 +600,36 @@ uint32_t es__actor_backlog(const es_actor_t *a)
 
 void es_actor_stop(es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     self->stop_requested = true;
 }
 
 es_actor_id_t es_actor_self(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->id;
 }
 
 void *es_actor_state(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->state;
 }
 
 void es_actor_set_state(es_actor_t *self, void *state)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     self->state = state;
 }
 
 es_runtime_t *es_actor_runtime(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->rt;
 }
 
 int es_actor_loop_index(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return (int)self->loop->index;
 }
