@@ -58,6 +58,10 @@ const char *es_conn_reason_str(int reason)
     return names[reason];
 }
 
+/* conn.h's "Thread: owning loop only", checked in debug builds. */
+#define OWNING_LOOP_ONLY(self)                                                 \
+    ES_ASSERT(!(self) || es__loop_owned((self)->loop))
+
 static struct es__conn *conn_of(const es_actor_t *self)
 {
     if (!self || self->ext_free != es__conn_free)
@@ -562,6 +566,7 @@ static void after_queue(struct es__conn *c)
 
 int es_conn_write(es_actor_t *self, const void *data, size_t len)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c || (!data && len))
         return -EINVAL;
@@ -581,6 +586,7 @@ int es_conn_write(es_actor_t *self, const void *data, size_t len)
 int es_conn_write_ref(es_actor_t *self, void *data, size_t len,
                       es_msg_free_cb free_cb)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c || (!data && len))
         return -EINVAL;
@@ -605,6 +611,7 @@ int es_conn_write_ref(es_actor_t *self, void *data, size_t len,
 
 int es_conn_close(es_actor_t *self)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
@@ -616,6 +623,7 @@ int es_conn_close(es_actor_t *self)
 
 int es_conn_abort(es_actor_t *self)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
@@ -627,6 +635,7 @@ int es_conn_abort(es_actor_t *self)
 
 int es_conn_shutdown(es_actor_t *self)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
@@ -638,6 +647,7 @@ int es_conn_shutdown(es_actor_t *self)
 
 int es_conn_pause(es_actor_t *self, int paused)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
@@ -647,6 +657,7 @@ int es_conn_pause(es_actor_t *self, int paused)
 
 int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
@@ -719,12 +730,14 @@ int es_conn_broadcast(es_runtime_t *rt, es_behaviour_cb behaviour,
 
 size_t es_conn_queued(const es_actor_t *self)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     return c ? c->queued : 0;
 }
 
 int es_conn_fd(const es_actor_t *self)
 {
+    OWNING_LOOP_ONLY(self);
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;

@@ -17,7 +17,8 @@
  * may be full, so the cache line the home thread writes for every message
  * is not pulled to the senders' cores on every send. `done_seen` may be
  * stale (smaller than `done`): that only sends a sender to the slow path.
- * Unsigned wrap-around keeps the arithmetic right after 2^32 messages.
+ * The counters wrap; they are compared by signed difference (see
+ * mailbox_reserve() for the invariant and the memory orders).
  *
  * A stopped actor leaves the table at once (new sends get -ESRCH), gets
  * ES_MSG_STOP (an actor installed after its loop began to stop gets START
@@ -146,6 +147,14 @@ unsigned es__runq_run(struct es__loop *loop)
 /* --- delivery (home thread) ------------------------------------------------
  */
 
+/* A user message no longer counts against a's mailbox (home thread). The
+ * release store pairs with the acquire load in mailbox_reserve(). */
+static void mailbox_done(es_actor_t *a)
+{
+    a->done_local++;
+    atomic_store_explicit(&a->done, a->done_local, memory_order_release);
+}
+
 static int call_behaviour(es_actor_t *a, es_msg_t *m)
 {
     es_actor_t *prev = tls_current;
@@ -173,11 +182,8 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
         }
         if (m->free_cb)
             es_msg_release(m);
-        if (m->type >= ES_MSG_USER) {
-            a->done_local++;
-            atomic_store_explicit(&a->done, a->done_local,
-                                  memory_order_release);
-        }
+        if (m->type >= ES_MSG_USER)
+            mailbox_done(a);
     }
     if (a->stop_requested)
         es__actor_finalize(a);
@@ -201,6 +207,8 @@ void es__actor_route(struct es__loop *loop, es_msg_t *m)
     if (es__msgq_push(&a->q, m, false) != 0) {
         es__log(ES_LOG_ERROR, "no memory to queue a message for %#llx",
                 (unsigned long long)a->id);
+        if (m->type >= ES_MSG_USER)
+            mailbox_done(a); /* or its slot would stay taken for good */
         es__dead_letter(loop->rt, loop, m);
         return;
     }
@@ -310,7 +318,7 @@ int es__actor_new_loop_actor(struct es__loop *loop)
         return -ENOMEM;
     a->rt = loop->rt;
     a->loop = loop;
-    a->capacity = UINT32_MAX / 2;
+    a->capacity = ES__MAILBOX_MAX;
     a->is_loop = true;
     a->behaviour = loop_behaviour;
     a->installed = true;
@@ -328,15 +336,59 @@ int es__actor_new_loop_actor(struct es__loop *loop)
 /* --- sending (any thread) --------------------------------------------------
  */
 
+/*
+ * Mailbox admission, lock-free, any number of senders.
+ *
+ * Invariant: a message counts against a's mailbox from the reservation that
+ * admits it until its behaviour returns, and a reservation is admitted only
+ * if fewer than `capacity` reservations precede it that are not yet done.
+ * `sent`, `done` and `done_seen` are free-running 32-bit counters; only
+ * their differences mean anything, and a difference is read as a signed
+ * number (serial-number arithmetic, RFC 1982). That is exact as long as the
+ * true difference lies within +-2^31, which holds because capacity is at
+ * most ES__MAILBOX_MAX (2^30): s - done never exceeds capacity plus the
+ * senders in flight, and goes negative only by the messages handled while
+ * this sender sat between its fetch_add and its loads.
+ *
+ * Negative is the case that used to be misread: a sender preempted after
+ * its fetch_add can find `done` (or `done_seen`, refreshed by another
+ * sender) already past its own position s, because messages reserved after
+ * s were handled meanwhile. The unsigned difference then wrapped to ~2^32,
+ * "full", and es_send() returned -EAGAIN with the mailbox nearly empty
+ * (issue 8; tests/src/test_mailbox.c never_full_below_capacity). Signed, it
+ * is below capacity: admitted, correctly. The one misreading left needs a
+ * sender to stay preempted inside this function while 2^31 messages to the
+ * same actor are handled; it would return a spurious -EAGAIN, which the
+ * caller may retry.
+ *
+ * Memory orders:
+ * - fetch_add / fetch_sub on `sent` are relaxed: only their atomicity
+ *   matters (each reservation gets its own position; a refused one gives
+ *   its position back). No data is published through `sent`; the message
+ *   itself travels in a ring ordered by ck_ring's fences.
+ * - `done_seen` is relaxed: a hint. Every value it holds was once a value
+ *   of `done`, so it is never ahead of `done`; a stale (smaller) value only
+ *   sends a sender to the slow path, where `done` is read.
+ * - `done` is loaded with acquire, pairing with the release store in
+ *   es__actor_dispatch() after each handled message: a sender admitted
+ *   because message n was done happens after the handling of message n.
+ *   The count alone would be right with relaxed; the edge keeps the
+ *   happens-before story simple (and visible to TSan) at no cost on x86.
+ */
+static inline bool mailbox_room(unsigned s, unsigned done, uint32_t capacity)
+{
+    return (int32_t)(s - done) < (int32_t)capacity;
+}
+
 static bool mailbox_reserve(es_actor_t *a)
 {
     unsigned s = atomic_fetch_add_explicit(&a->sent, 1, memory_order_relaxed);
     unsigned seen = atomic_load_explicit(&a->done_seen, memory_order_relaxed);
-    if (s - seen < a->capacity)
+    if (mailbox_room(s, seen, a->capacity))
         return true;
     unsigned done = atomic_load_explicit(&a->done, memory_order_acquire);
     atomic_store_explicit(&a->done_seen, done, memory_order_relaxed);
-    if (s - done < a->capacity)
+    if (mailbox_room(s, done, a->capacity))
         return true;
     atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
     return false;
@@ -416,6 +468,10 @@ int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
 {
     if (!rt || !msg || msg->type < ES_MSG_USER)
         return -EINVAL;
+    /* actor.h: the payload is inline (at most ES_MSG_INLINE bytes) or at
+     * ptr; a destructor needs something to free. */
+    ES_ASSERT(msg->ptr || msg->len <= ES_MSG_INLINE);
+    ES_ASSERT(msg->ptr || !msg->free_cb);
     return es__send(rt, to, msg, true);
 }
 
@@ -488,6 +544,8 @@ int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
     if (opts->loop != ES_LOOP_ANY &&
         (opts->loop < 0 || (unsigned)opts->loop >= rt->nloops))
         return -EINVAL;
+    if (opts->mailbox_capacity > ES__MAILBOX_MAX)
+        return -EINVAL; /* mailbox_reserve() relies on it */
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
         return -ESHUTDOWN;
     struct es__tctx *t = es__tctx_get(rt);
@@ -542,30 +600,36 @@ uint32_t es__actor_backlog(const es_actor_t *a)
 
 void es_actor_stop(es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     self->stop_requested = true;
 }
 
 es_actor_id_t es_actor_self(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->id;
 }
 
 void *es_actor_state(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->state;
 }
 
 void es_actor_set_state(es_actor_t *self, void *state)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     self->state = state;
 }
 
 es_runtime_t *es_actor_runtime(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return self->rt;
 }
 
 int es_actor_loop_index(const es_actor_t *self)
 {
+    ES_ASSERT(es__loop_owned(self->loop));
     return (int)self->loop->index;
 }

@@ -284,6 +284,9 @@ struct es__tctx *es__tctx_get(es_runtime_t *rt)
 void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
 {
     int expected = 1;
+    /* The caller issued the sender-side seq_cst fence. The CAS only picks
+     * one writer per sleep, so it can be relaxed: the byte it sends is what
+     * wakes the loop, and the loop re-reads the rings after epoll_wait(). */
     if (atomic_load_explicit(&loop->sleeping, memory_order_relaxed) &&
         atomic_compare_exchange_strong_explicit(&loop->sleeping, &expected, 0,
                                                 memory_order_relaxed,
@@ -300,6 +303,9 @@ void es__tctx_flush_wakes(struct es__tctx *t)
 {
     if (!t->wake_count)
         return;
+    /* Dekker, sender side (demux senders, once for a batch): orders the
+     * ring commits of this turn before the loads of `sleeping` in
+     * es__loop_wake(). Pairs with the loop's fence in sleep_until_work(). */
     atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < t->rt->nloops; i++) {
         if (t->wake_pending[i]) {
@@ -343,6 +349,9 @@ void es__chan_commit(struct es__tctx *t, unsigned index)
             t->wake_count++;
         }
     } else {
+        /* Dekker, sender side (foreign senders, per message): orders the
+         * producer-index store of the commit above before the load of
+         * `sleeping`. Pairs with the loop's fence in sleep_until_work(). */
         atomic_thread_fence(memory_order_seq_cst);
         es__loop_wake(&t->rt->loops[index], t);
     }

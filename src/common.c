@@ -190,3 +190,13 @@ uint64_t es__now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+#if ES_ASSERTS
+void es__assert_fail(const char *expr, const char *file, int line,
+                     const char *func)
+{
+    es__log(ES_LOG_ERROR, "assertion failed: %s (%s:%d, %s)", expr, file, line,
+            func);
+    abort();
+}
+#endif

@@ -62,6 +62,7 @@ static void unlink_node(struct es__deadline *d)
 int es__deadline_set(es_actor_t *owner, struct es__deadline *d,
                      uint64_t after_ms)
 {
+    ES_ASSERT(es__loop_owned(owner->loop));
     struct es__wheel *w = &owner->loop->wheel;
     if (!w->slots) {
         w->slots = es__calloc(ES__WHEEL_SLOTS, sizeof(*w->slots));
@@ -94,6 +95,7 @@ void es__deadline_clear(struct es__deadline *d)
 {
     if (!d->pprev)
         return;
+    ES_ASSERT(es__loop_owned(d->owner->loop));
     unlink_node(d);
     d->owner->loop->wheel.armed--;
 }

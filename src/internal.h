@@ -73,6 +73,39 @@ void es__log(es_log_level_t level, const char *fmt, ...)
 /* Monotonic clock in nanoseconds. */
 uint64_t es__now_ns(void);
 
+/* --- assertions (common.c) ------------------------------------------------
+ *
+ * ES_ASSERT checks a contract the public headers state ("Thread: owning
+ * loop only", an argument's range) or an invariant of our own. It is active
+ * in debug builds (no NDEBUG) and in sanitizer builds, and compiled out in
+ * Release, where its argument is not evaluated. A failed assertion is
+ * logged through the log hook and aborts the process: the one place the
+ * library calls abort(), and only in the builds where a wrong call should
+ * stop the program at the call. Define ES_ASSERTS to 0 or 1 to override.
+ */
+#ifndef ES_ASSERTS
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define ES__SANITIZED 1
+#endif
+#endif
+#if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) ||                       \
+    defined(__SANITIZE_THREAD__) || defined(ES__SANITIZED) || defined(ES_TSAN)
+#define ES_ASSERTS 1
+#else
+#define ES_ASSERTS 0
+#endif
+#endif
+
+#if ES_ASSERTS
+__attribute__((noreturn, cold)) void
+es__assert_fail(const char *expr, const char *file, int line, const char *func);
+#define ES_ASSERT(cond)                                                        \
+    ((cond) ? (void)0 : es__assert_fail(#cond, __FILE__, __LINE__, __func__))
+#else
+#define ES_ASSERT(cond) ((void)sizeof(!(cond)))
+#endif
+
 /* --- ThreadSanitizer annotations ------------------------------------------ */
 
 /*
@@ -119,14 +152,24 @@ struct es__chan {
  * it back when they exit, for the next new thread to reuse.
  */
 struct es__tctx {
+    /* Set at creation, before the context is used; read-only after. */
     es_runtime_t *rt;
     ck_epoch_record_t *rec;
-    struct es__chan **chan;      /* [threads] */
-    int loop_index;              /* -1 for a foreign thread */
-    atomic_int in_use;           /* foreign: 1 while a thread owns it */
-    struct es__tctx *next;       /* runtime's list of contexts */
+    int loop_index; /* -1 for a foreign thread */
+
+    /* The owning thread only (the one thread sending with it; a foreign
+     * context changes hands through `in_use`, see chan.c). */
+    struct es__chan **chan;      /* [threads]: slots set by the owner */
     unsigned char *wake_pending; /* [threads]: demux senders batch wakeups */
     unsigned wake_count;
+
+    /* Any thread: 1 while a foreign thread owns this context (release
+     * store 0 by the old owner, acquire CAS 0 -> 1 by the next). */
+    atomic_int in_use;
+    /* Under rt->tctx_lock (written once when the context is listed). */
+    struct es__tctx *next; /* runtime's list of foreign contexts */
+
+    /* Written by the owner, read by es_runtime_stats() from any thread. */
     _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved;
 };
 
@@ -162,6 +205,10 @@ bool es__chan_nonempty(const struct es__chan *c);
 void es__loop_wake(struct es__loop *loop, struct es__tctx *t);
 
 /* --- actors (actor.c, table.c) -------------------------------------------- */
+
+/* Largest mailbox capacity: keeps every difference of the mailbox counters
+ * within +-2^31, where mailbox_reserve() reads them as signed. */
+#define ES__MAILBOX_MAX (UINT32_MAX / 4)
 
 /* A growable FIFO of messages, owned by one thread. */
 struct es__msgq {
@@ -409,32 +456,50 @@ struct es__watch {
 struct epoll_event;
 
 struct es__loop {
+    /* Set by es__loop_init() before any thread starts; read-only after. */
     es_runtime_t *rt;
     unsigned index;
-    pthread_t thread;
-    bool thread_started;
     int epfd;
     int wake_rd, wake_wr;
     struct es__watch wake_watch;
-    atomic_int sleeping;
-    _Atomic(struct es__chan *) inbound;
-    struct es__tctx tctx;
-    es_actor_t *self;      /* the loop actor */
-    es_actor_id_t self_id; /* its handle, kept after it is freed at stop */
+    es_actor_id_t self_id; /* the loop actor's handle, kept after it is freed */
+    struct epoll_event *events; /* [ES__EPOLL_EVENTS], made by loop.c */
+
+    /* The thread calling es_runtime_start() / es_runtime_wait() (the one
+     * settling the runtime): the loop thread's pthread and whether it runs.
+     * Read by es__loop_owned() on other threads, and then only after the
+     * join that ends the loop thread. */
+    pthread_t thread;
+    bool thread_started;
+
+    /* Any thread: the wakeup handshake (chan.c) and the inbound list. */
+    atomic_int sleeping;                /* 1 while asleep or about to be */
+    _Atomic(struct es__chan *) inbound; /* push-only: senders CAS, loop reads */
+    atomic_uint
+        nactors; /* actors assigned here: spawners add, loop subtracts */
+
+    /* The loop thread only (the settling thread once it has been joined). */
+    struct es__tctx tctx;              /* its sender context */
+    es_actor_t *self;                  /* the loop actor */
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
     struct es__timers timers;
     struct es__wheel wheel;
-    unsigned io_watches;        /* watches besides the wakeup socket */
-    struct es__fdent *fds;      /* actors' fd watches, indexed by fd */
-    unsigned char *scratch;     /* read buffer shared by this loop's actors */
-    struct epoll_event *events; /* [ES__EPOLL_EVENTS], made by loop.c */
-    int nevents;                /* returned by the last epoll_wait() */
+    unsigned io_watches;    /* watches besides the wakeup socket */
+    struct es__fdent *fds;  /* actors' fd watches, indexed by fd */
+    unsigned char *scratch; /* read buffer shared by this loop's actors */
+    int nevents;            /* returned by the last epoll_wait() */
     int fds_cap;
     bool stopping;
-    atomic_uint nactors; /* actors assigned here, installed or on their way */
+
+    /* Written by the loop thread, read by es_runtime_stats() anywhere. */
     _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps;
 };
+
+/* True if the calling thread may act for `loop`: its demux thread, or the
+ * thread settling the runtime once the loop thread is gone (never started,
+ * or joined). What "Thread: owning loop only" means; for ES_ASSERT. */
+bool es__loop_owned(const struct es__loop *loop);
 
 int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index);
 void es__loop_destroy(struct es__loop *loop);
@@ -477,27 +542,40 @@ void es__signals_drop_actor(es_runtime_t *rt, es_actor_id_t id);
 /* --- runtime (runtime.c) -------------------------------------------------- */
 
 struct es_runtime {
+    /* Set by es_runtime_new(); read-only after. */
     uint64_t serial; /* distinguishes runtimes in thread-local caches */
     es_runtime_opts_t opts;
     unsigned nloops;
     struct es__loop *loops;
-    struct es__table *table;
-    ck_epoch_t epoch;
-    es_runtime_t *reg_next; /* registry of live runtimes (chan.c) */
+    struct es__table *table; /* internally locked / lock-free (table.c) */
+    ck_epoch_t epoch;        /* ck_epoch's own synchronisation */
+
+    /* Under the registry lock (chan.c). */
+    es_runtime_t *reg_next; /* registry of live runtimes */
+
+    /* Under cleanup_lock; run by es_runtime_free(). */
     struct es__cleanup {
         void (*fn)(void *);
         void *arg;
         struct es__cleanup *next;
     } * cleanups;
     pthread_mutex_t cleanup_lock;
-    void *resolver; /* actors/resolver.c, made on first use */
+    void *resolver; /* actors/resolver.c, under its slot_lock */
+
+    /* Under tctx_lock. */
     pthread_mutex_t tctx_lock;
     struct es__tctx *foreign; /* contexts of non-demux threads */
-    struct es__signals sig;
-    atomic_int stopping;
-    atomic_uint rr_next;
-    bool started, waited;
+
+    struct es__signals sig; /* its own lock; `active` is atomic */
+
+    /* Any thread. */
+    atomic_int stopping; /* acq_rel exchange in es_runtime_stop() */
+    atomic_uint rr_next; /* round-robin placement, relaxed */
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
+
+    /* The thread that starts, waits for and frees the runtime (the
+     * caller serialises those calls, as runtime.h says). */
+    bool started, waited;
 };
 
 /* The calling thread's context for rt, or NULL: one compare when cached. */

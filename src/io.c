@@ -80,6 +80,7 @@ int es_io_watch(es_actor_t *self, int fd, uint32_t events)
 {
     if (!self || fd < 0)
         return self ? -EBADF : -EINVAL;
+    ES_ASSERT(es__loop_owned(self->loop)); /* Thread: owning loop only */
     struct es__loop *loop = self->loop;
     events &= ES_IO_READ | ES_IO_WRITE | ES_IO_RDHUP;
     int rc = fds_reserve(loop, fd);
@@ -117,6 +118,7 @@ int es_io_unwatch(es_actor_t *self, int fd)
 {
     if (!self)
         return -EINVAL;
+    ES_ASSERT(es__loop_owned(self->loop)); /* Thread: owning loop only */
     struct es__loop *loop = self->loop;
     if (fd < 0 || fd >= loop->fds_cap || loop->fds[fd].owner != owner_key(self))
         return -ENOENT;

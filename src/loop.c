@@ -21,12 +21,29 @@
 
 _Static_assert(ES__WATCH_READ == EPOLLIN && ES__WATCH_WRITE == EPOLLOUT,
                "watch bits are epoll's");
+/* io.h promises ES_IO_* bits that are epoll's, passed through unchanged. */
+_Static_assert((int)ES_IO_READ == (int)EPOLLIN &&
+                   (int)ES_IO_WRITE == (int)EPOLLOUT &&
+                   (int)ES_IO_ERROR == (int)EPOLLERR &&
+                   (int)ES_IO_HUP == (int)EPOLLHUP &&
+                   (int)ES_IO_RDHUP == (int)EPOLLRDHUP,
+               "ES_IO_* bits are epoll's");
+/* actor.h: a message travels by value in one 64-byte cache line. */
+_Static_assert(sizeof(es_msg_t) == 64, "es_msg_t is one cache line");
 
 static ES__TLS struct es__loop *tls_loop;
 
 struct es__loop *es__loop_current(void)
 {
     return tls_loop;
+}
+
+bool es__loop_owned(const struct es__loop *loop)
+{
+    /* thread_started is read by another thread only when the first test
+     * failed, i.e. by a wrong-thread call or by the settling thread, which
+     * joined the loop thread (or never started it). */
+    return tls_loop == loop || !loop->thread_started;
 }
 
 static void wake_drain(struct es__loop *loop, struct es__watch *w,
@@ -108,6 +125,8 @@ int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
                  uint64_t data)
 {
     static const int ops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
+    ES_ASSERT(op >= ES__CTL_ADD && op <= ES__CTL_DEL);
+    ES_ASSERT(es__loop_owned(loop));
     struct epoll_event ev = {.events = events, .data.u64 = data};
     if (epoll_ctl(loop->epfd, ops[op], fd, &ev) < 0)
         return -errno;
@@ -192,6 +211,10 @@ static void sleep_until_work(struct es__loop *loop)
     if (timeout == 0)
         return;
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
+    /* Dekker, loop side: orders the store of `sleeping` before the loads
+     * of the ring indices and `stopping`. Pairs with the sender's fence in
+     * es__chan_commit() / es__tctx_flush_wakes() and with the one in
+     * es_runtime_stop(). */
     atomic_thread_fence(memory_order_seq_cst);
     if (rings_nonempty(loop) || stop_requested(loop)) {
         atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);

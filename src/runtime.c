@@ -37,7 +37,7 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
         return -EINVAL;
     if (!out->mailbox_capacity)
         out->mailbox_capacity = ES_MAILBOX_DEFAULT;
-    if (out->mailbox_capacity > UINT32_MAX / 4)
+    if (out->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL;
     if (!out->channel_capacity)
         out->channel_capacity = ES_CHANNEL_DEFAULT;
@@ -111,6 +111,9 @@ int es_runtime_stop(es_runtime_t *rt)
         return -EALREADY;
     struct es__tctx *t = es__tctx_current(rt);
     struct es__tctx dummy = {0};
+    /* Dekker, stopper side: orders the store of `stopping` above before
+     * the loads of `sleeping` in es__loop_wake(). Pairs with the loop's
+     * fence in sleep_until_work(), which then reads `stopping`. */
     atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < rt->nloops; i++)
         es__loop_wake(&rt->loops[i], t ? t : &dummy);

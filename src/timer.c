@@ -183,6 +183,7 @@ int es_timer_start(es_actor_t *self, uint64_t after_ms, uint64_t repeat_ms,
     uint64_t after, repeat;
     if (!self || ms_to_ns(after_ms, &after) || ms_to_ns(repeat_ms, &repeat))
         return self ? -EOVERFLOW : -EINVAL;
+    ES_ASSERT(es__loop_owned(self->loop)); /* Thread: owning loop only */
     struct es__timers *ts = &self->loop->timers;
     struct es__timer *t = es__calloc(1, sizeof(*t));
     if (!t)
@@ -221,6 +222,7 @@ int es_timer_stop(es_actor_t *self, es_timer_id_t id)
 {
     if (!self)
         return -EINVAL;
+    ES_ASSERT(es__loop_owned(self->loop)); /* Thread: owning loop only */
     struct es__timers *ts = &self->loop->timers;
     struct es__timer *t = timer_find(ts, id);
     if (!t || t->owner != self)

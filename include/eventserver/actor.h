@@ -134,7 +134,7 @@ typedef struct es_spawn_opts {
     es_state_free_cb state_free; /* called once after ES_MSG_STOP, or NULL */
     int loop;                    /* home demux thread, or ES_LOOP_ANY */
     es_placement_t placement;    /* used when loop == ES_LOOP_ANY */
-    unsigned mailbox_capacity;   /* 0: the runtime's default */
+    unsigned mailbox_capacity;   /* 0: the runtime's default; <= 2^30 - 1 */
 } es_spawn_opts_t;
 
 /*

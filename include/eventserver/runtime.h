@@ -36,7 +36,8 @@ typedef void (*es_dead_letter_cb)(void *arg, es_actor_id_t to,
 typedef struct es_runtime_opts {
     /* Demux threads; default: online CPUs. */
     unsigned threads;
-    /* Default actor mailbox capacity; default ES_MAILBOX_DEFAULT. */
+    /* Default actor mailbox capacity (at most 2^30 - 1); default
+     * ES_MAILBOX_DEFAULT. */
     unsigned mailbox_capacity;
     /* Slots in each sender-thread -> demux-thread ring (rounded up to a
      * power of two); default ES_CHANNEL_DEFAULT. */

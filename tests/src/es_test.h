@@ -21,11 +21,27 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+
+/*
+ * Whether the library's ES_ASSERTs are compiled in: the condition of
+ * src/internal.h (debug or sanitizer build), which the tests, built with the
+ * same flags, can evaluate too. ES_TEST_ASSERT_SIGNAL is the signal a test
+ * of a broken contract expects: SIGABRT, or 0 where it is skipped.
+ */
+#if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) ||                       \
+    defined(__SANITIZE_THREAD__) || defined(ES_TSAN)
+#define ES_TEST_ASSERTS 1
+#define ES_TEST_ASSERT_SIGNAL SIGABRT
+#else
+#define ES_TEST_ASSERTS 0
+#define ES_TEST_ASSERT_SIGNAL 0
+#endif
 
 /* Criterion kills a test that runs longer than this many seconds. */
 #define ES_TEST_TIMEOUT 60

@@ -5,7 +5,9 @@
  * current); the three ways an actor stops (es_stop from any thread,
  * es_actor_stop inside the behaviour, a behaviour returning an error); and
  * stale handles, which must answer -ESRCH and never touch freed or reused
- * memory, even while many threads are sending as the actor stops.
+ * memory, even while many threads are sending as the actor stops. In debug
+ * and sanitizer builds, a call the headers reserve to the owning loop,
+ * made from another thread, aborts.
  */
 #include "es_test.h"
 
@@ -282,6 +284,10 @@ Test(actor, spawn_rejects_bad_options, .timeout = ES_TEST_TIMEOUT)
     o.loop = 2;
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     o.loop = -7;
+    cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
+    /* Above 2^30 - 1 the mailbox counters could not be compared. */
+    o.loop = 0;
+    o.mailbox_capacity = (1u << 30);
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     es_test_free(rt);
     /* On failure the caller keeps the state: state_free never ran. */
@@ -643,4 +649,55 @@ Test(actor, stale_handle_race_with_senders, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(delivered + atomic_load(&dead.count), sent,
                  "delivered %llu + dead %llu != sent %llu", delivered,
                  (unsigned long long)atomic_load(&dead.count), sent);
+}
+
+/*
+ * "Thread: owning loop only" is checked (ES_ASSERT) in debug and sanitizer
+ * builds: an actor pointer that escapes its behaviour and is used from the
+ * test thread must abort the process there, at the call.
+ */
+static _Atomic(es_actor_t *) g_escaped;
+
+static int escape_cb(es_actor_t *self, es_msg_t *msg)
+{
+    if (msg->type == ES_MSG_START)
+        atomic_store(&g_escaped, self);
+    return 0;
+}
+
+/* Starts a runtime with an actor whose pointer escapes; returns it. */
+static es_actor_t *escaped_actor(void)
+{
+    es_runtime_t *rt = es_test_runtime_start(1);
+    es_spawn_opts_t o = {.behaviour = escape_cb};
+    es_actor_id_t id;
+    double end = es_test_now() + ES_TEST_WAIT_S;
+
+    ES_OK(es_spawn(rt, &o, &id));
+    while (!atomic_load(&g_escaped) && es_test_now() < end)
+        es_test_sleep_ms(1);
+    cr_assert_not_null(atomic_load(&g_escaped));
+    return atomic_load(&g_escaped);
+}
+
+Test(actor, wrong_thread_accessor_aborts, .timeout = ES_TEST_TIMEOUT,
+     .signal = ES_TEST_ASSERT_SIGNAL)
+{
+    if (!ES_TEST_ASSERTS)
+        cr_skip_test("ES_ASSERT is compiled out of Release builds");
+    es_actor_t *a = escaped_actor();
+
+    (void)es_actor_self(a); /* aborts: not the actor's demux thread */
+    cr_assert_fail("es_actor_self() from a foreign thread returned");
+}
+
+Test(actor, wrong_thread_timer_start_aborts, .timeout = ES_TEST_TIMEOUT,
+     .signal = ES_TEST_ASSERT_SIGNAL)
+{
+    if (!ES_TEST_ASSERTS)
+        cr_skip_test("ES_ASSERT is compiled out of Release builds");
+    es_actor_t *a = escaped_actor();
+
+    (void)es_timer_start(a, 1000, 0, 0, NULL); /* aborts, as above */
+    cr_assert_fail("es_timer_start() from a foreign thread returned");
 }

@@ -6,11 +6,14 @@
  * gets exactly `capacity` acceptances, then -EAGAIN (counted in
  * mailbox_full) with the message still its own; after the receiver is
  * released, retries succeed and every message arrives once, in order. The
- * per-thread channel ring can also answer -EAGAIN, equally retryable.
+ * per-thread channel ring can also answer -EAGAIN, equally retryable. And
+ * a mailbox that is far from full never answers -EAGAIN, however the
+ * senders are preempted (issue 8, defect 4).
  */
 #include "es_test.h"
 
 #include <semaphore.h>
+#include <signal.h>
 
 enum { MSG_SEQ = ES_MSG_USER, MSG_FILL };
 
@@ -436,4 +439,190 @@ Test(mailbox, tiny_mailbox_many_senders, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(st.mailbox_full, eagain,
                  "mailbox_full %llu != refusals seen %llu",
                  (unsigned long long)st.mailbox_full, eagain);
+}
+
+/*
+ * Regression test for issue 8, defect 4: es_send() answered -EAGAIN while
+ * the mailbox was far from full. One receiver acknowledges every message to
+ * its sender; each of ACK_SENDERS foreign threads keeps at most ACK_WINDOW
+ * messages unacknowledged, so the receiver never holds more than
+ * ACK_SENDERS * ACK_WINDOW (+1, the one being handled) of its 1,024 slots
+ * and every send must be accepted. A sender preempted between its
+ * reservation and its capacity check used to find `done` ahead of its own
+ * reservation number, and the unsigned difference wrapped to "full".
+ */
+#define ACK_SENDERS 8
+#define ACK_WINDOW 32
+#define ACK_CAP 1024
+#define ACK_EACH 200000ul
+
+struct acker {
+    atomic_ullong acked[ACK_SENDERS]; /* written by the receiver */
+    atomic_ullong bad;                /* a message from no known sender */
+};
+
+static int acker_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct acker *a = es_actor_state(self);
+
+    if (msg->type != MSG_SEQ)
+        return 0;
+    if (msg->inl.u64[0] >= ACK_SENDERS)
+        atomic_fetch_add(&a->bad, 1);
+    else
+        atomic_fetch_add(&a->acked[msg->inl.u64[0]], 1);
+    return 0;
+}
+
+struct ack_sender {
+    es_runtime_t *rt;
+    es_actor_id_t to;
+    struct acker *acker;
+    unsigned index;
+    unsigned long each;
+    atomic_ullong refused; /* -EAGAIN answers: must stay 0 */
+    atomic_ullong failed;  /* other errors, or a window that never opened */
+    atomic_int finished;
+};
+
+/* Waits (bounded) until fewer than ACK_WINDOW of this sender's are unacked. */
+static bool ack_window_open(struct ack_sender *s, unsigned long sent)
+{
+    double end = 0;
+
+    while (sent - atomic_load(&s->acker->acked[s->index]) >= ACK_WINDOW) {
+        if (end == 0)
+            end = es_test_now() + ES_TEST_WAIT_S;
+        else if (es_test_now() > end)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
+static void ack_send_all(struct ack_sender *s)
+{
+    es_msg_t m = es_msg_make(MSG_SEQ);
+
+    m.inl.u64[0] = s->index;
+    for (unsigned long i = 0; i < s->each; i++) {
+        if (!ack_window_open(s, i)) {
+            atomic_fetch_add(&s->failed, 1);
+            return;
+        }
+        m.inl.u64[1] = i;
+        int rc = es_send(s->rt, s->to, &m);
+        while (rc == -EAGAIN) {
+            atomic_fetch_add(&s->refused, 1);
+            sched_yield();
+            rc = es_send(s->rt, s->to, &m);
+        }
+        if (rc) {
+            atomic_fetch_add(&s->failed, 1);
+            return;
+        }
+    }
+}
+
+static void *ack_sender_thread(void *arg)
+{
+    struct ack_sender *s = arg;
+
+    ack_send_all(s);
+    atomic_store(&s->finished, 1);
+    return NULL;
+}
+
+/*
+ * Preemption, injected: a thread that interrupts the senders with a signal
+ * whose handler sleeps, so that a sender is taken off its CPU at arbitrary
+ * instructions (the scheduler alone does it too, but rarely inside a window
+ * of two instructions). The handler touches nothing but the clock.
+ */
+struct preempter {
+    pthread_t *victims;
+    unsigned n;
+    atomic_int stop;
+    atomic_ullong sent; /* signals sent, for the failure message */
+};
+
+static void preempt_handler(int signo)
+{
+    struct timespec ts = {0, 50 * 1000};
+
+    (void)signo;
+    nanosleep(&ts, NULL);
+}
+
+static void *preempter_thread(void *arg)
+{
+    struct preempter *p = arg;
+    struct timespec ts = {0, 20 * 1000};
+
+    for (unsigned i = 0; !atomic_load(&p->stop); i = (i + 1) % p->n) {
+        if (pthread_kill(p->victims[i], SIGUSR1) == 0)
+            atomic_fetch_add(&p->sent, 1);
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Waits (bounded) until every sender has finished or failed. */
+static void senders_wait(struct ack_sender *s, double secs)
+{
+    double end = es_test_now() + secs;
+    unsigned done = 0;
+
+    while (done < ACK_SENDERS && es_test_now() < end) {
+        done = 0;
+        for (unsigned i = 0; i < ACK_SENDERS; i++)
+            done += atomic_load(&s[i].finished) != 0;
+        es_test_sleep_ms(1);
+    }
+}
+
+Test(mailbox, never_full_below_capacity, .timeout = ES_TEST_TIMEOUT_LONG)
+{
+    es_runtime_opts_t opts = {.threads = 1, .mailbox_capacity = ACK_CAP};
+    es_runtime_t *rt = es_test_runtime_new(&opts);
+    static struct acker a;
+    static struct ack_sender s[ACK_SENDERS];
+    es_spawn_opts_t o = {.behaviour = acker_cb, .state = &a};
+    pthread_t th[ACK_SENDERS], pt;
+    struct preempter p = {.victims = th, .n = ACK_SENDERS};
+    struct sigaction sa = {.sa_handler = preempt_handler,
+                           .sa_flags = SA_RESTART};
+    unsigned long each = es_test_scaled(ACK_EACH);
+    unsigned long long refused = 0;
+    es_actor_id_t to;
+
+    cr_assert_gt(ACK_CAP, ACK_SENDERS * ACK_WINDOW + 1);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    ES_OK(es_runtime_start(rt));
+    ES_OK(es_spawn(rt, &o, &to));
+    for (unsigned i = 0; i < ACK_SENDERS; i++) {
+        s[i] = (struct ack_sender){
+            .rt = rt, .to = to, .acker = &a, .index = i, .each = each};
+        cr_assert_eq(pthread_create(&th[i], NULL, ack_sender_thread, &s[i]), 0);
+    }
+    cr_assert_eq(pthread_create(&pt, NULL, preempter_thread, &p), 0);
+    /* Signals go only to threads not yet joined: stop them first. */
+    senders_wait(s, ES_TEST_TIMEOUT_LONG);
+    atomic_store(&p.stop, 1);
+    cr_assert(es_test_join(pt, NULL, ES_TEST_JOIN_S));
+    for (unsigned i = 0; i < ACK_SENDERS; i++)
+        cr_assert(es_test_join(th[i], NULL, ES_TEST_TIMEOUT_LONG));
+    for (unsigned i = 0; i < ACK_SENDERS; i++)
+        ES_WAIT_GE(a.acked[i], each);
+    es_test_free(rt);
+    for (unsigned i = 0; i < ACK_SENDERS; i++) {
+        cr_assert_eq(atomic_load(&s[i].failed), 0, "sender %u failed", i);
+        refused += atomic_load(&s[i].refused);
+    }
+    cr_assert_eq(atomic_load(&a.bad), 0);
+    cr_assert_eq(refused, 0,
+                 "%llu sends refused with at most %u of %u slots in use "
+                 "(%llu preemptions injected)",
+                 refused, ACK_SENDERS * ACK_WINDOW + 1, ACK_CAP,
+                 (unsigned long long)atomic_load(&p.sent));
 }
