@@ -20,7 +20,7 @@ plot tsv using ($1/60):($3/1024) with linespoints pt 7 ps 0.4 lw 2 \
      1.05*rss_m1/1024.0 with lines dt 3 lc rgb "#c00000" title "+5 % (target)"
 set ylabel "count"
 set yrange [0:conns*1.1]
-set key at graph 0.98, graph 0.5 right
+set key below horizontal
 plot tsv using ($1/60):4 with lines lw 2 title "server fds", \
      tsv using ($1/60):5 with lines lw 1 title "established (ss, server side)", \
      tsv using ($1/60):6 with lines lw 1 dt 2 title "open (load tool)", \

@@ -175,6 +175,10 @@ judge() {
     rss_m1=$(col 3 "$m1") rss_last=$(col 3 "$last") rss_end=$(col 3 "$after")
     fd_end=$(col 4 "$after") fd_peak=$(awk -F'\t' 'NR > 1 && $4 > m { m = $4 }
         END { print m }' "$tsv")
+    # Server fds once ramped up, before the wind-down: median and minimum.
+    read -r fd_med fd_min < <(awk -F'\t' -v end=$((minutes * 60)) '
+        $2 == "load" && $1 >= 60 && $1 < end { print $4 }' "$tsv" |
+        sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)], a[1] }')
     final=$(grep 'soak_load: final' "$tmp/load.out" | tail -n 1 || true)
     errors=0
     for k in err_connect err_reset err_bad err_timeout; do
@@ -221,6 +225,7 @@ report() {
     echo "| RSS before the clients / after minute 1 / when the load ended / after the clients left | $rss0 / $rss_m1 / $rss_last / $rss_end kB |"
     echo "| RSS change from minute 1: load end / clients gone | $(pct "$rss_last" "$rss_m1") % / $(pct "$rss_end" "$rss_m1") % |"
     echo "| server fds: baseline / peak / after the clients left | $fd0 / $fd_peak / $fd_end |"
+    echo "| server fds under load after minute 1: median / minimum (dips: the load tool's reconnects lag when the machine is busy) | $fd_med / $fd_min |"
     echo "| connections opened / requests answered and checked | $(field connects "$final") / $(field responses "$final") |"
     echo "| of which pipelined / chunked | $(field pipelined "$final") / $(field chunked "$final") |"
     echo "| errors: connect / reset / bad response / timeout | $(field err_connect "$final") / $(field err_reset "$final") / $(field err_bad "$final") / $(field err_timeout "$final") |"
