@@ -12,10 +12,10 @@
  * its response is complete. Bytes that arrive meanwhile wait, copied, in
  * the connection's input buffer (DATA's buffer lives only during the
  * call), and the connection keeps reading, so it notices the client
- * leaving. Past a bound (write_high, as for the output, and at least
- * ES__HTTP_IN_MAX) reading pauses until the buffer drains to half: a
- * client that pipelines that much behind a deferred response and then
- * leaves is only noticed once reading resumes (or at the response).
+ * leaving. Past a bound (ES__HTTP_IN_MAX, 64 KiB) reading pauses until the
+ * buffer drains to half: a client that pipelines that much behind a
+ * deferred response and then leaves is only noticed once reading resumes
+ * (when the response ends).
  *
  * Deadlines: the header timer runs from the first byte of a request that
  * is not complete when its bytes have been handled, up to the end of its
@@ -439,12 +439,6 @@ static size_t parse(es_actor_t *self, struct es__http_conn *hc,
     return off;
 }
 
-static size_t in_max(const struct es__http_conn *hc)
-{
-    size_t high = hc->srv->o.write_high;
-    return high > ES__HTTP_IN_MAX ? high : ES__HTTP_IN_MAX;
-}
-
 /* Keeps bytes that cannot be parsed now; pauses reading past the bound. */
 static void in_add(es_actor_t *self, struct es__http_conn *hc, const char *data,
                    size_t len)
@@ -460,7 +454,7 @@ static void in_add(es_actor_t *self, struct es__http_conn *hc, const char *data,
         hc->closing = true;
         return;
     }
-    if (!hc->paused_in && in->len - hc->in_off > in_max(hc)) {
+    if (!hc->paused_in && in->len - hc->in_off > ES__HTTP_IN_MAX) {
         hc->paused_in = true;
         (void)es_conn_pause(self, 1);
     }
@@ -475,7 +469,7 @@ static void pump(es_actor_t *self, struct es__http_conn *hc)
     hc->in_off += parse(self, hc, in->data + hc->in_off, in->len - hc->in_off);
     if (hc->in_off >= in->len)
         in->len = hc->in_off = 0;
-    if (hc->paused_in && in->len - hc->in_off <= in_max(hc) / 2) {
+    if (hc->paused_in && in->len - hc->in_off <= ES__HTTP_IN_MAX / 2) {
         hc->paused_in = false;
         if (!hc->bs.wait) /* still held back for body budget */
             (void)es_conn_pause(self, 0);

@@ -54,8 +54,11 @@ enum es__http_op_kind { ES__OP_BEGIN = 1, ES__OP_FLUSH, ES__OP_END };
 #define ES__HTTP_TAG_HEADER 0x4854545048454144ull /* "HTTPHEAD" */
 #define ES__HTTP_TAG_BODY 0x48545450424f4459ull   /* "HTTPBODY" */
 
-/* Least bound on bytes buffered behind a request in flight (the bound is
- * write_high if larger); past it reading pauses. */
+/* Bound on bytes buffered behind a request in flight: past it reading
+ * pauses and the kernel's receive window pushes back on the client. Not
+ * tied to write_high, so a pipelining client behind a deferred response
+ * costs at most this plus one read (tests/http/test_http_body.c,
+ * pipelined_input_bounded). */
 #define ES__HTTP_IN_MAX (64u * 1024u)
 /* Longest chunk-size line (with extensions) the server waits for, and the
  * room for the "<size>\r\n" line llhttp is given instead. */
