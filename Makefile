@@ -6,6 +6,8 @@
 #   make test      Release build in build/, then the whole ctest suite
 #   make sanitize  ASan+UBSan build in build-asan/ (whole suite), then TSan
 #                  build in build-tsan/ (tests labelled "concurrency")
+#   make fuzz      libFuzzer targets (clang, ASan+UBSan) in build-fuzz/, each
+#                  run for FUZZ_SECONDS (default 60); see docs/fuzzing.md
 #   make clean     clean the build trees;  make distclean  delete them
 #   make format    clang-format our C sources in place
 #
@@ -24,6 +26,10 @@ CMAKE_EXTRA_FLAGS ?=
 BUILD_DIR := build
 ASAN_DIR := build-asan
 TSAN_DIR := build-tsan
+FUZZ_DIR := build-fuzz
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
 ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -47,7 +53,7 @@ FORMAT := $(shell command -v clang-format-14 2>/dev/null || \
 FORMAT_DIRS := include src actors http tests perf examples
 
 .DEFAULT_GOAL := test
-.PHONY: run test sanitize clean distclean format deps
+.PHONY: run test sanitize fuzz clean distclean format deps
 
 deps:
 	@./.ci/deps.sh
@@ -83,13 +89,22 @@ sanitize: deps
 	$(TSAN_ENV) $(TSAN_WRAP) $(CTEST) --test-dir $(TSAN_DIR) \
 		--output-on-failure --no-tests=error -L concurrency
 
+# libFuzzer needs clang; tests/fuzz/run.sh fails on any crash, leak or
+# timeout and leaves the input under build-fuzz/fuzz-work/<target>/.
+fuzz: deps
+	CC=clang $(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=Debug \
+		-DES_BUILD_FUZZ=ON -DES_BUILD_TESTS=OFF -DES_BUILD_PERF=OFF \
+		-DES_BUILD_EXAMPLES=OFF $(CMAKE_EXTRA_FLAGS)
+	$(CMAKE) --build $(FUZZ_DIR) -j$(JOBS)
+	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 clean:
-	for d in $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR); do \
+	for d in $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR); do \
 		if [ -f $$d/CMakeCache.txt ]; then $(CMAKE) --build $$d --target clean; fi; \
 	done
 
 distclean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
 
 format:
 	@test -n "$(FORMAT)" || { echo "clang-format not found" >&2; exit 1; }

@@ -18,6 +18,8 @@ packages=(
     curl python3 nginx-light
     # perf/http_bench.sh: the load generators
     wrk apache2-utils
+    # make fuzz: clang and its runtimes (libFuzzer, ASan, UBSan)
+    clang libclang-rt-14-dev
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
