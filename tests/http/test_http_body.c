@@ -656,9 +656,14 @@ static void h_park(es_http_request_t *req, es_http_response_t *res, void *arg)
 {
     (void)req;
     (void)arg;
-    es_http_response_defer(res, NULL, NULL);
+    /* Once the test ends the parked responses, the requests pipelined
+     * behind them reach this handler too: those are answered at once. */
     int i = atomic_fetch_add(&pipe_nparked, 1);
-    cr_assert_lt(i, PIPE_CONNS);
+    if (i >= PIPE_CONNS) {
+        (void)es_http_response_end(res);
+        return;
+    }
+    ES_OK(es_http_response_defer(res, NULL, NULL));
     atomic_store(&pipe_parked[i], res);
 }
 
@@ -699,7 +704,8 @@ Test(http_body, pipelined_input_bounded, .timeout = ES_TEST_TIMEOUT)
         for (int i = 0; i < PIPE_CONNS; i++)
             send_some(c[i].fd, reqs, len, &off[i]);
     long held = live_settled(5.0) - base;
-    cr_assert_eq(atomic_load(&pipe_nparked), PIPE_CONNS);
+    cr_assert_eq(atomic_load(&pipe_nparked), PIPE_CONNS,
+                 "requests handled while their connection had one in flight");
     /* Per connection: the input bound and one 64 KiB read, capacity at most
      * doubled, plus the parked exchange and its state. */
     long bound = PIPE_CONNS * (288L << 10);
