@@ -72,7 +72,9 @@ int es_http_server_new(es_runtime_t *rt, const es_http_server_opts_t *opts,
     es_http_server_t *s = es_calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
+    static atomic_uint_fast64_t serials;
     s->kind = ES__HTTP_KIND_SERVER;
+    s->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed);
     atomic_init(&s->refs, 1);
     s->rt = rt;
     if (opts)
@@ -517,13 +519,15 @@ void es__http_server_unref(es_http_server_t *s)
     es_free(s);
 }
 
-/* Asks every open connection to close once idle (es_conn_broadcast). A
+/* Asks every open connection of s to close once idle (es_conn_broadcast
+ * reaches the connections of every server: the message names s by its
+ * serial, which a later server at the same address does not share). A
  * connection that opens later sees `freeing` (set before) at its OPEN; one
  * whose mailbox is full is busy, and its response in progress closes it
  * (`freeing` again). */
 static void conns_shutdown(es_http_server_t *s)
 {
-    es_msg_t m = es_msg_make(ES__HTTP_MSG_SHUTDOWN);
+    es_msg_t m = es_msg_u64(ES__HTTP_MSG_SHUTDOWN, s->serial);
     int rc = es_conn_broadcast(s->rt, es__http_conn_behaviour, &m);
     if (rc && rc != -ESHUTDOWN)
         es_log(ES_LOG_WARN,

@@ -705,9 +705,12 @@ int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg)
         on_body_wake(self);
         break;
     case ES__HTTP_MSG_SHUTDOWN:
-        /* Idle: close now. Busy or parked: the response in progress
-         * closes the connection when it is done (`freeing`). */
-        if (es__http_kind(es_actor_state(self)) == ES__HTTP_KIND_SERVER)
+        /* Idle (the state is our server): close now if the server
+         * freed is ours. Busy or parked: the response in progress closes
+         * the connection when it is done (`freeing`). */
+        if (es__http_kind(es_actor_state(self)) == ES__HTTP_KIND_SERVER &&
+            ((es_http_server_t *)es_actor_state(self))->serial ==
+                msg->inl.u64[0])
             (void)es_conn_close(self);
         break;
     }

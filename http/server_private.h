@@ -115,6 +115,7 @@ struct es__http_loop {
 struct es_http_server {
     uint32_t kind;
     atomic_uint refs; /* creator + one per connection */
+    uint64_t serial;  /* unique per process: names it in broadcasts */
     atomic_bool started, freeing;
     _Atomic uint64_t open, accepted;
     es_runtime_t *rt;

@@ -284,6 +284,37 @@ Test(http_server, start_fails_on_port_in_use, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+/*
+ * es_http_server_free() closes its own idle keep-alive connections, not
+ * those of another server of the same runtime (they share the connection
+ * behaviour the shutdown is broadcast to).
+ */
+Test(http_server, free_spares_other_servers_connections,
+     .timeout = ES_TEST_TIMEOUT)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    struct hts t;
+    struct hc c;
+    struct hr r;
+    es_http_server_t *s2 = NULL;
+
+    hts_serve1(&t, "GET", "/", h_text, "x");
+    hc_open(&c, t.port);
+    HC_SEND(&c, req);
+    HC_READ(&c, &r, 0);
+    cr_assert_eq(r.status, 200);
+    hr_release(&r);
+    ES_OK(es_http_server_new(t.rt, NULL, &s2));
+    es_http_server_free(s2);
+    cr_assert(hc_quiet_for(&c, 200), "s1's idle connection was closed");
+    HC_SEND(&c, req);
+    HC_READ(&c, &r, 0);
+    cr_assert_eq(r.status, 200);
+    hr_release(&r);
+    hc_close(&c);
+    hts_fini(&t);
+}
+
 Test(http_server, status_text, .timeout = ES_TEST_TIMEOUT)
 {
     cr_assert_str_eq(es_http_status_text(200), "OK");
