@@ -66,12 +66,15 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
-/* Pauses the parser after a status line's HTTP version: parse() then
- * counts the status code's digits (llhttp 8 takes any run of digits worth
- * at most 999: "0200", "2", none). */
+/* Refuses a status line whose version is not HTTP/1.0 or HTTP/1.1 (llhttp
+ * 8 also passes 0.9 and 2.0, and refuses other 1.x itself), then pauses the
+ * parser: parse() counts the status code's digits (llhttp 8 takes any run
+ * of digits worth at most 999: "0200", "2", none). */
 static int on_version_complete(llhttp_t *p)
 {
     struct es__hconn *hc = p->data;
+    if (p->http_major != 1 || p->http_minor > 1)
+        return stop_parser(hc, -EPROTO);
     hc->at_version = true;
     return HPE_PAUSED;
 }

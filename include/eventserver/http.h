@@ -484,7 +484,8 @@ ES_EXTERN void es_http_client_free(es_http_client_t *c);
 
 /* The reply's status code. */
 ES_EXTERN int es_http_reply_status(const es_http_reply_t *r);
-/* 10 or 11. */
+/* The reply's HTTP version: 10 or 11. A status line with any other version
+ * (HTTP/0.9, 1.2, 2.0, ...) fails the request with -EPROTO instead. */
 ES_EXTERN int es_http_reply_version(const es_http_reply_t *r);
 /* The reply's header fields (trailers appended). */
 ES_EXTERN const es_http_headers_t *

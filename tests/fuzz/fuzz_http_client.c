@@ -7,8 +7,9 @@
  * and whether the reply is written in two pieces; the rest is the reply,
  * after which the fake server half-closes. Checked: exactly one callback
  * per request (a second one aborts at once, wherever it comes from); a
- * reply's status is three digits and a HEAD reply has no body; a failure
- * is one of the documented codes; a POST reaches the server at most once.
+ * reply's status is three digits, its version 10 or 11, and a HEAD reply
+ * has no body; a failure is one of the documented codes; a POST reaches
+ * the server at most once.
  */
 #include "fuzz_util.h"
 
@@ -72,16 +73,8 @@ static void on_reply(const es_http_reply_t *r, void *arg)
     size_t len;
     const char *body = es_http_reply_body(r, &len);
     int v = es_http_reply_version(r);
-    if (!ES_FUZZ_KNOWN_DEFECTS && st < 100) {
-        called(s); /* issue 8 defect 9: status 000 accepted */
-        return;
-    }
     if (st < 100 || st > 999)
         fz_fail("a reply with status %d", st);
-    if (!ES_FUZZ_KNOWN_DEFECTS && (v == 9 || v == 20)) {
-        called(s); /* found here: HTTP/0.9 and 2.0 replies are accepted */
-        return;
-    }
     if (v != 10 && v != 11)
         fz_fail("a reply with version %d", v);
     if (!body || body[len] != '\0' || (s->head && len))
@@ -170,8 +163,7 @@ static void serve_until_called(struct slot *s, const uint8_t *p, size_t n,
         }
         for (size_t i = 0; i < nc; i++)
             posts += serve(&conns[i], p, n, cut);
-        /* !ES_FUZZ_KNOWN_DEFECTS: issue 8 defect 2, POST re-sent */
-        if (posts > 1 && ES_FUZZ_KNOWN_DEFECTS)
+        if (posts > 1)
             fz_fail("the POST reached the server %d times", posts);
         if (fz_now_ms() > end)
             fz_fail("hang: no callback %d ms after the request", FZ_WAIT_MS);

@@ -2,30 +2,32 @@
 /*
  * libFuzzer target: the URL grammar of the HTTP client (http/client_url.c,
  * through es__creq_new(), which parses the URL and serializes the request)
- * and the listen-address grammar. For a URL that is accepted, the request
- * must be one well-formed head: a request line with a target starting
- * with '/', CRLF only as line ends, a Host field, a blank line at the end.
- * Addresses are parsed by two functions today (issue 8 defect 9):
- * es_http_server_listen()'s check in http/server.c and parse_address() in
- * actors/acceptor.c, reached through es_listen(); both must give the same
- * verdict. address_verdicts() is the only call site: point it at the one
- * public parser once there is one.
+ * and the listen-address grammar, es_addr_parse() (actors/addr.c). For a
+ * URL that is accepted, the request must be one well-formed head: a
+ * request line with a target starting with '/', CRLF only as line ends, a
+ * Host field, a blank line at the end. For an address: only the errors its
+ * contract names; a 0 return fills a sockaddr of the family and length
+ * the address's form states; formatted back to text (inet_ntop) it parses
+ * to the same bytes; es_listen() accepts or refuses it alike (checked
+ * with no descriptor left, so that nothing is ever bound).
  */
 #include "fuzz_util.h"
 
 #include "client_private.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
-#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/un.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Never started: es_listen() and es_http_server_new() need a runtime, not
+/* Never started: es_listen() needs a runtime, not
  * its threads, and without threads this process stays single-threaded. */
 static es_runtime_t *g_rt;
 
@@ -86,12 +88,69 @@ static void fuzz_client_url(const char *url)
     }
 }
 
+/* A sockaddr as text in es_addr_parse()'s grammar: "a.b.c.d:port",
+ * "[v6]:port" or "unix:path". */
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN];
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+    const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
+    if (ss->ss_family == AF_UNIX) {
+        snprintf(out, n, "unix:%s", un->sun_path);
+    } else if (ss->ss_family == AF_INET &&
+               inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof(ip))) {
+        snprintf(out, n, "%s:%u", ip, (unsigned)ntohs(v4->sin_port));
+    } else if (ss->ss_family == AF_INET6 &&
+               inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof(ip))) {
+        snprintf(out, n, "[%s]:%u", ip, (unsigned)ntohs(v6->sin6_port));
+    } else {
+        fz_fail("inet_ntop refused a parsed address");
+    }
+}
+
+/* The family and length an accepted address must have, by its form. */
+static void check_sockaddr(const char *addr, const struct sockaddr_storage *ss,
+                           socklen_t len)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
+    if (strncmp(addr, "unix:", 5) == 0) {
+        size_t n = strlen(addr + 5);
+        if (ss->ss_family != AF_UNIX ||
+            len != offsetof(struct sockaddr_un, sun_path) + n + 1 ||
+            memcmp(un->sun_path, addr + 5, n + 1) != 0)
+            fz_fail("\"%s\": not the Unix address of that path", addr);
+    } else if (addr[0] == '[') {
+        if (ss->ss_family != AF_INET6 || len != sizeof(struct sockaddr_in6))
+            fz_fail("\"%s\": family %d, length %u", addr, ss->ss_family,
+                    (unsigned)len);
+    } else if (ss->ss_family != AF_INET || len != sizeof(struct sockaddr_in)) {
+        fz_fail("\"%s\": family %d, length %u", addr, ss->ss_family,
+                (unsigned)len);
+    }
+}
+
+/* An accepted address, formatted back to text, parses to the same bytes. */
+static void check_round_trip(const char *addr,
+                             const struct sockaddr_storage *ss, socklen_t len)
+{
+    char text[sizeof(struct sockaddr_un) + 8];
+    struct sockaddr_storage again;
+    socklen_t again_len = 0;
+    memset(&again, 0x5a, sizeof(again));
+    format_addr(ss, text, sizeof(text));
+    int rc = es_addr_parse(text, &again, &again_len);
+    if (rc || again_len != len || memcmp(ss, &again, len) != 0)
+        fz_fail("\"%s\" -> \"%s\" does not parse to the same sockaddr (%d)",
+                addr, text, rc);
+}
+
 /*
- * acceptor.c's verdict through es_listen(): with no file descriptor left
- * (RLIMIT_NOFILE 0) a parsed address fails at socket() with -EMFILE before
- * anything is bound or created, and a malformed one fails with -EINVAL.
+ * es_listen()'s verdict: with no file descriptor left (RLIMIT_NOFILE 0) an
+ * address it parsed fails at socket() with -EMFILE before anything is
+ * bound or created; a refused one fails with es_addr_parse()'s error.
  */
-static bool acceptor_accepts(const char *addr)
+static int listen_verdict(const char *addr)
 {
     struct rlimit old, none = {0, 0};
     if (getrlimit(RLIMIT_NOFILE, &old))
@@ -105,38 +164,32 @@ static bool acceptor_accepts(const char *addr)
     (void)setrlimit(RLIMIT_NOFILE, &old);
     if (rc == 0)
         fz_fail("es_listen bound a socket with no descriptor left");
-    if (rc != -EMFILE && rc != -EINVAL)
-        fz_fail("es_listen(\"%s\"): %d", addr, rc);
-    return rc == -EMFILE;
+    return rc;
 }
 
-/* http/server.c's verdict, on a server that is never started. */
-static bool http_server_accepts(const char *addr)
-{
-    es_http_server_t *s;
-    if (es_http_server_new(g_rt, NULL, &s))
-        fz_fail("es_http_server_new failed");
-    int rc = es_http_server_listen(s, addr);
-    es_http_server_free(s);
-    if (rc && rc != -EINVAL)
-        fz_fail("es_http_server_listen: %d", rc);
-    return rc == 0;
-}
-
-static void address_verdicts(const char *addr, bool *a, bool *b)
-{
-    *a = acceptor_accepts(addr);
-    *b = http_server_accepts(addr);
-}
-
+/*
+ * es_addr_parse(), the one address grammar: the error codes its contract
+ * names, the same verdict without output pointers, a sockaddr of the form's
+ * family and length, a round trip through text, and es_listen() agreeing.
+ */
 static void fuzz_address(const char *addr)
 {
-    bool acc, http;
-    address_verdicts(addr, &acc, &http);
-    if (acc == http || !ES_FUZZ_KNOWN_DEFECTS)
-        return; /* !ES_FUZZ_KNOWN_DEFECTS: issue 8 defect 9, two grammars */
-    fz_fail("address \"%s\": the acceptor %s it, es_http_server_listen %s it",
-            addr, acc ? "accepts" : "refuses", http ? "accepts" : "refuses");
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    memset(&ss, 0xa5, sizeof(ss));
+    int rc = es_addr_parse(addr, &ss, &len);
+    if (rc != 0 && rc != -EINVAL && rc != -ENAMETOOLONG)
+        fz_fail("es_addr_parse(\"%s\"): %d", addr, rc);
+    if (es_addr_parse(addr, NULL, NULL) != rc)
+        fz_fail("es_addr_parse(\"%s\"): another verdict without ss", addr);
+    if (rc == 0) {
+        check_sockaddr(addr, &ss, len);
+        check_round_trip(addr, &ss, len);
+    }
+    int lrc = listen_verdict(addr);
+    if (lrc != (rc ? rc : -EMFILE))
+        fz_fail("address \"%s\": es_addr_parse %d, es_listen %d", addr, rc,
+                lrc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -147,7 +200,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(s, data, size);
     s[size] = '\0';
     fuzz_client_url(s);
-    /* Every input goes to both grammars: a URL's authority and a listen
+    /* Every input goes to both parsers: a URL's authority and a listen
      * address share most of their syntax. */
     fuzz_address(s);
     free(s);

@@ -220,6 +220,14 @@ static int h_status(struct raw *s, int fd, const struct raw_req *rq)
         {"/999", "HTTP/1.1 999 Private\r\n"},
         {"/split200", "HTTP/1.1 2|00 OK\r\n"},
         {"/100-200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"},
+        {"/v09", "HTTP/0.9 200 OK\r\n"},
+        {"/v20", "HTTP/2.0 200 OK\r\n"},
+        {"/v12", "HTTP/1.2 200 OK\r\n"},
+        {"/v30", "HTTP/3.0 200 OK\r\n"},
+        {"/splitv20", "HTTP/2.|0 200 OK\r\n"},
+        {"/100-v20", "HTTP/1.1 100 Continue\r\n\r\nHTTP/2.0 200 OK\r\n"},
+        {"/v10", "HTTP/1.0 200 OK\r\n"},
+        {"/splitv11", "HTTP/1.|1 200 OK\r\n"},
     };
     const char *line = "HTTP/1.1 200 OK\r\n";
 
@@ -269,6 +277,40 @@ Test(http_client, good_status_kept, .timeout = ES_TEST_TIMEOUT)
         cr_assert_str_eq(x[i].body, "ok");
     }
     res_free(x, 3);
+}
+
+/* Only HTTP/1.0 and HTTP/1.1 status lines (RFC 9112 §2.3): HTTP/0.9 and
+ * 2.0 pass llhttp 8, and es_http_reply_version() promises 10 or 11. */
+Test(http_client, bad_version_eproto, .timeout = ES_TEST_TIMEOUT)
+{
+    static const char *const bad[] = {"/v09", "/v20",      "/v12",
+                                      "/v30", "/splitv20", "/100-v20"};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_fail(h_status, NULL, bad[i], 0, -EPROTO);
+}
+
+Test(http_client, good_version_kept, .timeout = ES_TEST_TIMEOUT)
+{
+    static const char *const good[] = {"/v10", "/splitv11"};
+    static const int want[] = {10, 11};
+    struct raw s;
+    struct fx f;
+    struct res x[2] = {0};
+    char url[128];
+
+    fx_raw_start(&f, &s, h_status, 2, NULL);
+    for (size_t i = 0; i < 2; i++) {
+        url_of(url, sizeof(url), &s, good[i]);
+        get_wait(&f, url, &x[i]);
+    }
+    fx_raw_stop(&f, &s);
+    for (size_t i = 0; i < 2; i++) {
+        assert_replies(&x[i], 1, 200);
+        cr_assert_eq(atomic_load(&x[i].version), want[i]);
+        cr_assert_str_eq(x[i].body, "ok");
+    }
+    res_free(x, 2);
 }
 
 Test(http_client, closed_mid_reply_econnreset, .timeout = ES_TEST_TIMEOUT)
