@@ -15,13 +15,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Checks for the defects of issue 8 that others are fixing are on (1) by
- * default; 0 skips exactly the inputs that are instances of them (each
- * skip names its defect), so that the rest can be fuzzed until they land. */
-#ifndef ES_FUZZ_KNOWN_DEFECTS
-#define ES_FUZZ_KNOWN_DEFECTS 1
-#endif
-
 /* How long any single wait of a target may last before it is a hang. */
 #define FZ_WAIT_MS 5000
 
