@@ -17,7 +17,9 @@
  *   - a TAB in the request-target;
  *   - an empty Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and a
  *     coding before chunked (501: the body could not be decoded);
- *   - chunk data not followed by CRLF (llhttp skips those two bytes).
+ *   - chunk data not followed by CRLF (llhttp skips those two bytes);
+ *   - chunk extensions off the grammar of RFC 9112 7.1.1 (llhttp 8.1
+ *     refuses some valid ones and takes any non-CTL bytes after ";").
  * Chunk-size lines and the trailer section are read here, not by llhttp:
  * llhttp gets "<size>\r\n" for each size line and one CRLF for the whole
  * trailer section, so trailer fields never touch its framing or keep-alive
@@ -342,6 +344,64 @@ static bool is_hex(char c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
+static const char *skip_bws(const char *q, const char *end)
+{
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    return q;
+}
+
+static const char *skip_token(const char *q, const char *end)
+{
+    while (q < end && es__http_is_token(q, 1))
+        q++;
+    return q;
+}
+
+/* quoted-string (RFC 9110 5.6.4) at q (a DQUOTE): qdtext and quoted-pair
+ * take obs-text (%x80-FF), as the RFC allows; no CTL but HTAB, no DEL.
+ * Returns: the byte after its closing DQUOTE, or NULL. */
+static const char *skip_quoted(const char *q, const char *end)
+{
+    for (q++; q < end; q++) {
+        if (*q == '"')
+            return q + 1;
+        if (*q == '\\' && ++q == end)
+            return NULL;
+        unsigned char c = (unsigned char)*q;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ * with name = token, val = token / quoted-string (RFC 9112 7.1.1): the
+ * model of tests/fuzz/fuzz_chunk.c. obs-text only inside a quoted-string.
+ * Returns: true if [q, end) is one. */
+static bool chunk_ext_ok(const char *q, const char *end)
+{
+    while (q < end) {
+        q = skip_bws(q, end);
+        if (q == end || *q != ';')
+            return false;
+        const char *name = skip_bws(q + 1, end);
+        if ((q = skip_token(name, end)) == name)
+            return false;
+        const char *eq = skip_bws(q, end);
+        if (eq == end || *eq != '=')
+            continue; /* a name alone; BWS must lead to another ";" */
+        const char *val = skip_bws(eq + 1, end);
+        if (val < end && *val == '"') {
+            if (!(q = skip_quoted(val, end)))
+                return false;
+        } else if ((q = skip_token(val, end)) == val) {
+            return false;
+        }
+    }
+    return true;
+}
+
 long es__http_chunk_line(const char *p, size_t n,
                          char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len)
 {
@@ -361,13 +421,8 @@ long es__http_chunk_line(const char *p, size_t n,
     if (hex == 0 || hex - zeros > 16)
         return -1;
     const char *q = p + hex;
-    if (q < cr) { /* chunk-ext = *( BWS ";" ... ): ignored, but no CTL */
-        while (q < cr && (*q == ' ' || *q == '\t'))
-            q++;
-        if (q == cr || *q != ';' ||
-            !es__http_is_field_value(q, (size_t)(cr - q)))
-            return -1;
-    }
+    if (q < cr && !chunk_ext_ok(q, cr))
+        return -1; /* extensions are checked, then ignored */
     size_t digits = hex - zeros ? hex - zeros : 1;
     memcpy(out, p + hex - digits, digits);
     memcpy(out + digits, "\r\n", 2);

@@ -287,11 +287,12 @@ bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n);
 int es__http_check_field(struct es__http_conn *hc, bool trailer);
 /*
  * Reads a chunk-size line at p[0..n): chunk-size (1*HEXDIG, leading zeros
- * allowed, at most 16 significant digits), BWS and extensions (ignored,
- * no CTL but HTAB), CRLF. out gets "<size>\r\n" without the leading zeros
- * and the extensions, *out_len its length: what llhttp is given instead.
- * Returns: the line's length; 0 if it is not all here yet; -1 if it is
- * malformed or longer than ES__HTTP_CHUNK_LINE_MAX.
+ * allowed, at most 16 significant digits), extensions (checked against
+ * RFC 9112 7.1.1, obs-text only in a quoted-string, then ignored), CRLF. out
+ * gets "<size>\r\n" without the leading zeros and the extensions, *out_len its
+ * length: what llhttp is given instead. Returns: the line's length; 0 if it is
+ * not all here yet; -1 if it is malformed or longer than
+ * ES__HTTP_CHUNK_LINE_MAX.
  */
 long es__http_chunk_line(const char *p, size_t n,
                          char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len);
