@@ -17,7 +17,9 @@
  *   - a TAB in the request-target;
  *   - an empty Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and a
  *     coding before chunked (501: the body could not be decoded);
- *   - chunk data not followed by CRLF (llhttp skips those two bytes).
+ *   - chunk data not followed by CRLF (llhttp skips those two bytes);
+ *   - chunk extensions off the grammar of RFC 9112 7.1.1 (llhttp 8.1
+ *     refuses some valid ones and takes any non-CTL bytes after ";").
  * Chunk-size lines and the trailer section are read here, not by llhttp:
  * llhttp gets "<size>\r\n" for each size line and one CRLF for the whole
  * trailer section, so trailer fields never touch its framing or keep-alive
@@ -57,10 +59,9 @@ static int cb_url(llhttp_t *p, const char *at, size_t n)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)at[i] <= ' ' || at[i] == 0x7f)
             return fail(hc, 400);
-    if (hc->url.len + n > hc->srv->o.max_url)
-        return fail(hc, 414);
-    if (hc->url.len + n + hc->field_bytes > hc->srv->o.max_header_bytes)
-        return fail(hc, 431);
+    /* max_url (414) and max_header_bytes (431) are enforced on the raw
+     * bytes before llhttp reads them (es__http_scan_head()): llhttp never
+     * gets a target byte past max_url, so the buffer stays bounded. */
     return es__buf_add(&hc->url, at, n) ? fail(hc, 500) : 0;
 }
 
@@ -167,30 +168,64 @@ const llhttp_settings_t es__http_settings = {
     .on_message_complete = cb_message_done,
 };
 
-bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n)
+/* One byte of the head after `prev`: true if it makes the head bad (a bare
+ * LF, CR followed by other than LF, obs-fold). */
+static bool head_byte_bad(char prev, char c)
 {
-    if (!n)
-        return true;
-    if (hc->scan_prev == '\n' && (p[0] == ' ' || p[0] == '\t'))
+    if (prev == '\r')
+        return c != '\n'; /* llhttp 8.1 takes CR + any byte as the end */
+    return c == '\n' || (prev == '\n' && (c == ' ' || c == '\t'));
+}
+
+/* Follows the request line as llhttp 8.1 splits it: CRLFs before it, the
+ * method, one or more SP, the target up to SP, CR or LF. Returns: true if
+ * c takes the target past max_url. */
+static bool target_byte(struct es__http_scan *s, char c, size_t max_url)
+{
+    switch (s->line) {
+    case ES__LINE_START:
+        if (c != '\r' && c != '\n')
+            s->line = ES__LINE_METHOD;
         return false;
-    if (hc->scan_prev == '\r' && p[0] != '\n')
+    case ES__LINE_METHOD:
+        if (c == ' ')
+            s->line = ES__LINE_SPACES;
         return false;
-    const char *end = p + n, *q = p;
-    /* llhttp 8.1 takes CR and any byte as the empty line ending the head. */
-    while ((q = memchr(q, '\r', (size_t)(end - q))) && ++q < end)
-        if (*q != '\n')
+    case ES__LINE_SPACES:
+        if (c == ' ')
             return false;
-    q = p;
-    while ((q = memchr(q, '\n', (size_t)(end - q)))) {
-        char before = q > p ? q[-1] : hc->scan_prev;
-        if (before != '\r')
-            return false; /* bare LF */
-        if (q + 1 < end && (q[1] == ' ' || q[1] == '\t'))
-            return false; /* obs-fold */
-        q++;
+        s->line = ES__LINE_TARGET;
+        /* fall through */
+    case ES__LINE_TARGET:
+        if (c == ' ' || c == '\r' || c == '\n') {
+            s->line = ES__LINE_REST;
+            return false;
+        }
+        return ++s->target > max_url;
     }
-    hc->scan_prev = end[-1];
-    return true;
+    return false;
+}
+
+size_t es__http_scan_head(struct es__http_scan *s, size_t max_url,
+                          const char *p, size_t n, int *status)
+{
+    *status = 0;
+    for (size_t i = 0; i < n; s->prev = p[i++]) {
+        if (head_byte_bad(s->prev, p[i])) {
+            *status = 400;
+            return i;
+        }
+        if (s->line != ES__LINE_REST && target_byte(s, p[i], max_url)) {
+            *status = 414;
+            return i;
+        }
+        /* The empty line ends the head: the scan need not look further. */
+        if (p[i] == '\r' && s->prev == '\n' && i + 1 < n && p[i + 1] == '\n') {
+            s->prev = '\n';
+            return i + 2;
+        }
+    }
+    return n;
 }
 
 /* Fields of a trailer section that are not appended to the request. */
@@ -342,6 +377,64 @@ static bool is_hex(char c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
+static const char *skip_bws(const char *q, const char *end)
+{
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    return q;
+}
+
+static const char *skip_token(const char *q, const char *end)
+{
+    while (q < end && es__http_is_token(q, 1))
+        q++;
+    return q;
+}
+
+/* quoted-string (RFC 9110 5.6.4) at q (a DQUOTE): qdtext and quoted-pair
+ * take obs-text (%x80-FF), as the RFC allows; no CTL but HTAB, no DEL.
+ * Returns: the byte after its closing DQUOTE, or NULL. */
+static const char *skip_quoted(const char *q, const char *end)
+{
+    for (q++; q < end; q++) {
+        if (*q == '"')
+            return q + 1;
+        if (*q == '\\' && ++q == end)
+            return NULL;
+        unsigned char c = (unsigned char)*q;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ * with name = token, val = token / quoted-string (RFC 9112 7.1.1): the
+ * model of tests/fuzz/fuzz_chunk.c. obs-text only inside a quoted-string.
+ * Returns: true if [q, end) is one. */
+static bool chunk_ext_ok(const char *q, const char *end)
+{
+    while (q < end) {
+        q = skip_bws(q, end);
+        if (q == end || *q != ';')
+            return false;
+        const char *name = skip_bws(q + 1, end);
+        if ((q = skip_token(name, end)) == name)
+            return false;
+        const char *eq = skip_bws(q, end);
+        if (eq == end || *eq != '=')
+            continue; /* a name alone; BWS must lead to another ";" */
+        const char *val = skip_bws(eq + 1, end);
+        if (val < end && *val == '"') {
+            if (!(q = skip_quoted(val, end)))
+                return false;
+        } else if ((q = skip_token(val, end)) == val) {
+            return false;
+        }
+    }
+    return true;
+}
+
 long es__http_chunk_line(const char *p, size_t n,
                          char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len)
 {
@@ -361,13 +454,8 @@ long es__http_chunk_line(const char *p, size_t n,
     if (hex == 0 || hex - zeros > 16)
         return -1;
     const char *q = p + hex;
-    if (q < cr) { /* chunk-ext = *( BWS ";" ... ): ignored, but no CTL */
-        while (q < cr && (*q == ' ' || *q == '\t'))
-            q++;
-        if (q == cr || *q != ';' ||
-            !es__http_is_field_value(q, (size_t)(cr - q)))
-            return -1;
-    }
+    if (q < cr && !chunk_ext_ok(q, cr))
+        return -1; /* extensions are checked, then ignored */
     size_t digits = hex - zeros ? hex - zeros : 1;
     memcpy(out, p + hex - digits, digits);
     memcpy(out + digits, "\r\n", 2);

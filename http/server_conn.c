@@ -58,7 +58,7 @@ static void message_reset(struct es__http_conn *hc)
     es__http_headers_clear(&hc->h);
     hc->body.len = 0;
     hc->phase = ES__PH_HEAD;
-    hc->scan_prev = 0;
+    hc->scan = (struct es__http_scan){0};
     hc->head_bytes = 0;
     hc->field_bytes = 0;
     hc->nfields = 0;
@@ -276,7 +276,7 @@ static void on_pause(es_actor_t *self, struct es__http_conn *hc, size_t rest)
         break;
     case ES__PAUSE_TRAILER:
         hc->phase = ES__PH_TRAILER;
-        hc->scan_prev = '\n';
+        hc->scan = (struct es__http_scan){.prev = '\n', .line = ES__LINE_REST};
         break;
     case ES__PAUSE_CHUNK:
         hc->want_line = true;
@@ -292,6 +292,31 @@ static void on_pause(es_actor_t *self, struct es__http_conn *hc, size_t rest)
 }
 
 /*
+ * How many of the head bytes p[0..n) llhttp may read now: none past the
+ * first byte the raw scan refuses (es__http_scan_head()) or past
+ * max_header_bytes. These checks run on every head byte before llhttp
+ * sees it, so the first offending byte decides the answer however the
+ * request was split into reads (a check made after llhttp, or in an llhttp
+ * span callback, loses to a later llhttp error in the same read and wins
+ * when the read ends between the two).
+ * Returns: the count; *s the scan state after it; *status the answer if
+ * llhttp reads them all and wants more (0: the count is where the head
+ * ends, or n).
+ */
+static size_t head_guard(const struct es__http_conn *hc, const char *p,
+                         size_t n, struct es__http_scan *s, int *status)
+{
+    size_t room = n, max = hc->srv->o.max_header_bytes;
+    if (hc->phase == ES__PH_HEAD && max - hc->head_bytes < n)
+        room = max - hc->head_bytes;
+    *s = hc->scan;
+    size_t lim = es__http_scan_head(s, hc->srv->o.max_url, p, room, status);
+    if (lim == room && room < n && !*status)
+        *status = 431;
+    return lim;
+}
+
+/*
  * Runs llhttp over p[0..n) (rest: bytes that follow in this buffer).
  * Returns: bytes consumed, or -1 once the request is refused; *done is
  * set when llhttp took everything without pausing.
@@ -300,7 +325,11 @@ static long run(es_actor_t *self, struct es__http_conn *hc, const char *p,
                 size_t n, size_t rest, bool *done)
 {
     uint8_t phase = hc->phase;
-    llhttp_errno_t err = llhttp_execute(&hc->p, p, n);
+    int guard = 0;
+    struct es__http_scan scan;
+    size_t lim = phase == ES__PH_BODY ? n : head_guard(hc, p, n, &scan, &guard);
+    llhttp_errno_t err =
+        lim || !guard ? llhttp_execute(&hc->p, p, lim) : HPE_OK;
     if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
         /* Our callbacks set hc->reject; llhttp reports it as HPE_USER or
          * as the HPE_CB_* error of the callback. */
@@ -308,18 +337,19 @@ static long run(es_actor_t *self, struct es__http_conn *hc, const char *p,
                hc->reject ? hc->reject : es__http_error_status(&hc->p, err));
         return -1;
     }
+    if (err == HPE_OK && guard) {
+        reject(self, hc, guard);
+        return -1;
+    }
     size_t used =
-        err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&hc->p) - p);
-    if (phase != ES__PH_BODY && !es__http_scan_head(hc, p, used)) {
-        reject(self, hc, 400);
-        return -1;
-    }
-    if (phase == ES__PH_HEAD &&
-        (hc->head_bytes += used) > hc->srv->o.max_header_bytes) {
-        reject(self, hc, 431);
-        return -1;
-    }
-    *done = err == HPE_OK;
+        err == HPE_OK ? lim : (size_t)(llhttp_get_error_pos(&hc->p) - p);
+    /* llhttp read all that was scanned, or paused at the end of the head
+     * (after which the scan state is reset before it is used again). */
+    if (phase != ES__PH_BODY)
+        hc->scan = scan;
+    if (phase == ES__PH_HEAD)
+        hc->head_bytes += used;
+    *done = err == HPE_OK && lim == n;
     if (err == HPE_PAUSED) {
         llhttp_resume(&hc->p);
         on_pause(self, hc, n - used + rest);

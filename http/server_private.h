@@ -216,13 +216,26 @@ struct es__http_bodyst {
     const struct es__http_route *sroute; /* streamed: its route */
 };
 
+/* Where the raw-byte scan of a head is (es__http_scan_head()). */
+enum {
+    ES__LINE_START,
+    ES__LINE_METHOD,
+    ES__LINE_SPACES,
+    ES__LINE_TARGET,
+    ES__LINE_REST
+};
+struct es__http_scan {
+    char prev;     /* the last byte scanned (bare LF, CR, obs-fold) */
+    uint8_t line;  /* ES__LINE_*: where in the request line */
+    size_t target; /* bytes of the request target so far */
+};
+
 /* A connection's state while a request is read or answered. */
 struct es__http_conn {
     uint32_t kind;
     uint8_t phase;      /* ES__PH_*: what the bytes being parsed are */
     uint8_t pause;      /* ES__PAUSE_*: why llhttp paused */
     uint8_t timer_kind; /* 0, ES__TM_HEADER or ES__TM_BODY */
-    char scan_prev;     /* last head byte scanned (bare LF / obs-fold) */
     bool closing, paused_in, idle_off, want_line;
     bool want_crlf;                  /* the CRLF after a chunk's data is next */
     uint8_t nhost, nte, ncl, expect; /* fields seen (capped) */
@@ -231,9 +244,10 @@ struct es__http_conn {
     es_http_server_t *srv;
     es_http_response_t *x; /* the exchange in flight, or NULL */
     struct es__http_conn *next_free;
-    size_t head_bytes;  /* raw bytes of the head so far */
-    size_t field_bytes; /* names and values received, dropped ones too */
-    unsigned nfields;   /* fields received, dropped trailers too */
+    struct es__http_scan scan; /* raw head bytes llhttp has read */
+    size_t head_bytes;         /* raw bytes of the head so far */
+    size_t field_bytes;        /* names and values received, dropped ones too */
+    unsigned nfields;          /* fields received, dropped trailers too */
     es_timer_id_t timer;
     struct es__buf in; /* unparsed bytes, from in_off */
     size_t in_off;
@@ -280,19 +294,26 @@ void es__http_conn_state_free(void *state);
 /* The llhttp callbacks of the server's connections (parser->data: hc). */
 extern const llhttp_settings_t es__http_settings;
 
-/* Scans raw head (or trailer) bytes for a bare LF or an obs-fold.
- * Returns: true if they are fine. */
-bool es__http_scan_head(struct es__http_conn *hc, const char *p, size_t n);
+/*
+ * Scans raw head bytes p[0..n) before llhttp reads them, from state *s
+ * (advanced over the bytes scanned): a bare LF, CR followed by other than
+ * LF, obs-fold (400); a request target longer than max_url (414).
+ * Returns: the index of the first bad byte (*status set), else the index
+ * just past the empty line that ends the head, else n (*status 0).
+ */
+size_t es__http_scan_head(struct es__http_scan *s, size_t max_url,
+                          const char *p, size_t n, int *status);
 /* Checks a completed field (name index i of hc->h) and notes the ones that
  * matter for framing. Returns: 0, or the status to reject with. */
 int es__http_check_field(struct es__http_conn *hc, bool trailer);
 /*
  * Reads a chunk-size line at p[0..n): chunk-size (1*HEXDIG, leading zeros
- * allowed, at most 16 significant digits), BWS and extensions (ignored,
- * no CTL but HTAB), CRLF. out gets "<size>\r\n" without the leading zeros
- * and the extensions, *out_len its length: what llhttp is given instead.
- * Returns: the line's length; 0 if it is not all here yet; -1 if it is
- * malformed or longer than ES__HTTP_CHUNK_LINE_MAX.
+ * allowed, at most 16 significant digits), extensions (checked against
+ * RFC 9112 7.1.1, obs-text only in a quoted-string, then ignored), CRLF. out
+ * gets "<size>\r\n" without the leading zeros and the extensions, *out_len its
+ * length: what llhttp is given instead. Returns: the line's length; 0 if it is
+ * not all here yet; -1 if it is malformed or longer than
+ * ES__HTTP_CHUNK_LINE_MAX.
  */
 long es__http_chunk_line(const char *p, size_t n,
                          char out[ES__HTTP_CHUNK_OUT_MAX], size_t *out_len);

@@ -7,11 +7,15 @@
  * Content-Length in a trailer leave the connection and its framing alone,
  * other trailers reach the handler); valid Host values that must still be
  * served; chunk sizes with leading zeros accepted with or without an
- * extension; the CRLF after chunk data checked when it arrives in pieces;
- * and es_http_server_listen() refusing an address at once, with the same
- * grammar as es_listen().
+ * extension; chunk extensions on the RFC 9112 grammar served; the CRLF
+ * after chunk data checked when it arrives in pieces; the same answer to
+ * a bad request sent whole and byte by byte; and es_http_server_listen()
+ * refusing an address at once, with the same grammar as es_listen().
  */
 #include "http_test.h"
+
+#include <netinet/tcp.h>
+#include <poll.h>
 
 /* Answers with the body, then "|" and the X-T and Connection fields. */
 static void h_trailers(es_http_request_t *req, es_http_response_t *res,
@@ -159,6 +163,26 @@ Test(http_strict, chunk_size_leading_zeros, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+/* Extensions on the grammar of RFC 9112 7.1.1 are served (and ignored):
+ * BWS around ";" and "=", names without values, quoted-strings with
+ * quoted-pairs, and obs-text inside a quoted-string. */
+Test(http_strict, chunk_ext_valid_served, .timeout = ES_TEST_TIMEOUT)
+{
+    struct hts t;
+    struct hc c;
+
+    hts_serve1(&t, NULL, "/t", h_echo_body, NULL);
+    hc_open(&c, t.port);
+    HC_SEND(&c,
+            CHUNKED "3 ;\ta = b ; c;d=\"x y\\\"z\xe9\";e=!#$%&'*+-.^_`|~\r\n"
+                    "abc\r\n0;f=\"\"\r\n\r\n");
+    HC_EXPECT(&c, 200, "abc");
+    HC_SEND(&c, CHUNKED "2;a\r\nab\r\n1;b=\"\t\\\x80\"\r\nc\r\n0\r\n\r\n");
+    HC_EXPECT(&c, 200, "abc");
+    hc_close(&c);
+    hts_fini(&t);
+}
+
 /* Sends the pieces one by one with a pause between (each its own read). */
 static void send_pieces(struct hc *c, const char *const *pieces, size_t n)
 {
@@ -187,6 +211,93 @@ Test(http_strict, chunk_crlf_in_pieces, .timeout = ES_TEST_TIMEOUT)
     hc_close(&c);
     cr_assert_eq(hts_stats(&t).requests, 1);
     hts_fini(&t);
+}
+
+/* --- Split-independence -------------------------------------------------- */
+
+/*
+ * Sends raw whole, or one byte per send() with TCP_NODELAY and a short
+ * pause between (so the server reads it in many pieces), stopping early
+ * once the answer is there. Returns: the status of the one response.
+ */
+static int status_when_sent(int port, const char *raw, size_t len, bool bytes)
+{
+    struct hc c;
+    struct hr r;
+    int one = 1, status;
+
+    hc_open(&c, port);
+    cr_assert_eq(setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)),
+                 0);
+    if (!bytes) {
+        cr_assert(hc_send(&c, raw, len));
+    } else {
+        struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
+        for (size_t i = 0; i < len; i++) {
+            cr_assert(hc_send(&c, raw + i, 1));
+            if (poll(&pfd, 1, 3) != 0)
+                break; /* answered: the rest would not be read */
+        }
+    }
+    HC_READ(&c, &r, 0);
+    status = r.status;
+    hr_release(&r);
+    cr_assert_eq(hc_wait_eof(&c, ES_TEST_WAIT_S), 0);
+    hc_close(&c);
+    return status;
+}
+
+/* The same bad request gets the same answer whole and byte by byte: the
+ * first offending byte decides, however the request was split. */
+static void split_same(const es_http_server_opts_t *o, const char *raw,
+                       int want)
+{
+    struct hts t;
+    size_t len = strlen(raw);
+
+    hts_init(&t, 1, o);
+    hts_route(&t, NULL, "/t", h_text, "ok");
+    hts_start(&t);
+    int whole = status_when_sent(t.port, raw, len, false);
+    int bytes = status_when_sent(t.port, raw, len, true);
+    cr_assert_eq(whole, bytes, "%d whole, %d byte by byte", whole, bytes);
+    cr_assert_eq(whole, want);
+    cr_assert_eq(hts_stats(&t).requests, 0);
+    hts_fini(&t);
+}
+
+/* A bare LF (refused by the raw-byte scan) before a version llhttp
+ * refuses (505): 505 whole, 400 in pieces, before the fix. */
+Test(http_strict, split_bare_lf_then_bad_version, .timeout = ES_TEST_TIMEOUT)
+{
+    split_same(NULL, "\nPOST /t HTTP/2.1\r\nHost: t\r\n\r\n", 400);
+}
+
+/* A request line past max_header_bytes, then a CTL in its target (400):
+ * the head limit comes first whatever the reads (431). Before the fix:
+ * 400 whole, 431 in pieces (the target is checked when llhttp hands it
+ * over, at its end or at the end of a read). */
+Test(http_strict, split_head_limit_then_bad_byte, .timeout = ES_TEST_TIMEOUT)
+{
+    es_http_server_opts_t o = {.max_header_bytes = 256};
+    char raw[512] = "GET /t?";
+
+    memset(raw + 7, 'a', 300);
+    strcpy(raw + 307, "\x01 HTTP/1.1\r\nHost: t\r\n\r\n");
+    split_same(&o, raw, 431);
+}
+
+/* A target longer than max_url, then a CTL in it: the target is too long
+ * at its 17th byte whatever the reads (414). Before the fix: 400 whole
+ * (llhttp refused the CTL before handing the target over), 414 in pieces. */
+Test(http_strict, split_url_limit_then_bad_byte, .timeout = ES_TEST_TIMEOUT)
+{
+    es_http_server_opts_t o = {.max_url = 16};
+
+    split_same(&o,
+               "GET /t?aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x01 HTTP/1.1\r\n"
+               "Host: t\r\n\r\n",
+               414);
 }
 
 /* --- Listen addresses ----------------------------------------------------- */
