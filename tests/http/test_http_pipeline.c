@@ -255,6 +255,31 @@ static void h_hold(es_http_request_t *req, es_http_response_t *res, void *arg)
         atomic_store(&g_held, res);
 }
 
+/* Starts a one-thread server whose /hold parks its response, sends it a
+ * /hold followed by n pipelined requests of `len` bytes in all, waits until
+ * the response is parked, then closes the client. */
+static void hold_flood_then_leave(struct hts *t, int n, size_t *len)
+{
+    struct hc c;
+    char *all;
+
+    atomic_store(&g_held, NULL);
+    atomic_store(&g_gone, 0);
+    hts_init(t, 1, NULL);
+    hts_route(t, "GET", "/hold", h_hold, NULL);
+    hts_route(t, NULL, "/p/*", h_tb, NULL);
+    hts_start(t);
+    all = flood_requests("/hold", n, len);
+    hc_open(&c, t->port);
+    cr_assert(hc_send(&c, all, *len));
+    free(all);
+    for (int i = 0; i < 1000 && !atomic_load(&g_held); i++)
+        es_test_sleep_ms(5);
+    cr_assert_not_null(atomic_load(&g_held));
+    es_test_sleep_ms(50);
+    hc_close(&c);
+}
+
 /*
  * http.h: while a response is deferred the connection "still notices the
  * client leaving", also when the client pipelined requests behind it that
@@ -262,28 +287,11 @@ static void h_hold(es_http_request_t *req, es_http_response_t *res, void *arg)
  */
 Test(http_pipeline, gone_noticed_behind_pipelined, .timeout = ES_TEST_TIMEOUT)
 {
-    enum { N = 500 };
     struct hts t;
-    struct hc c;
-    size_t all_len = 0;
-    char *all;
+    size_t len;
 
-    atomic_store(&g_held, NULL);
-    atomic_store(&g_gone, 0);
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/hold", h_hold, NULL);
-    hts_route(&t, NULL, "/p/*", h_tb, NULL);
-    hts_start(&t);
-    all = flood_requests("/hold", N, &all_len);
-    cr_assert_lt(all_len, 32u << 10);
-    hc_open(&c, t.port);
-    cr_assert(hc_send(&c, all, all_len));
-    free(all);
-    for (int i = 0; i < 1000 && !atomic_load(&g_held); i++)
-        es_test_sleep_ms(5);
-    cr_assert_not_null(atomic_load(&g_held));
-    es_test_sleep_ms(50);
-    hc_close(&c);
+    hold_flood_then_leave(&t, 500, &len);
+    cr_assert_lt(len, 32u << 10);
     HTS_WAIT_CONNS(&t, 0);
     ES_WAIT_GE(g_gone, 1);
     cr_assert_eq(es_http_response_end(atomic_load(&g_held)), -ECONNRESET);
@@ -298,28 +306,11 @@ Test(http_pipeline, gone_noticed_behind_pipelined, .timeout = ES_TEST_TIMEOUT)
  */
 Test(http_pipeline, gone_noticed_after_full_buffer, .timeout = ES_TEST_TIMEOUT)
 {
-    enum { N = 4000 };
     struct hts t;
-    struct hc c;
-    size_t all_len = 0;
-    char *all;
+    size_t len;
 
-    atomic_store(&g_held, NULL);
-    atomic_store(&g_gone, 0);
-    hts_init(&t, 1, NULL);
-    hts_route(&t, "GET", "/hold", h_hold, NULL);
-    hts_route(&t, NULL, "/p/*", h_tb, NULL);
-    hts_start(&t);
-    all = flood_requests("/hold", N, &all_len);
-    cr_assert_gt(all_len, 128u << 10);
-    hc_open(&c, t.port);
-    cr_assert(hc_send(&c, all, all_len));
-    free(all);
-    for (int i = 0; i < 1000 && !atomic_load(&g_held); i++)
-        es_test_sleep_ms(5);
-    cr_assert_not_null(atomic_load(&g_held));
-    es_test_sleep_ms(50);
-    hc_close(&c);
+    hold_flood_then_leave(&t, 4000, &len);
+    cr_assert_gt(len, 128u << 10);
     int rc = es_http_response_end(atomic_load(&g_held));
     cr_assert(rc == 0 || rc == -ECONNRESET, "end: %d", rc);
     HTS_WAIT_CONNS(&t, 0);
