@@ -643,8 +643,7 @@ Test(http_body, stream_abandoned, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
-/* --- Pipelined input behind a request in flight ----------------------------
- */
+/* --- Pipelined input behind a request in flight ------------------------ */
 
 #define PIPE_CONNS 4
 #define PIPE_BYTES (2u << 20) /* what each client tries to pipeline */
