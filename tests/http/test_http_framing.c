@@ -173,6 +173,9 @@ REJECT(chunk_ext_obs_text_token, CHUNKED "3;a=\xe9\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_ext_unclosed_quote, CHUNKED "3;a=\"b\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_ext_after_quote, CHUNKED "3;a=\"b\"c\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_ext_quoted_ctl, CHUNKED "3;a=\"\x7f\"\r\nabc\r\n0\r\n\r\n", 400)
+/* llhttp 8.1 takes CR + any byte as the end of a chunk-size line. */
+REJECT(chunk_size_cr_bad, CHUNKED "3\rX\r\nabc\r\n0\r\n\r\n", 400)
+REJECT(chunk_last_cr_bad, CHUNKED "3\r\nabc\r\n0\rJ\r\n\r\n", 400)
 REJECT(chunk_size_hex_prefix, CHUNKED "0x3\r\nabc\r\n0\r\n\r\n", 400)
 REJECT(chunk_size_overflow_after_zeros,
        CHUNKED "0000fffffffffffffffff\r\nab\r\n0\r\n\r\n", 400)
