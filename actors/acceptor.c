@@ -81,7 +81,7 @@ static void acceptor_free(void *arg)
 static void hand_off(es_actor_t *self, es_listener_t *l, int fd)
 {
     struct es__conn *c = es__conn_new(&l->conn, fd, l->is_tcp);
-    int loop = l->reuseport ? es_actor_loop_index(self) : ES_LOOP_ANY;
+    int loop = l->reuseport ? ES_LOOP(es_actor_loop_index(self)) : ES_LOOP_ANY;
     es_actor_id_t id;
     int rc = c ? es__conn_spawn(l->rt, c, loop, l->placement, &id) : -ENOMEM;
     if (rc == 0) {
@@ -228,7 +228,7 @@ static int start_acceptors(es_listener_t *l, const es_listen_opts_t *opts,
         es_spawn_opts_t so = {.behaviour = acceptor_behaviour,
                               .state = a,
                               .state_free = acceptor_free,
-                              .loop = l->reuseport ? (int)i : ES_LOOP_ANY};
+                              .loop = l->reuseport ? ES_LOOP((int)i) : ES_LOOP_ANY};
         int rc = es_spawn(l->rt, &so, &l->acc[i]);
         if (rc) {
             acceptor_free(a); /* not spawned: still ours */

@@ -66,8 +66,8 @@ struct es__conn {
 struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp);
 /* Frees c (closing its fd if still open); the actors' ext_free. */
 void es__conn_free(void *c);
-/* Spawns the connection actor that owns c. On failure c is still the
- * caller's. */
+/* Spawns the connection actor that owns c; loop is as es_spawn_opts_t.loop
+ * (ES_LOOP_ANY or ES_LOOP(i)). On failure c is still the caller's. */
 int es__conn_spawn(es_runtime_t *rt, struct es__conn *c, int loop,
                    es_placement_t placement, es_actor_id_t *out);
 /* Marks c to close now with reason (done when the behaviour returns). */

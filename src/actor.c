@@ -196,10 +196,6 @@ void es__actor_route(struct es__loop *loop, es_msg_t *m)
         es__dead_letter(loop->rt, loop, m);
         return;
     }
-    if (m->type == ES__MSG_SPAWN) {
-        es__actor_install(loop, m->ptr);
-        return;
-    }
     if (a->installed && a->q.count == 0) {
         es__actor_dispatch(a, m);
         return;
@@ -289,11 +285,7 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
 {
     if (es__msg_is_internal(m->type)) {
-        /* A spawn that reached its loop after the loop exited. */
-        if (m->type == ES__MSG_SPAWN)
-            es__actor_install(((es_actor_t *)m->ptr)->loop, m->ptr);
-        else
-            es_msg_release(m);
+        es_msg_release(m);
         return;
     }
     ES__STAT_ADD(loop->dead_letters, 1);
@@ -444,6 +436,8 @@ static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
     slot->to = to;
     slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
     send_commit(t, a, local);
+    if (t->loop_index < 0)
+        t->last_loop = a->loop->index + 1; /* for ES_PLACE_CURRENT */
     ES__STAT_ADD(t->sent, 1);
     return 0;
 }
@@ -500,40 +494,124 @@ static unsigned least_loaded(const es_runtime_t *rt)
     return best;
 }
 
-static unsigned choose_loop(es_runtime_t *rt, const struct es__tctx *t,
-                            const es_spawn_opts_t *opts)
+/* The loop of the live actor `near`, or -ESRCH. Its `loop` is set before
+ * publication and never changes; the epoch section keeps it from being
+ * freed while we read it (demux threads are in one for their whole turn). */
+static int loop_of(es_runtime_t *rt, struct es__tctx *t, es_actor_id_t near)
+{
+    bool enter = t->loop_index < 0;
+    if (enter)
+        ck_epoch_begin(t->rec, NULL);
+    es_actor_t *a = es__table_lookup(rt->table, near);
+    int index = a ? (int)a->loop->index : -ESRCH;
+    if (enter) {
+        ES__TSAN_RELEASE(&rt->epoch);
+        ck_epoch_end(t->rec, NULL);
+    }
+    return index;
+}
+
+/* The home loop's index, or a negative errno. Precedence (actor.h): loop,
+ * then near, then placement. */
+static int choose_loop(es_runtime_t *rt, struct es__tctx *t,
+                       const es_spawn_opts_t *opts)
 {
     if (opts->loop != ES_LOOP_ANY)
-        return (unsigned)opts->loop;
+        return opts->loop - 1;
+    if (opts->near != ES_ACTOR_NONE)
+        return loop_of(rt, t, opts->near);
     if (opts->placement == ES_PLACE_LEAST_LOADED)
-        return least_loaded(rt);
+        return (int)least_loaded(rt);
     if (opts->placement == ES_PLACE_CURRENT && t->loop_index >= 0)
-        return (unsigned)t->loop_index;
-    return atomic_fetch_add_explicit(&rt->rr_next, 1, memory_order_relaxed) %
-           rt->nloops;
+        return t->loop_index;
+    if (opts->placement == ES_PLACE_CURRENT && t->last_loop)
+        return (int)t->last_loop - 1;
+    return (int)(atomic_fetch_add_explicit(&rt->rr_next, 1,
+                                           memory_order_relaxed) %
+                 rt->nloops);
 }
 
 /*
- * Hands a to its home loop through the caller's ring; a is not yet public.
- * *id is read before the commit: after it, a may run, stop and be freed.
+ * The spawn stack: how an actor spawned by one thread reaches another
+ * thread's loop (any foreign thread, main() before es_runtime_start(), or
+ * a behaviour spawning on another loop). It is a channel without a bound,
+ * so spawning never fails for capacity.
+ *
+ * Invariants and memory orders:
+ * - loop->spawned is a Treiber stack linked through run_next, which an
+ *   actor uses only once installed (it is then in no run queue yet). The
+ *   spawner fills the whole actor, publishes it in the table, sets
+ *   run_next to the head it read and pushes with a release CAS; the loop
+ *   takes the whole stack with an acquire exchange, so it sees every field
+ *   the spawner wrote. Nothing is ever popped singly, so ABA cannot bite:
+ *   a push whose CAS succeeds links to the very pointer that is the head.
+ * - The loop reverses what it took onto spawn_next (its own, FIFO: one
+ *   spawner's actors start in spawn order) and installs at most
+ *   ES__SPAWN_BUDGET per turn; a non-empty spawn_next counts as work, so
+ *   the loop does not sleep on it.
+ * - Wakeups (Dekker, as for the rings in chan.c): the spawner pushes,
+ *   issues a seq_cst fence (foreign spawners at once; demux spawners with
+ *   their batch, es__tctx_flush_wakes()) and loads `sleeping`; the loop
+ *   stores sleeping = 1, issues its seq_cst fence and then checks the
+ *   rings and es__spawns_pending(). One of the two sees the other.
+ * - Ordering: a message to a handle that is not installed yet is queued on
+ *   the actor (es__actor_route, send_commit), and es__actor_install puts
+ *   START in front of it. Shutdown: actors count in nactors from the spawn,
+ *   so a loop does not exit while any wait; those that arrive after it
+ *   stopped get START and STOP at once, on the loop or, once it has
+ *   exited, in es__loop_drain() on the settling thread.
  */
-static int spawn_remote(es_runtime_t *rt, struct es__tctx *t, es_actor_t *a,
-                        es_actor_id_t *id)
+static void spawn_push(struct es__tctx *t, struct es__loop *loop, es_actor_t *a)
 {
-    int rc;
-    unsigned index = a->loop->index;
-    es_msg_t *slot = es__chan_reserve(t, index, &rc);
-    if (!slot)
-        return rc;
-    rc = es__table_add(rt->table, a);
-    if (rc)
-        return rc; /* the reservation is reused by the next send */
-    *id = a->id;
-    *slot = es_msg_make(ES__MSG_SPAWN);
-    slot->ptr = a;
-    slot->to = a->loop->self_id;
-    es__chan_commit(t, index);
-    return 0;
+    es_actor_t *head =
+        atomic_load_explicit(&loop->spawned, memory_order_relaxed);
+    do {
+        a->run_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &loop->spawned, &head, a, memory_order_release, memory_order_relaxed));
+    if (t->loop_index >= 0) {
+        /* Woken with this turn's sends, one fence for all of them. */
+        if (!t->wake_pending[loop->index]) {
+            t->wake_pending[loop->index] = 1;
+            t->wake_count++;
+        }
+        return;
+    }
+    /* Dekker, spawner side: orders the push above before the load of
+     * `sleeping`. Pairs with the loop's fence in sleep_until_work(). */
+    atomic_thread_fence(memory_order_seq_cst);
+    es__loop_wake(loop, t);
+}
+
+bool es__spawns_pending(struct es__loop *loop)
+{
+    return atomic_load_explicit(&loop->spawned, memory_order_relaxed) != NULL;
+}
+
+unsigned es__spawns_install(struct es__loop *loop, unsigned budget)
+{
+    if (!loop->spawn_next &&
+        atomic_load_explicit(&loop->spawned, memory_order_relaxed)) {
+        es_actor_t *a = atomic_exchange_explicit(&loop->spawned, NULL,
+                                                 memory_order_acquire);
+        es_actor_t *fifo = NULL;
+        while (a) { /* the stack is newest first */
+            es_actor_t *next = a->run_next;
+            a->run_next = fifo;
+            fifo = a;
+            a = next;
+        }
+        loop->spawn_next = fifo;
+    }
+    unsigned n = 0;
+    while (n < budget && loop->spawn_next) {
+        es_actor_t *a = loop->spawn_next;
+        loop->spawn_next = a->run_next;
+        a->run_next = NULL;
+        es__actor_install(loop, a);
+        n++;
+    }
+    return n;
 }
 
 int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
@@ -541,20 +619,22 @@ int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
 {
     if (!rt || !opts || !opts->behaviour || !out)
         return -EINVAL;
-    if (opts->loop != ES_LOOP_ANY &&
-        (opts->loop < 0 || (unsigned)opts->loop >= rt->nloops))
+    if (opts->loop < ES_LOOP_ANY || opts->loop > (int)rt->nloops)
         return -EINVAL;
     if (opts->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL; /* mailbox_reserve() relies on it */
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
         return -ESHUTDOWN;
     struct es__tctx *t = es__tctx_get(rt);
-    es_actor_t *a = es__calloc(1, sizeof(*a));
-    if (!t || !a) {
-        es__free(a);
+    if (!t)
         return -ENOMEM;
-    }
-    struct es__loop *loop = &rt->loops[choose_loop(rt, t, opts)];
+    int index = choose_loop(rt, t, opts);
+    if (index < 0)
+        return index;
+    es_actor_t *a = es__calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    struct es__loop *loop = &rt->loops[index];
     a->rt = rt;
     a->loop = loop;
     a->capacity = opts->mailbox_capacity ? opts->mailbox_capacity
@@ -564,24 +644,19 @@ int es__spawn(es_runtime_t *rt, const es_spawn_opts_t *opts, void *ext,
     a->state_free = opts->state_free;
     a->ext = ext;
     a->ext_free = ext_free;
-    atomic_fetch_add_explicit(&loop->nactors, 1, memory_order_relaxed);
-    es_actor_id_t id = ES_ACTOR_NONE;
-    int rc;
-    if ((int)loop->index == t->loop_index) {
-        rc = es__table_add(rt->table, a);
-        if (rc == 0) {
-            id = a->id; /* install may run it to its end */
-            es__actor_install(loop, a);
-        }
-    } else {
-        rc = spawn_remote(rt, t, a, &id);
-    }
+    int rc = es__table_add(rt->table, a);
     if (rc) {
-        atomic_fetch_sub_explicit(&loop->nactors, 1, memory_order_relaxed);
         es__free(a);
         return rc;
     }
-    *out = id;
+    atomic_fetch_add_explicit(&loop->nactors, 1, memory_order_relaxed);
+    /* Read before the install or push: after it, a may run, stop and be
+     * freed. */
+    *out = a->id;
+    if (index == t->loop_index)
+        es__actor_install(loop, a);
+    else
+        spawn_push(t, loop, a);
     return 0;
 }
 

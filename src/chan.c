@@ -240,6 +240,8 @@ static struct es__tctx *foreign_acquire(es_runtime_t *rt)
                                                     memory_order_relaxed))
             break;
     }
+    if (t)
+        t->last_loop = 0; /* ES_PLACE_CURRENT: this thread sent nothing yet */
     if (!t) {
         t = es__calloc(1, sizeof(*t));
         if (t && es__tctx_init(rt, t, -1) == 0) {

@@ -27,12 +27,12 @@
     4096u                      /* queued messages handled per turn, all actors \
                                 */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
+#define ES__SPAWN_BUDGET 1024u /* new actors installed (and STARTed) per turn */
 #define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
 
 /* Internal message types; never shown to a behaviour or dead-letter hook. */
 enum {
     ES__MSG_INTERNAL = 0xF000,
-    ES__MSG_SPAWN,    /* to a loop actor: ptr is the actor to install */
     ES__MSG_STOP_REQ, /* to any actor: es_stop() */
     ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
     ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
@@ -162,6 +162,9 @@ struct es__tctx {
     struct es__chan **chan;      /* [threads]: slots set by the owner */
     unsigned char *wake_pending; /* [threads]: demux senders batch wakeups */
     unsigned wake_count;
+    /* Foreign threads: index + 1 of the loop of the actor last sent to, 0
+     * before the first send (ES_PLACE_CURRENT; written by send_in_section). */
+    unsigned last_loop;
 
     /* Any thread: 1 while a foreign thread owns this context (release
      * store 0 by the old owner, acquire CAS 0 -> 1 by the next). */
@@ -281,7 +284,10 @@ struct es_actor {
     void *state;
     es_state_free_cb state_free;
     struct es__msgq q;
-    es_actor_t *run_prev, *run_next; /* loop's run queue */
+    /* Loop's run queue. Before installation run_next links the actor on
+     * its loop's spawn stack instead (written by the spawner before the
+     * push, read by the loop after taking the stack; see actor.c). */
+    es_actor_t *run_prev, *run_next;
     es_actor_t *prev, *next;         /* loop's actor list */
     struct es__timer *timers;        /* timers this actor owns */
     ck_epoch_entry_t epoch_entry;
@@ -361,6 +367,13 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
 /* Runs the run queue; returns the number of messages handled. */
 unsigned es__runq_run(struct es__loop *loop);
 void es__actor_install(struct es__loop *loop, es_actor_t *a);
+/* Installs, in spawn order, up to `budget` actors spawned for this loop by
+ * other threads (loop thread, or the settling thread once the loop is gone).
+ * Returns how many it installed. */
+unsigned es__spawns_install(struct es__loop *loop, unsigned budget);
+/* True if actors wait to be installed on loop (the check before sleeping,
+ * after the loop's seq_cst fence). */
+bool es__spawns_pending(struct es__loop *loop);
 void es__actor_finalize(es_actor_t *a);
 /* Disposes of a message whose target is gone (internal ones included). */
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m);
@@ -477,12 +490,17 @@ struct es__loop {
     _Atomic(struct es__chan *) inbound; /* push-only: senders CAS, loop reads */
     atomic_uint
         nactors; /* actors assigned here: spawners add, loop subtracts */
+    /* Actors spawned for this loop by other threads, not yet installed: a
+     * Treiber stack (spawners push with a release CAS, the loop takes it
+     * all with an acquire exchange). See actor.c. */
+    _Atomic(es_actor_t *) spawned;
 
     /* The loop thread only (the settling thread once it has been joined). */
     struct es__tctx tctx;              /* its sender context */
     es_actor_t *self;                  /* the loop actor */
     es_actor_t *runq_head, *runq_tail; /* actors with queued mail */
     es_actor_t *actors;                /* actors installed here */
+    es_actor_t *spawn_next; /* taken from `spawned`, FIFO, not installed */
     struct es__timers timers;
     struct es__wheel wheel;
     unsigned io_watches;    /* watches besides the wakeup socket */
@@ -510,8 +528,9 @@ int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
 enum { ES__CTL_ADD, ES__CTL_MOD, ES__CTL_DEL };
 int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
                  uint64_t data);
-/* After the loop exited: routes (so dead-letters) every message left in its
- * inbound rings. Returns how many there were. */
+/* After the loop exited: installs (so starts and stops) the actors still on
+ * its spawn stack and routes (so dead-letters) every message left in its
+ * inbound rings. Returns how many of both there were. */
 unsigned es__loop_drain(struct es__loop *loop);
 struct es__loop *es__loop_current(void);
 /* The loop's scratch buffer of ES__SCRATCH bytes (made on first use): what

@@ -154,8 +154,11 @@ static unsigned drain_rings(struct es__loop *loop)
     return n;
 }
 
+/* True if a ring holds a message or a new actor waits (actor.c). */
 static bool rings_nonempty(struct es__loop *loop)
 {
+    if (es__spawns_pending(loop))
+        return true;
     struct es__chan *c =
         atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next)
@@ -246,6 +249,8 @@ static unsigned turn(struct es__loop *loop)
     dispatch_events(loop);
     work = es__timers_run(loop);
     work += es__wheel_run(loop);
+    work += es__spawns_install(loop, ES__SPAWN_BUDGET);
+    work += loop->spawn_next != NULL; /* more than the budget: no sleep */
     work += drain_rings(loop);
     work += es__runq_run(loop);
     es__tctx_flush_wakes(t);
@@ -293,7 +298,8 @@ void *es__loop_main(void *arg)
 
 unsigned es__loop_drain(struct es__loop *loop)
 {
-    unsigned n = 0;
+    /* Actors spawned for it late: START and STOP (the loop is stopping). */
+    unsigned n = es__spawns_install(loop, UINT32_MAX);
     struct es__chan *c =
         atomic_load_explicit(&loop->inbound, memory_order_acquire);
     for (; c; c = c->next) {

@@ -118,32 +118,51 @@ typedef int (*es_behaviour_cb)(es_actor_t *self, es_msg_t *msg);
 /* Frees an actor's state after its last message. */
 typedef void (*es_state_free_cb)(void *state);
 
-/* Where es_spawn() places an actor when no loop index is given. */
+/*
+ * Where es_spawn() places an actor when neither a loop nor a `near` actor is
+ * given.
+ */
 typedef enum es_placement {
     ES_PLACE_ROUND_ROBIN = 0, /* rotate over the demux threads */
     ES_PLACE_LEAST_LOADED,    /* the thread with the fewest actors */
-    ES_PLACE_CURRENT,         /* the calling demux thread (else round-robin) */
+    /* On a demux thread: that thread. On any other thread: the thread of
+     * the actor this thread last sent a message to (es_send, es_stop), or
+     * round-robin if it has sent nothing yet. */
+    ES_PLACE_CURRENT,
 } es_placement_t;
 
-#define ES_LOOP_ANY (-1)
+/* es_spawn_opts_t.loop (and es_connect_opts_t.loop): a zeroed field lets
+ * the placement decide; ES_LOOP(i) names demux thread i (0-based). */
+#define ES_LOOP_ANY 0
+#define ES_LOOP(i) ((i) + 1)
 
-/* What to spawn. Zeroed fields take defaults. */
+/*
+ * What to spawn. Zeroed fields take defaults: a zeroed struct with only a
+ * behaviour spawns on a round-robin thread. The home thread is chosen by the
+ * first of these that is set: `loop`, then `near`, then `placement`.
+ */
 typedef struct es_spawn_opts {
     es_behaviour_cb behaviour; /* required */
     void *state;               /* handed to the behaviour via es_actor_state */
     es_state_free_cb state_free; /* called once after ES_MSG_STOP, or NULL */
-    int loop;                    /* home demux thread, or ES_LOOP_ANY */
-    es_placement_t placement;    /* used when loop == ES_LOOP_ANY */
-    unsigned mailbox_capacity;   /* 0: the runtime's default; <= 2^30 - 1 */
+    int loop; /* ES_LOOP_ANY (0): placement decides; ES_LOOP(i): thread i */
+    es_placement_t placement;  /* used when loop == ES_LOOP_ANY and no near */
+    unsigned mailbox_capacity; /* 0: the runtime's default; <= 2^30 - 1 */
+    es_actor_id_t near; /* not ES_ACTOR_NONE: the thread of this actor */
 } es_spawn_opts_t;
 
 /*
  * Spawns an actor. Once this returns 0 the actor is guaranteed to receive
  * ES_MSG_START first and ES_MSG_STOP last (even if the runtime stops before
  * it ever ran), then state_free; messages sent to the returned handle before
- * START are queued behind it.
- * Returns: 0 and *out, -EINVAL, -ENOMEM, -ESHUTDOWN once the runtime stops,
- * -EAGAIN if the home thread's channel is full.
+ * START are queued behind it. There is no limit on how many actors may be
+ * spawned, from any thread, before or after es_runtime_start(): an actor for
+ * another thread waits on that thread's list of new actors, which is not
+ * bounded by a channel.
+ * Returns: 0 and *out; -EINVAL (no behaviour, loop outside ES_LOOP_ANY ..
+ * ES_LOOP(threads - 1), mailbox_capacity too large); -ESRCH if `near` names
+ * an actor that has stopped or never existed; -ENOMEM; -ESHUTDOWN once the
+ * runtime stops.
  * Ownership: on success the runtime owns state and calls state_free exactly
  * once; on failure the caller keeps state.
  * Thread: any.

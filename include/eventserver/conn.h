@@ -220,7 +220,7 @@ typedef struct es_connect_opts {
     uint16_t port;
     const char *unix_path; /* instead of host/port */
     unsigned timeout_ms;   /* resolve + connect; default 10000 */
-    int loop;              /* home thread, or ES_LOOP_ANY */
+    int loop; /* ES_LOOP_ANY (0): placement decides; ES_LOOP(i): thread i */
     es_placement_t placement;
     es_conn_opts_t conn;
 } es_connect_opts_t;
