@@ -228,7 +228,8 @@ static int start_acceptors(es_listener_t *l, const es_listen_opts_t *opts,
         es_spawn_opts_t so = {.behaviour = acceptor_behaviour,
                               .state = a,
                               .state_free = acceptor_free,
-                              .loop = l->reuseport ? ES_LOOP((int)i) : ES_LOOP_ANY};
+                              .loop =
+                                  l->reuseport ? ES_LOOP((int)i) : ES_LOOP_ANY};
         int rc = es_spawn(l->rt, &so, &l->acc[i]);
         if (rc) {
             acceptor_free(a); /* not spawned: still ours */

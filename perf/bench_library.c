@@ -389,7 +389,7 @@ static int es_spawn_shares(struct bench *b, struct es_impl *es)
         es_spawn_opts_t opts = {.behaviour = es_share_behaviour,
                                 .state = s,
                                 .state_free = free,
-                                .loop = (int)k};
+                                .loop = ES_LOOP((int)k)};
         int rc = es_spawn(es->rt, &opts, &es->actors[k]);
         if (rc) {
             free(s);

@@ -267,7 +267,7 @@ static int spawn_holders(hb_app_t *app)
         es_spawn_opts_t so = {.behaviour = hold_actor,
                               .state = l,
                               .state_free = es_free,
-                              .loop = (int)i,
+                              .loop = ES_LOOP((int)i),
                               .mailbox_capacity = HOLD_MAILBOX};
         int rc = es_spawn(app->rt, &so, &app->holders[i]);
         if (rc) {

@@ -52,7 +52,8 @@ static int rt_close(es_runtime_t *rt)
 static int rt_spawn(es_runtime_t *rt, es_behaviour_cb fn, void *state, int loop,
                     es_actor_id_t *id)
 {
-    es_spawn_opts_t opts = {.behaviour = fn, .state = state, .loop = loop};
+    es_spawn_opts_t opts = {
+        .behaviour = fn, .state = state, .loop = ES_LOOP(loop)};
 
     return es_spawn(rt, &opts, id);
 }
@@ -102,8 +103,8 @@ static void check_home(es_actor_t *self, int home, struct fault *f)
     int loop = es_actor_loop_index(self);
 
     if (loop != home)
-        fault_set(f, -EINVAL, "actor spawned with .loop=%d runs on loop %d",
-                  home, loop);
+        fault_set(f, -EINVAL, "actor pinned to loop %d runs on loop %d", home,
+                  loop);
 }
 
 /* Snapshots the counters at the start of an es case's interval. */

@@ -526,9 +526,9 @@ static int choose_loop(es_runtime_t *rt, struct es__tctx *t,
         return t->loop_index;
     if (opts->placement == ES_PLACE_CURRENT && t->last_loop)
         return (int)t->last_loop - 1;
-    return (int)(atomic_fetch_add_explicit(&rt->rr_next, 1,
-                                           memory_order_relaxed) %
-                 rt->nloops);
+    return (
+        int)(atomic_fetch_add_explicit(&rt->rr_next, 1, memory_order_relaxed) %
+             rt->nloops);
 }
 
 /*

@@ -27,7 +27,8 @@
     4096u                      /* queued messages handled per turn, all actors \
                                 */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
-#define ES__SPAWN_BUDGET 1024u /* new actors installed (and STARTed) per turn */
+#define ES__SPAWN_BUDGET 1024u /* new actors installed (and STARTed) per turn  \
+                                */
 #define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
 
 /* Internal message types; never shown to a behaviour or dead-letter hook. */
@@ -288,8 +289,8 @@ struct es_actor {
      * its loop's spawn stack instead (written by the spawner before the
      * push, read by the loop after taking the stack; see actor.c). */
     es_actor_t *run_prev, *run_next;
-    es_actor_t *prev, *next;         /* loop's actor list */
-    struct es__timer *timers;        /* timers this actor owns */
+    es_actor_t *prev, *next;  /* loop's actor list */
+    struct es__timer *timers; /* timers this actor owns */
     ck_epoch_entry_t epoch_entry;
     uint32_t done_local;
     /* Home thread writes, senders read (only when `done_seen` says the

@@ -148,7 +148,7 @@ typedef struct es_spawn_opts {
     int loop; /* ES_LOOP_ANY (0): placement decides; ES_LOOP(i): thread i */
     es_placement_t placement;  /* used when loop == ES_LOOP_ANY and no near */
     unsigned mailbox_capacity; /* 0: the runtime's default; <= 2^30 - 1 */
-    es_actor_id_t near; /* not ES_ACTOR_NONE: the thread of this actor */
+    es_actor_id_t near;        /* not ES_ACTOR_NONE: the thread of this actor */
 } es_spawn_opts_t;
 
 /*

@@ -351,8 +351,8 @@ Test(connector, resolve_failed_off_loop, .timeout = ES_TEST_TIMEOUT)
     int threads = thread_count();
     es_runtime_t *rt = es_test_runtime_start(1);
     struct net cli = {0};
-    es_spawn_opts_t t = {.behaviour = ticker_cb, .loop = 0};
-    es_connect_opts_t o = {.host = SLOW_HOST, .port = 80, .loop = 0};
+    es_spawn_opts_t t = {.behaviour = ticker_cb, .loop = ES_LOOP(0)};
+    es_connect_opts_t o = {.host = SLOW_HOST, .port = 80, .loop = ES_LOOP(0)};
     es_actor_id_t tid;
 
     ES_OK(es_spawn(rt, &t, &tid));

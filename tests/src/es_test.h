@@ -263,7 +263,8 @@ static inline void es_test_probe_free(void *state)
     atomic_fetch_add(&p->freed, 1);
 }
 
-/* Spawns a probe on `loop` (or ES_LOOP_ANY); fails the test on error. */
+/* Spawns a probe with es_spawn_opts_t.loop = `loop` (ES_LOOP(i) or
+ * ES_LOOP_ANY); fails the test on error. */
 static inline es_actor_id_t
 es_test_spawn_probe(es_runtime_t *rt, struct es_test_probe *p, int loop)
 {

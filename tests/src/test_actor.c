@@ -61,7 +61,7 @@ static es_actor_id_t spawn_recorder(es_runtime_t *rt, struct recorder *r,
         .behaviour = recorder_cb,
         .state = r,
         .state_free = recorder_free,
-        .loop = loop,
+        .loop = ES_LOOP(loop),
     };
     es_actor_id_t id;
 
@@ -108,7 +108,7 @@ Test(actor, stop_after_messages_sent_before, .timeout = ES_TEST_TIMEOUT)
     es_actor_id_t id[2];
 
     for (int i = 0; i < 2; i++)
-        id[i] = es_test_spawn_probe(rt, &p[i], i);
+        id[i] = es_test_spawn_probe(rt, &p[i], ES_LOOP(i));
     for (int n = 0; n < 200; n++) {
         for (int i = 0; i < 2; i++) {
             es_msg_t m = es_msg_u64(MSG_HELLO, (uint64_t)n);
@@ -136,7 +136,7 @@ Test(actor, spawn_on_each_loop, .timeout = ES_TEST_TIMEOUT)
     struct es_test_probe p[3] = {0};
 
     for (int i = 0; i < 3; i++)
-        es_test_spawn_probe(rt, &p[i], i);
+        es_test_spawn_probe(rt, &p[i], ES_LOOP(i));
     for (int i = 0; i < 3; i++)
         ES_WAIT_GE(p[i].started, 1);
     es_test_free(rt);
@@ -182,7 +182,7 @@ Test(actor, least_loaded_picks_emptier_loop, .timeout = ES_TEST_TIMEOUT)
     struct es_test_probe p[2] = {0};
 
     for (int i = 0; i < 3; i++)
-        es_test_spawn_probe(rt, &base[i], 0);
+        es_test_spawn_probe(rt, &base[i], ES_LOOP(0));
     for (int i = 0; i < 3; i++)
         ES_WAIT_GE(base[i].started, 1);
     /* Loads are 3 and 0, then 3 and 1: both go to loop 1. */
@@ -242,14 +242,14 @@ Test(actor, place_current_from_behaviour, .timeout = ES_TEST_TIMEOUT)
     es_actor_id_t fid;
 
     for (int i = 0; i < 2; i++) {
-        es_spawn_opts_t o = {.behaviour = parent_cb, .loop = i};
+        es_spawn_opts_t o = {.behaviour = parent_cb, .loop = ES_LOOP(i)};
         es_actor_id_t id;
         es_msg_t m = es_msg_make(MSG_SPAWN);
 
         ES_OK(es_spawn(rt, &o, &id));
         ES_OK(es_send(rt, id, &m));
     }
-    /* From a foreign thread CURRENT falls back to round-robin. */
+    /* From a foreign thread CURRENT is the loop this thread last sent to. */
     ES_OK(es_spawn(rt, &fo, &fid));
     ES_WAIT_GE(g_children, 2);
     ES_WAIT_GE(foreign.started, 1);
@@ -263,8 +263,7 @@ Test(actor, place_current_from_behaviour, .timeout = ES_TEST_TIMEOUT)
         cr_assert_eq(atomic_load(&g_child[i].loop), i);
         cr_assert_eq(atomic_load(&g_child[i].freed), 1);
     }
-    cr_assert(atomic_load(&foreign.loop) == 0 ||
-              atomic_load(&foreign.loop) == 1);
+    cr_assert_eq(atomic_load(&foreign.loop), 1);
 }
 
 Test(actor, spawn_rejects_bad_options, .timeout = ES_TEST_TIMEOUT)
@@ -275,18 +274,18 @@ Test(actor, spawn_rejects_bad_options, .timeout = ES_TEST_TIMEOUT)
         .behaviour = NULL,
         .state = &p,
         .state_free = es_test_probe_free,
-        .loop = 0,
+        .loop = ES_LOOP(0),
     };
     es_actor_id_t id = ES_ACTOR_NONE;
 
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     o.behaviour = es_test_probe_cb;
-    o.loop = 2;
+    o.loop = ES_LOOP(2); /* 2 threads: loops 0 and 1 */
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     o.loop = -7;
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     /* Above 2^30 - 1 the mailbox counters could not be compared. */
-    o.loop = 0;
+    o.loop = ES_LOOP(0);
     o.mailbox_capacity = (1u << 30);
     cr_assert_eq(es_spawn(rt, &o, &id), -EINVAL);
     es_test_free(rt);
@@ -336,7 +335,8 @@ Test(actor, self_state_runtime, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
     int token;
-    es_spawn_opts_t o = {.behaviour = identify_cb, .state = &token, .loop = 0};
+    es_spawn_opts_t o = {
+        .behaviour = identify_cb, .state = &token, .loop = ES_LOOP(0)};
     es_actor_id_t id;
 
     ES_OK(es_spawn(rt, &o, &id));
@@ -466,7 +466,7 @@ Test(actor, stop_twice, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
     struct es_test_probe p = {0};
-    es_actor_id_t id = es_test_spawn_probe(rt, &p, 1);
+    es_actor_id_t id = es_test_spawn_probe(rt, &p, ES_LOOP(1));
     int rc;
 
     ES_OK(es_stop(rt, id));
@@ -483,7 +483,7 @@ Test(actor, stale_handle_is_esrch, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
     struct es_test_probe p = {0};
-    es_actor_id_t id = es_test_spawn_probe(rt, &p, 0);
+    es_actor_id_t id = es_test_spawn_probe(rt, &p, ES_LOOP(0));
     es_msg_t m = es_msg_u64(MSG_HELLO, 1);
     int rc;
 
@@ -510,7 +510,7 @@ Test(actor, stale_handle_after_slot_reuse, .timeout = ES_TEST_TIMEOUT)
     es_runtime_t *rt = es_test_runtime_start(2);
     struct es_test_probe old = {0};
     static struct es_test_probe fresh[N];
-    es_actor_id_t old_id = es_test_spawn_probe(rt, &old, 0);
+    es_actor_id_t old_id = es_test_spawn_probe(rt, &old, ES_LOOP(0));
     es_msg_t m = es_msg_u64(MSG_HELLO, 1);
 
     ES_OK(es_stop(rt, old_id));
@@ -521,7 +521,7 @@ Test(actor, stale_handle_after_slot_reuse, .timeout = ES_TEST_TIMEOUT)
 
         memset(fresh, 0, sizeof(fresh));
         for (int i = 0; i < N; i++) {
-            ids[i] = es_test_spawn_probe(rt, &fresh[i], i % 2);
+            ids[i] = es_test_spawn_probe(rt, &fresh[i], ES_LOOP(i % 2));
             cr_assert_neq(ids[i], old_id,
                           "a live actor reuses a stale "
                           "handle");
@@ -621,7 +621,7 @@ Test(actor, stale_handle_race_with_senders, .timeout = ES_TEST_TIMEOUT)
             .behaviour = race_cb,
             .state = &r[k],
             .state_free = race_free,
-            .loop = k % 2,
+            .loop = ES_LOOP(k % 2),
         };
         pthread_t t[RACE_SENDERS];
 

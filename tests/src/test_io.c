@@ -149,7 +149,7 @@ static es_actor_id_t spawn_watcher(es_runtime_t *rt, struct watcher *w,
         .behaviour = watcher_cb,
         .state = w,
         .state_free = watcher_free,
-        .loop = loop,
+        .loop = ES_LOOP(loop),
     };
     es_actor_id_t id = ES_ACTOR_NONE;
 
@@ -578,7 +578,7 @@ Test(io, two_thousand_sockets, .timeout = ES_TEST_TIMEOUT)
             .behaviour = many_cb,
             .state = &m,
             .state_free = many_free,
-            .loop = 1,
+            .loop = ES_LOOP(1),
         };
         es_actor_id_t id;
 

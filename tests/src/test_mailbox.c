@@ -79,7 +79,7 @@ static es_actor_id_t spawn_blocker(es_runtime_t *rt, struct blocker *b,
         .behaviour = blocker_cb,
         .state = b,
         .state_free = blocker_free,
-        .loop = loop,
+        .loop = ES_LOOP(loop),
         .mailbox_capacity = capacity,
     };
     es_actor_id_t id;
@@ -254,7 +254,7 @@ Test(mailbox, actor_sender_sees_eagain, .timeout = ES_TEST_TIMEOUT)
     es_runtime_opts_t opts = {.threads = 2, .mailbox_capacity = 16};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct blocker b = {0};
-    es_spawn_opts_t fo = {.behaviour = filler_cb, .loop = 0};
+    es_spawn_opts_t fo = {.behaviour = filler_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id, filler;
     es_msg_t fill;
     es_stats_t st;
@@ -411,7 +411,8 @@ Test(mailbox, tiny_mailbox_many_senders, .timeout = ES_TEST_TIMEOUT)
     es_runtime_opts_t opts = {.threads = 2, .mailbox_capacity = 2};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct tally t = {0};
-    es_spawn_opts_t o = {.behaviour = tally_cb, .state = &t, .loop = 1};
+    es_spawn_opts_t o = {
+        .behaviour = tally_cb, .state = &t, .loop = ES_LOOP(1)};
     struct flood f[FLOOD_SENDERS] = {0};
     pthread_t th[FLOOD_SENDERS];
     unsigned long long eagain = 0;

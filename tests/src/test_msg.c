@@ -236,7 +236,7 @@ Test(msg, allocator_is_used_and_balanced, .timeout = ES_TEST_TIMEOUT)
     rt = es_test_runtime_new(&opts);
     ES_OK(es_runtime_start(rt));
     for (int i = 0; i < 4; i++) {
-        es_spawn_opts_t o = {.behaviour = echo_cb, .loop = i % 2};
+        es_spawn_opts_t o = {.behaviour = echo_cb, .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &id[i]));
     }
@@ -290,7 +290,7 @@ static int payload_cb(es_actor_t *self, es_msg_t *msg)
 Test(msg, runtime_frees_payload_after_behaviour, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
-    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
     es_msg_t m = es_msg_ptr(MSG_PTR, malloc(32), 32, count_free);
 
@@ -309,7 +309,7 @@ Test(msg, runtime_frees_payload_after_behaviour, .timeout = ES_TEST_TIMEOUT)
 Test(msg, taken_payload_not_freed, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
-    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
     es_msg_t m = es_msg_ptr(MSG_TAKE, malloc(32), 32, count_free);
 
@@ -324,7 +324,7 @@ Test(msg, taken_payload_not_freed, .timeout = ES_TEST_TIMEOUT)
 Test(msg, inline_bytes_are_copied, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
-    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = 1};
+    es_spawn_opts_t o = {.behaviour = payload_cb, .loop = ES_LOOP(1)};
     es_actor_id_t id;
     char buf[25] = "abcdefghijklmnopqrstuvwx";
     es_msg_t m;
@@ -345,7 +345,7 @@ Test(msg, failed_send_keeps_payload, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
     struct es_test_probe p = {0};
-    es_actor_id_t id = es_test_spawn_probe(rt, &p, 0);
+    es_actor_id_t id = es_test_spawn_probe(rt, &p, ES_LOOP(0));
     es_msg_t sys = es_msg_ptr(ES_MSG_START, malloc(8), 8, count_free);
     es_msg_t stale = es_msg_ptr(MSG_PTR, malloc(8), 8, count_free);
 
@@ -386,7 +386,7 @@ static int failing_cb(es_actor_t *self, es_msg_t *msg)
 Test(msg, log_hook_sees_behaviour_error, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt;
-    es_spawn_opts_t o = {.behaviour = failing_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = failing_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
     es_msg_t m = es_msg_make(MSG_FAIL);
 

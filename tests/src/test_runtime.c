@@ -57,7 +57,7 @@ Test(runtime, free_while_running_stops_actors, .timeout = ES_TEST_TIMEOUT)
     struct es_test_probe p[4] = {0};
 
     for (int i = 0; i < 4; i++)
-        es_test_spawn_probe(rt, &p[i], i % 2);
+        es_test_spawn_probe(rt, &p[i], ES_LOOP(i % 2));
     for (int i = 0; i < 4; i++)
         ES_WAIT_GE(p[i].started, 1);
     es_runtime_free(rt); /* from the test thread itself, no stop first */
@@ -73,7 +73,7 @@ Test(runtime, stop_then_free_without_wait, .timeout = ES_TEST_TIMEOUT)
     es_runtime_t *rt = es_test_runtime_start(2);
     struct es_test_probe p = {0};
 
-    es_test_spawn_probe(rt, &p, 1);
+    es_test_spawn_probe(rt, &p, ES_LOOP(1));
     ES_WAIT_GE(p.started, 1);
     ES_OK(es_runtime_stop(rt));
     es_test_free(rt);
@@ -102,13 +102,13 @@ Test(runtime, run_returns_when_behaviour_stops_it, .timeout = ES_TEST_TIMEOUT)
     es_runtime_opts_t opts = {.threads = 2};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct es_test_probe p = {0};
-    es_spawn_opts_t o = {.behaviour = stopper_cb, .loop = 1};
+    es_spawn_opts_t o = {.behaviour = stopper_cb, .loop = ES_LOOP(1)};
     es_actor_id_t id;
     pthread_t t;
     void *ret = (void *)(intptr_t)-1;
 
     /* Spawned before start: the usual "spawn, then run" program shape. */
-    es_test_spawn_probe(rt, &p, 0);
+    es_test_spawn_probe(rt, &p, ES_LOOP(0));
     ES_OK(es_spawn(rt, &o, &id));
     cr_assert_eq(pthread_create(&t, NULL, run_thread, rt), 0);
     cr_assert(es_test_join(t, &ret, ES_TEST_JOIN_S),
@@ -183,7 +183,7 @@ Test(runtime, current_loop_and_wait_eperm, .timeout = ES_TEST_TIMEOUT)
 
     cr_assert_eq(es_runtime_current_loop(rt), -EPERM);
     for (int i = 0; i < 2; i++) {
-        es_spawn_opts_t o = {.behaviour = query_cb, .loop = i};
+        es_spawn_opts_t o = {.behaviour = query_cb, .loop = ES_LOOP(i)};
         es_actor_id_t id;
         es_msg_t m = es_msg_u64(MSG_QUERY, (uint64_t)i);
 
@@ -253,7 +253,7 @@ Test(runtime, stats_count_messages_and_actors, .timeout = ES_TEST_TIMEOUT)
 
     ES_OK(es_runtime_stats(rt, -1, &before));
     for (int i = 0; i < ACTORS; i++) {
-        es_spawn_opts_t o = {.behaviour = ping_cb, .loop = i % 2};
+        es_spawn_opts_t o = {.behaviour = ping_cb, .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &id[i]));
     }
@@ -290,7 +290,7 @@ Test(runtime, stats_count_messages_and_actors, .timeout = ES_TEST_TIMEOUT)
 Test(runtime, idle_loop_sleeps_and_is_woken, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
-    es_spawn_opts_t o = {.behaviour = ping_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = ping_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
     es_stats_t st;
     es_msg_t m = es_msg_u64(MSG_PING, 0);

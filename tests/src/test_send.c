@@ -49,7 +49,8 @@ static int receiver_cb(es_actor_t *self, es_msg_t *msg)
 static es_actor_id_t spawn_receiver(es_runtime_t *rt, struct receiver *r,
                                     int loop)
 {
-    es_spawn_opts_t o = {.behaviour = receiver_cb, .state = r, .loop = loop};
+    es_spawn_opts_t o = {
+        .behaviour = receiver_cb, .state = r, .loop = ES_LOOP(loop)};
     es_actor_id_t id;
 
     ES_OK(es_spawn(rt, &o, &id));
@@ -128,7 +129,8 @@ static int sender_cb(es_actor_t *self, es_msg_t *msg)
 
 static es_actor_id_t spawn_sender(es_runtime_t *rt, struct sender *s, int loop)
 {
-    es_spawn_opts_t o = {.behaviour = sender_cb, .state = s, .loop = loop};
+    es_spawn_opts_t o = {
+        .behaviour = sender_cb, .state = s, .loop = ES_LOOP(loop)};
     es_actor_id_t id;
 
     ES_OK(es_spawn(rt, &o, &id));
@@ -178,7 +180,7 @@ Test(send, rejects_system_types, .timeout = ES_TEST_TIMEOUT)
         5, ES_MSG_USER - 1};
     es_runtime_t *rt = es_test_runtime_start(1);
     struct es_test_probe p = {0};
-    es_actor_id_t id = es_test_spawn_probe(rt, &p, 0);
+    es_actor_id_t id = es_test_spawn_probe(rt, &p, ES_LOOP(0));
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         es_msg_t m = es_msg_make(bad[i]);
@@ -392,8 +394,10 @@ Test(send, cross_loop_ping_pong, .timeout = ES_TEST_TIMEOUT_LONG)
     const uint64_t rounds = es_test_scaled(10000);
     es_runtime_t *rt = es_test_runtime_start(2);
     struct pinger a = {.rounds = rounds}, b = {.rounds = rounds};
-    es_spawn_opts_t oa = {.behaviour = kicker_cb, .state = &a, .loop = 0};
-    es_spawn_opts_t ob = {.behaviour = pinger_cb, .state = &b, .loop = 1};
+    es_spawn_opts_t oa = {
+        .behaviour = kicker_cb, .state = &a, .loop = ES_LOOP(0)};
+    es_spawn_opts_t ob = {
+        .behaviour = pinger_cb, .state = &b, .loop = ES_LOOP(1)};
     es_actor_id_t ida;
 
     ES_OK(es_spawn(rt, &ob, &g_ping_b));
@@ -521,7 +525,7 @@ Test(send, queued_before_start, .timeout = ES_TEST_TIMEOUT)
     es_actor_id_t id[2];
 
     for (int i = 0; i < 2; i++)
-        id[i] = es_test_spawn_probe(rt, &p[i], i);
+        id[i] = es_test_spawn_probe(rt, &p[i], ES_LOOP(i));
     for (int n = 0; n < 50; n++) {
         for (int i = 0; i < 2; i++) {
             es_msg_t m = es_msg_u64(MSG_SEQ, (uint64_t)n);

@@ -157,7 +157,7 @@ Test(shutdown, stop_runtime_with_messages_in_flight,
 
     ES_OK(es_runtime_start(rt));
     for (int i = 0; i < 4; i++) {
-        es_spawn_opts_t o = {.behaviour = data_cb, .loop = i % 2};
+        es_spawn_opts_t o = {.behaviour = data_cb, .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &rid[i]));
     }
@@ -199,7 +199,7 @@ Test(shutdown, stop_actor_with_messages_in_flight,
 
     ES_OK(es_runtime_start(rt));
     for (int round = 0; round < ROUNDS; round++) {
-        es_spawn_opts_t o = {.behaviour = data_cb, .loop = round % 2};
+        es_spawn_opts_t o = {.behaviour = data_cb, .loop = ES_LOOP(round % 2)};
         struct flood f[THREADS] = {0};
         pthread_t t[THREADS];
         es_actor_id_t id;
@@ -260,7 +260,7 @@ static int held_cb(es_actor_t *self, es_msg_t *msg)
 static void held_scenario(bool self_stop)
 {
     es_runtime_t *rt = new_runtime(2, 0);
-    es_spawn_opts_t o = {.behaviour = held_cb, .loop = 1};
+    es_spawn_opts_t o = {.behaviour = held_cb, .loop = ES_LOOP(1)};
     es_actor_id_t id;
     es_msg_t first = data_msg(0, false);
     unsigned long long sent = 1, ptr_sent = 0;
@@ -310,7 +310,7 @@ Test(shutdown, free_never_started_dead_letters_all, .timeout = ES_TEST_TIMEOUT)
     es_actor_id_t id[3];
 
     for (int i = 0; i < 3; i++)
-        id[i] = es_test_spawn_probe(rt, &p[i], i % 2);
+        id[i] = es_test_spawn_probe(rt, &p[i], ES_LOOP(i % 2));
     for (uint64_t seq = 0; seq < 15; seq++) {
         es_msg_t m = data_msg(seq, true);
 
@@ -350,7 +350,7 @@ static int hold_loop_cb(es_actor_t *self, es_msg_t *msg)
 Test(shutdown, stop_before_start_handled, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = new_runtime(2, 0);
-    es_spawn_opts_t o = {.behaviour = hold_loop_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = hold_loop_cb, .loop = ES_LOOP(0)};
     es_actor_id_t holder;
     struct es_test_probe p = {0};
     es_msg_t kick = es_msg_make(MSG_KICK);
@@ -360,7 +360,7 @@ Test(shutdown, stop_before_start_handled, .timeout = ES_TEST_TIMEOUT)
     ES_OK(es_spawn(rt, &o, &holder));
     ES_OK(es_send(rt, holder, &kick));
     ES_WAIT_GE(g_inside, 1);
-    es_test_spawn_probe(rt, &p, 0); /* succeeds; loop 0 is busy */
+    es_test_spawn_probe(rt, &p, ES_LOOP(0)); /* succeeds; loop 0 is busy */
     ES_OK(es_runtime_stop(rt));
     cr_assert_eq(sem_post(&g_go), 0);
     ES_OK(es_test_wait(rt));
@@ -393,7 +393,7 @@ Test(shutdown, dead_letter_hook_can_take_payload, .timeout = ES_TEST_TIMEOUT)
     es_runtime_opts_t opts = {.threads = 1, .dead_letter = taking_dead_cb};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct es_test_probe p = {0};
-    es_actor_id_t id = es_test_spawn_probe(rt, &p, 0);
+    es_actor_id_t id = es_test_spawn_probe(rt, &p, ES_LOOP(0));
 
     for (uint64_t seq = 0; seq < 10; seq++) {
         es_msg_t m = data_msg(seq, true);

@@ -71,7 +71,7 @@ static es_actor_id_t spawn_listener(es_runtime_t *rt, struct listener *l,
         .behaviour = listener_cb,
         .state = l,
         .state_free = listener_free,
-        .loop = loop,
+        .loop = ES_LOOP(loop),
     };
     es_actor_id_t id;
 
@@ -191,7 +191,7 @@ Test(signal, stop_on_signal_stops_runtime, .timeout = ES_TEST_TIMEOUT)
     struct es_test_probe p[2] = {0};
 
     for (int i = 0; i < 2; i++)
-        es_test_spawn_probe(rt, &p[i], i);
+        es_test_spawn_probe(rt, &p[i], ES_LOOP(i));
     for (int i = 0; i < 2; i++)
         ES_WAIT_GE(p[i].started, 1);
     ES_OK(es_runtime_stop_on_signal(rt, SIGUSR2));

@@ -137,7 +137,7 @@ Test(stress, no_loss_4_foreign_threads, .timeout = ES_TEST_TIMEOUT_LONG)
 
     for (int i = 0; i < RECEIVERS; i++) {
         es_spawn_opts_t o = {
-            .behaviour = receiver_cb, .state = &r[i], .loop = i % 2};
+            .behaviour = receiver_cb, .state = &r[i], .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &rid[i]));
     }
@@ -234,7 +234,7 @@ Test(stress, actors_flood_other_loop, .timeout = ES_TEST_TIMEOUT_LONG)
 
     for (int i = 0; i < RECEIVERS; i++) {
         es_spawn_opts_t o = {
-            .behaviour = receiver_cb, .state = &r[i], .loop = i % 2};
+            .behaviour = receiver_cb, .state = &r[i], .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &rid[i]));
     }
@@ -242,7 +242,7 @@ Test(stress, actors_flood_other_loop, .timeout = ES_TEST_TIMEOUT_LONG)
     for (unsigned i = 0; i < SENDERS; i++) {
         int loop = (int)(i % 2);
         es_spawn_opts_t o = {
-            .behaviour = sender_cb, .state = &s[i], .loop = loop};
+            .behaviour = sender_cb, .state = &s[i], .loop = ES_LOOP(loop)};
 
         s[i].index = i;
         s[i].count = each;

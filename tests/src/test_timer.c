@@ -108,7 +108,7 @@ static es_actor_id_t spawn_tactor(es_runtime_t *rt, struct tactor *t, int loop)
         .behaviour = tactor_cb,
         .state = t,
         .state_free = tactor_free,
-        .loop = loop,
+        .loop = ES_LOOP(loop),
     };
     es_actor_id_t id;
 
@@ -301,7 +301,7 @@ static int bad_id_cb(es_actor_t *self, es_msg_t *msg)
 Test(timer, unknown_ids_and_overflow, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(1);
-    es_spawn_opts_t o = {.behaviour = bad_id_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = bad_id_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
 
     ES_OK(es_spawn(rt, &o, &id));
@@ -362,7 +362,7 @@ Test(timer, cancel_races_periodic_expiry, .timeout = ES_TEST_TIMEOUT)
 
     for (int i = 0; i < RACERS; i++) {
         es_spawn_opts_t o = {
-            .behaviour = racer_cb, .state = &r[i], .loop = i % 2};
+            .behaviour = racer_cb, .state = &r[i], .loop = ES_LOOP(i % 2)};
 
         ES_OK(es_spawn(rt, &o, &id[i]));
     }
@@ -434,7 +434,7 @@ Test(timer, cancelled_when_actor_stops, .timeout = ES_TEST_TIMEOUT)
         es_spawn_opts_t o = {.behaviour = dying_cb,
                              .state = &d[i],
                              .state_free = dying_free,
-                             .loop = i % 2};
+                             .loop = ES_LOOP(i % 2)};
 
         d[i].self_stop = i < 4; /* half stop themselves, half by es_stop */
         ES_OK(es_spawn(rt, &o, &id[i]));
@@ -510,7 +510,7 @@ Test(timer, hundred_thousand_fire_once_in_order,
      .timeout = ES_TEST_TIMEOUT_LONG)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
-    es_spawn_opts_t o = {.behaviour = mass_cb, .loop = 0};
+    es_spawn_opts_t o = {.behaviour = mass_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id;
     es_stats_t st;
 
