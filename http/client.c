@@ -32,8 +32,8 @@
  * sent to closed first, which a handful of times in a row only happens
  * while the runtime shuts down. */
 #define MAX_HOPS 8u
-/* es_connect() / es_stop() retries while a ring to a demux thread is full
- * (-EAGAIN): the thread drains it within microseconds unless it is gone. */
+/* es_stop() retries while a ring to a demux thread is full (-EAGAIN): the
+ * thread drains it within microseconds unless it is gone. */
 #define RING_RETRIES 100000u
 /* How long es_http_client_free() waits for the connections to go. Only a
  * runtime that was stopped but not yet waited for keeps them longer; the
@@ -328,12 +328,7 @@ static int spawn(es_http_client_t *c, struct es__hconn *hc)
             },
     };
     es_actor_id_t id;
-    int rc;
-    unsigned tries = 0;
-    while ((rc = es_connect(c->rt, &o, &id)) == -EAGAIN &&
-           ++tries < RING_RETRIES)
-        sched_yield();
-    return rc;
+    return es_connect(c->rt, &o, &id); /* never -EAGAIN: see es_spawn() */
 }
 
 /* Spawns hc and, on failure, fails its request and tries the next waiting

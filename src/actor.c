@@ -35,6 +35,9 @@
 
 static ES__TLS es_actor_t *tls_current;
 
+/* An idle actor (an idle connection) costs at least this much (issue 9). */
+_Static_assert(sizeof(struct es_actor) <= 256, "an actor fits 256 bytes");
+
 es_actor_t *es__actor_current(void)
 {
     return tls_current;

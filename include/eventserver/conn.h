@@ -229,7 +229,9 @@ typedef struct es_connect_opts {
  * Spawns an outbound connection actor. Its behaviour gets ES_MSG_START,
  * then ES_MSG_CONN_OPEN once connected, or ES_MSG_CONN_CLOSED with
  * ES_CONN_REFUSED / _UNREACHABLE / _CONNECT_TIMEOUT / _RESOLVE_FAILED.
- * Returns: 0 and *out, -EINVAL, -ENOMEM, -ESHUTDOWN, -EAGAIN.
+ * Placement: `loop`, else `placement` (as es_spawn_opts_t).
+ * Returns: 0 and *out, -EINVAL (loop outside ES_LOOP_ANY ..
+ * ES_LOOP(threads - 1), among others), -ENOMEM, -ESHUTDOWN.
  * Thread: any.
  */
 ES_EXTERN int es_connect(es_runtime_t *rt, const es_connect_opts_t *opts,
