@@ -298,7 +298,9 @@ void *es__loop_main(void *arg)
 
 unsigned es__loop_drain(struct es__loop *loop)
 {
-    /* Actors spawned for it late: START and STOP (the loop is stopping). */
+    /* Actors spawned for it late get START and STOP: the loop is gone, even
+     * one whose thread never started (es_runtime_start() failed). */
+    loop->stopping = true;
     unsigned n = es__spawns_install(loop, UINT32_MAX);
     struct es__chan *c =
         atomic_load_explicit(&loop->inbound, memory_order_acquire);
