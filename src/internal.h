@@ -27,8 +27,7 @@
     4096u                      /* queued messages handled per turn, all actors \
                                 */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
-#define ES__SPAWN_BUDGET 1024u /* new actors installed (and STARTed) per turn  \
-                                */
+#define ES__SPAWN_BUDGET 1024u /* actors installed (STARTed) per turn */
 #define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
 
 /* Internal message types; never shown to a behaviour or dead-letter hook. */
