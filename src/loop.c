@@ -194,22 +194,70 @@ static void dispatch_events(struct es__loop *loop)
     }
 }
 
+/*
+ * Adaptive spinning (es_runtime_opts_t.adaptive_spin). A loop keeps an EWMA
+ * of its idle gaps: from entering sleep_until_work() to finding work, in the
+ * spin, at the check before sleeping or woken from epoll_wait(). While that
+ * average is at most ES_SPIN_ADAPTIVE_BOUND_US, work tends to come back
+ * sooner than a sleep and a wakeup take, so the loop polls its rings for
+ * twice the average (at most ES_SPIN_ADAPTIVE_MAX_US) before it sleeps. A
+ * long gap (an idle runtime, a timer tick) counts as SPIN_SAMPLE_CAP_NS and
+ * lifts the average above the bound at once, which stops the spinning: an
+ * idle loop spins at most once, for at most the cap, per idle period. A
+ * spin that finds nothing ends in a sleep whose gap counts too, so spinning
+ * corrects itself when traffic slows down.
+ * Thread: the loop thread only (the state is thread-local, one per loop).
+ */
+#define SPIN_BOUND_NS (ES_SPIN_ADAPTIVE_BOUND_US * 1000u)
+#define SPIN_MAX_NS (ES_SPIN_ADAPTIVE_MAX_US * 1000u)
+/* A gap longer than this counts as this: one long gap is enough to stop
+ * spinning (1/8 of it already exceeds the bound), and later short gaps
+ * bring the average back under the bound within a few wakeups. */
+#define SPIN_SAMPLE_CAP_NS 1000000u
+#define SPIN_EWMA_SHIFT 3 /* each gap weighs 1/8 */
+
+static ES__TLS uint64_t tls_gap_avg_ns = SPIN_SAMPLE_CAP_NS;
+
+/* Accounts one idle gap that began at `since` and ended with work found. */
+static void spin_learn(uint64_t since)
+{
+    uint64_t gap = es__now_ns() - since;
+    if (gap > SPIN_SAMPLE_CAP_NS)
+        gap = SPIN_SAMPLE_CAP_NS;
+    int64_t delta = (int64_t)gap - (int64_t)tls_gap_avg_ns;
+    tls_gap_avg_ns =
+        (uint64_t)((int64_t)tls_gap_avg_ns + delta / (1 << SPIN_EWMA_SHIFT));
+}
+
+/* How long to poll before sleeping: fixed (spin_us), adaptive, or 0. */
+static uint64_t spin_budget_ns(const struct es__loop *loop)
+{
+    if (loop->rt->opts.adaptive_spin != ES_SPIN_ADAPTIVE_ON)
+        return (uint64_t)loop->rt->opts.spin_us * 1000u;
+    if (tls_gap_avg_ns > SPIN_BOUND_NS)
+        return 0;
+    uint64_t budget = 2 * tls_gap_avg_ns;
+    return budget < SPIN_MAX_NS ? budget : SPIN_MAX_NS;
+}
+
 /* Blocks until there is something to do (see chan.c for the handshake). */
 static void sleep_until_work(struct es__loop *loop)
 {
-    uint64_t spin_ns = (uint64_t)loop->rt->opts.spin_us * 1000u;
+    bool adaptive = loop->rt->opts.adaptive_spin == ES_SPIN_ADAPTIVE_ON;
+    uint64_t since = adaptive ? es__now_ns() : 0;
+    uint64_t spin_ns = spin_budget_ns(loop);
     if (spin_ns) {
-        uint64_t until = es__now_ns() + spin_ns;
+        uint64_t until = (since ? since : es__now_ns()) + spin_ns;
         while (!rings_nonempty(loop) && !stop_requested(loop) &&
                es__now_ns() < until)
-            ;
+            ck_pr_stall();
     }
     int timeout = es__timers_timeout_ms(loop);
     int wheel = es__wheel_timeout_ms(loop);
     if (wheel >= 0 && (timeout < 0 || wheel < timeout))
         timeout = wheel;
     if (timeout == 0)
-        return;
+        return; /* a timer is due: no gap that a spin could have caught */
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
     /* Dekker, loop side: orders the store of `sleeping` before the loads
      * of the ring indices and `stopping`. Pairs with the sender's fence in
@@ -218,11 +266,15 @@ static void sleep_until_work(struct es__loop *loop)
     atomic_thread_fence(memory_order_seq_cst);
     if (rings_nonempty(loop) || stop_requested(loop)) {
         atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+        if (adaptive)
+            spin_learn(since);
         return;
     }
     ES__STAT_ADD(loop->sleeps, 1);
     poll_events(loop, timeout);
     atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+    if (adaptive)
+        spin_learn(since);
 }
 
 /* Stops every actor here; later arrivals are stopped as they install. */
