@@ -199,30 +199,39 @@ static void dispatch_events(struct es__loop *loop)
  * of its idle gaps: from entering sleep_until_work() to finding work, in the
  * spin, at the check before sleeping or woken from epoll_wait(). While that
  * average is at most ES_SPIN_ADAPTIVE_BOUND_US, work tends to come back
- * sooner than a sleep and a wakeup take, so the loop polls its rings for
- * twice the average (at most ES_SPIN_ADAPTIVE_MAX_US) before it sleeps. A
- * long gap (an idle runtime, a timer tick) counts as SPIN_SAMPLE_CAP_NS and
- * lifts the average above the bound at once, which stops the spinning: an
- * idle loop spins at most once, for at most the cap, per idle period. A
- * spin that finds nothing ends in a sleep whose gap counts too, so spinning
- * corrects itself when traffic slows down.
+ * about as soon as a sleep and a wakeup take, so the loop polls its rings
+ * for a few times the average (at most ES_SPIN_ADAPTIVE_MAX_US) before it
+ * sleeps. A long gap (an idle runtime, a timer tick) and a spin that ran
+ * out both count as SPIN_SAMPLE_CAP_NS, which lifts the average above the
+ * bound at once and stops the spinning: an idle loop spins at most once,
+ * for at most the cap, per idle period, and spinning stays on only while it
+ * keeps catching the work. About twenty short gaps in a row bring the
+ * average back under the bound.
  * Thread: the loop thread only (the state is thread-local, one per loop).
  */
 #define SPIN_BOUND_NS (ES_SPIN_ADAPTIVE_BOUND_US * 1000u)
 #define SPIN_MAX_NS (ES_SPIN_ADAPTIVE_MAX_US * 1000u)
-/* A gap longer than this counts as this: one long gap is enough to stop
- * spinning (1/8 of it already exceeds the bound), and later short gaps
- * bring the average back under the bound within a few wakeups. */
-#define SPIN_SAMPLE_CAP_NS 1000000u
-#define SPIN_EWMA_SHIFT 3 /* each gap weighs 1/8 */
+#define SPIN_SAMPLE_CAP_NS 1000000u /* 1/8 of it is far above the bound */
+#define SPIN_EWMA_SHIFT 3           /* each gap weighs 1/8 */
+/* A spin lasts SPIN_GAP_FACTOR times the average gap, at least SPIN_MIN_NS:
+ * a spin that runs out stops the spinning for a score of wakeups, so the
+ * budget leaves room for jitter (a gap of a few microseconds is often twice
+ * its neighbours). */
+#define SPIN_GAP_FACTOR 4u
+#define SPIN_MIN_NS 10000u
 
 static ES__TLS uint64_t tls_gap_avg_ns = SPIN_SAMPLE_CAP_NS;
 
-/* Accounts one idle gap that began at `since` and ended with work found. */
-static void spin_learn(uint64_t since)
+/* Accounts one idle gap that began at `since` and ended with work found;
+ * `spun` tells whether a spin ran out first. */
+static void spin_learn(uint64_t since, bool spun)
 {
     uint64_t gap = es__now_ns() - since;
-    if (gap > SPIN_SAMPLE_CAP_NS)
+    /* A spin that ran out paid nothing: count it as a long gap, so that
+     * spinning stays on only while it nearly always catches the work (it
+     * also stops when spinning slows the sender down, as when both loops
+     * share one free CPU). */
+    if (gap > SPIN_SAMPLE_CAP_NS || spun)
         gap = SPIN_SAMPLE_CAP_NS;
     int64_t delta = (int64_t)gap - (int64_t)tls_gap_avg_ns;
     tls_gap_avg_ns =
@@ -236,8 +245,21 @@ static uint64_t spin_budget_ns(const struct es__loop *loop)
         return (uint64_t)loop->rt->opts.spin_us * 1000u;
     if (tls_gap_avg_ns > SPIN_BOUND_NS)
         return 0;
-    uint64_t budget = 2 * tls_gap_avg_ns;
+    uint64_t budget = SPIN_GAP_FACTOR * tls_gap_avg_ns;
+    if (budget < SPIN_MIN_NS)
+        budget = SPIN_MIN_NS;
     return budget < SPIN_MAX_NS ? budget : SPIN_MAX_NS;
+}
+
+/* Polls the rings until `until`. Returns false if it ran out first. */
+static bool spin_until(struct es__loop *loop, uint64_t until)
+{
+    while (!rings_nonempty(loop) && !stop_requested(loop)) {
+        if (es__now_ns() >= until)
+            return false;
+        ck_pr_stall();
+    }
+    return true;
 }
 
 /* Blocks until there is something to do (see chan.c for the handshake). */
@@ -246,12 +268,9 @@ static void sleep_until_work(struct es__loop *loop)
     bool adaptive = loop->rt->opts.adaptive_spin == ES_SPIN_ADAPTIVE_ON;
     uint64_t since = adaptive ? es__now_ns() : 0;
     uint64_t spin_ns = spin_budget_ns(loop);
-    if (spin_ns) {
-        uint64_t until = (since ? since : es__now_ns()) + spin_ns;
-        while (!rings_nonempty(loop) && !stop_requested(loop) &&
-               es__now_ns() < until)
-            ck_pr_stall();
-    }
+    bool spun = false; /* a spin ran out without finding work */
+    if (spin_ns)
+        spun = !spin_until(loop, (since ? since : es__now_ns()) + spin_ns);
     int timeout = es__timers_timeout_ms(loop);
     int wheel = es__wheel_timeout_ms(loop);
     if (wheel >= 0 && (timeout < 0 || wheel < timeout))
@@ -267,14 +286,14 @@ static void sleep_until_work(struct es__loop *loop)
     if (rings_nonempty(loop) || stop_requested(loop)) {
         atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
         if (adaptive)
-            spin_learn(since);
+            spin_learn(since, spun);
         return;
     }
     ES__STAT_ADD(loop->sleeps, 1);
     poll_events(loop, timeout);
     atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
     if (adaptive)
-        spin_learn(since);
+        spin_learn(since, spun);
 }
 
 /* Stops every actor here; later arrivals are stopped as they install. */

@@ -45,12 +45,12 @@ typedef struct es_runtime_opts {
     /* Busy-poll this long before sleeping in epoll_wait(); default 0. */
     unsigned spin_us;
     /* Adaptive spinning before sleeping: ES_SPIN_ADAPTIVE_ON (1) makes a
-     * loop whose recent idle gaps ended within ES_SPIN_ADAPTIVE_BOUND_US
-     * poll its rings for about twice that gap (at most
-     * ES_SPIN_ADAPTIVE_MAX_US) before epoll_wait(); long gaps turn it off,
-     * so an idle loop spins no more than that once per idle period.
-     * ES_SPIN_ADAPTIVE_OFF (-1) never spins adaptively; 0 means the
-     * default, ES_SPIN_ADAPTIVE_DEFAULT, or off when spin_us is set. On
+     * loop whose recent idle gaps averaged at most ES_SPIN_ADAPTIVE_BOUND_US
+     * poll its rings for a few times that average (at most
+     * ES_SPIN_ADAPTIVE_MAX_US) before epoll_wait(); long gaps and spins
+     * that found nothing turn it off, so an idle loop spins at most once
+     * per idle period. ES_SPIN_ADAPTIVE_OFF (-1) never spins adaptively; 0
+     * means ES_SPIN_ADAPTIVE_DEFAULT, or off when spin_us is set. On
      * together with spin_us is -EINVAL. */
     int adaptive_spin;
     /* Dead-letter hook (optional); dead letters are counted either way. */
