@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -197,22 +198,119 @@ static void dispatch_events(struct es__loop *loop)
     }
 }
 
+/*
+ * Adaptive spinning (es_runtime_opts_t.adaptive_spin). Two measures decide
+ * whether a loop spins before it sleeps:
+ * - how soon work comes back: an EWMA of the idle gaps, from entering
+ *   sleep_until_work() to finding work (in the spin, at the check before
+ *   sleeping, or woken from epoll_wait()). Only while it is at most
+ *   ES_SPIN_ADAPTIVE_BOUND_US does the loop spin, for a few times the
+ *   average (SPIN_MIN_NS to ES_SPIN_ADAPTIVE_MAX_US). A gap counts as at
+ *   most SPIN_SAMPLE_CAP_NS, and one such long gap (an idle runtime, a
+ *   timer tick) lifts the average above the bound at once: an idle loop
+ *   spins at most once, for at most the cap, per idle period;
+ * - whether spinning pays: a spin that runs out without finding work makes
+ *   the loop skip the next `backoff` chances to spin, a number that doubles
+ *   with each such spin in a row (SPIN_BACKOFF_MIN to SPIN_BACKOFF_MAX) and
+ *   resets when a spin catches work. Spins run out when the sender cannot
+ *   run meanwhile, e.g. when both loops share the one CPU that other
+ *   processes leave free and the spin does not yield: then spinning only
+ *   delays the work it waits for, and the backoff keeps its cost to one
+ *   spin per SPIN_BACKOFF_MAX gaps.
+ * The adaptive spin yields the CPU at each poll (spin_until()).
+ * Thread: the loop thread only (the state is thread-local, one per loop).
+ */
+#define SPIN_BOUND_NS (ES_SPIN_ADAPTIVE_BOUND_US * 1000u)
+#define SPIN_MAX_NS (ES_SPIN_ADAPTIVE_MAX_US * 1000u)
+#define SPIN_SAMPLE_CAP_NS 1000000u /* 1/8 of it is far above the bound */
+#define SPIN_EWMA_SHIFT 3           /* each gap weighs 1/8 */
+/* A spin lasts SPIN_GAP_FACTOR times the average gap, at least SPIN_MIN_NS,
+ * room for jitter: a gap of a few microseconds is often twice its
+ * neighbours, and a spin that runs out costs more than one that is long. */
+#define SPIN_GAP_FACTOR 4u
+#define SPIN_MIN_NS 10000u
+#define SPIN_BACKOFF_MIN 8u
+#define SPIN_BACKOFF_MAX 1024u
+
+static ES__TLS struct {
+    uint64_t gap_avg_ns; /* EWMA of the idle gaps */
+    unsigned backoff;    /* chances to skip after a run-out spin; 0 if none */
+    unsigned skip;       /* chances still to skip */
+} tls_spin = {SPIN_SAMPLE_CAP_NS, 0, 0};
+
+/* Accounts one idle gap that began at `since` and ended with work found;
+ * `ran_out` tells whether a spin ran out first. */
+static void spin_learn(uint64_t since, bool spun, bool ran_out)
+{
+    uint64_t gap = es__now_ns() - since;
+    if (gap > SPIN_SAMPLE_CAP_NS)
+        gap = SPIN_SAMPLE_CAP_NS;
+    int64_t delta = (int64_t)gap - (int64_t)tls_spin.gap_avg_ns;
+    tls_spin.gap_avg_ns = (uint64_t)((int64_t)tls_spin.gap_avg_ns +
+                                     delta / (1 << SPIN_EWMA_SHIFT));
+    if (ran_out) {
+        unsigned b = 2 * tls_spin.backoff;
+        b = b < SPIN_BACKOFF_MIN ? SPIN_BACKOFF_MIN : b;
+        tls_spin.backoff = b < SPIN_BACKOFF_MAX ? b : SPIN_BACKOFF_MAX;
+        tls_spin.skip = tls_spin.backoff;
+    } else if (spun) {
+        tls_spin.backoff = 0;
+    }
+}
+
+/* How long to poll before sleeping: fixed (spin_us), adaptive, or 0. */
+static uint64_t spin_budget_ns(const struct es__loop *loop)
+{
+    if (loop->rt->opts.adaptive_spin != ES_SPIN_ADAPTIVE_ON)
+        return (uint64_t)loop->rt->opts.spin_us * 1000u;
+    if (tls_spin.gap_avg_ns > SPIN_BOUND_NS)
+        return 0;
+    if (tls_spin.skip) {
+        tls_spin.skip--;
+        return 0;
+    }
+    uint64_t budget = SPIN_GAP_FACTOR * tls_spin.gap_avg_ns;
+    if (budget < SPIN_MIN_NS)
+        budget = SPIN_MIN_NS;
+    return budget < SPIN_MAX_NS ? budget : SPIN_MAX_NS;
+}
+
+/*
+ * Polls the rings until `until`. Returns false if it ran out first. With
+ * `yield` each poll gives the CPU to any other thread ready to run on it:
+ * that is often the very sender the spin waits for (a woken thread tends to
+ * be queued on the CPU of its waker), which a busy spin would hold off
+ * until the spin ends.
+ */
+static bool spin_until(struct es__loop *loop, uint64_t until, bool yield)
+{
+    while (!rings_nonempty(loop) && !stop_requested(loop)) {
+        if (es__now_ns() >= until)
+            return false;
+        if (yield)
+            sched_yield();
+        else
+            ck_pr_stall();
+    }
+    return true;
+}
+
 /* Blocks until there is something to do (see chan.c for the handshake). */
 static void sleep_until_work(struct es__loop *loop)
 {
-    uint64_t spin_ns = (uint64_t)loop->rt->opts.spin_us * 1000u;
-    if (spin_ns) {
-        uint64_t until = es__now_ns() + spin_ns;
-        while (!rings_nonempty(loop) && !stop_requested(loop) &&
-               es__now_ns() < until)
-            ;
-    }
+    bool adaptive = loop->rt->opts.adaptive_spin == ES_SPIN_ADAPTIVE_ON;
+    uint64_t since = adaptive ? es__now_ns() : 0;
+    uint64_t spin_ns = spin_budget_ns(loop);
+    bool ran_out = false; /* a spin ended without finding work */
+    if (spin_ns)
+        ran_out = !spin_until(loop, (since ? since : es__now_ns()) + spin_ns,
+                              adaptive);
     int timeout = es__timers_timeout_ms(loop);
     int wheel = es__wheel_timeout_ms(loop);
     if (wheel >= 0 && (timeout < 0 || wheel < timeout))
         timeout = wheel;
     if (timeout == 0)
-        return;
+        return; /* a timer is due: no gap that a spin could have caught */
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
     /* Dekker, loop side: orders the store of `sleeping` before the loads
      * of the ring indices and `stopping`. Pairs with the sender's fence in
@@ -221,11 +319,15 @@ static void sleep_until_work(struct es__loop *loop)
     atomic_thread_fence(memory_order_seq_cst);
     if (rings_nonempty(loop) || stop_requested(loop)) {
         atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+        if (adaptive)
+            spin_learn(since, spin_ns != 0, ran_out);
         return;
     }
     ES__STAT_ADD(loop->sleeps, 1);
     poll_events(loop, timeout);
     atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+    if (adaptive)
+        spin_learn(since, spin_ns != 0, ran_out);
 }
 
 /* Stops every actor here; later arrivals are stopped as they install. */

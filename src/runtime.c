@@ -44,6 +44,20 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
     if (out->channel_capacity > (1u << 24))
         return -EINVAL;
     out->channel_capacity = round_up_pow2(out->channel_capacity);
+    switch (out->adaptive_spin) {
+    case 0: /* resolved here, so loops read only ON or OFF */
+        out->adaptive_spin =
+            out->spin_us ? ES_SPIN_ADAPTIVE_OFF : ES_SPIN_ADAPTIVE_DEFAULT;
+        break;
+    case ES_SPIN_ADAPTIVE_ON:
+        if (out->spin_us) /* a fixed spin and an adaptive one contradict */
+            return -EINVAL;
+        break;
+    case ES_SPIN_ADAPTIVE_OFF:
+        break;
+    default:
+        return -EINVAL;
+    }
     return 0;
 }
 

@@ -53,6 +53,7 @@ typedef struct es_msg {
         unsigned char bytes[ES_MSG_INLINE];
         uint64_t u64[ES_MSG_INLINE / 8];
         int64_t i64[ES_MSG_INLINE / 8];
+        double f64[ES_MSG_INLINE / 8];
     } inl;
 } es_msg_t;
 
@@ -69,6 +70,15 @@ static inline es_msg_t es_msg_u64(uint32_t type, uint64_t value)
 {
     es_msg_t m = es_msg_make(type);
     m.inl.u64[0] = value;
+    m.len = sizeof(value);
+    return m;
+}
+
+/* A message of `type` carrying one double in inl.f64[0]. */
+static inline es_msg_t es_msg_f64(uint32_t type, double value)
+{
+    es_msg_t m = es_msg_make(type);
+    m.inl.f64[0] = value;
     m.len = sizeof(value);
     return m;
 }

@@ -44,6 +44,15 @@ typedef struct es_runtime_opts {
     unsigned channel_capacity;
     /* Busy-poll this long before sleeping in epoll_wait(); default 0. */
     unsigned spin_us;
+    /* Adaptive spinning before sleeping: ES_SPIN_ADAPTIVE_ON (1) makes a
+     * loop whose recent idle gaps averaged at most ES_SPIN_ADAPTIVE_BOUND_US
+     * poll its rings for a few times that average (at most
+     * ES_SPIN_ADAPTIVE_MAX_US) before epoll_wait(); long gaps and spins
+     * that found nothing turn it off, so an idle loop spins at most once
+     * per idle period. ES_SPIN_ADAPTIVE_OFF (-1) never spins adaptively; 0
+     * means ES_SPIN_ADAPTIVE_DEFAULT, or off when spin_us is set. On
+     * together with spin_us is -EINVAL. */
+    int adaptive_spin;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
@@ -51,6 +60,11 @@ typedef struct es_runtime_opts {
 
 #define ES_MAILBOX_DEFAULT 1024u
 #define ES_CHANNEL_DEFAULT 4096u
+#define ES_SPIN_ADAPTIVE_ON 1
+#define ES_SPIN_ADAPTIVE_OFF (-1)
+#define ES_SPIN_ADAPTIVE_DEFAULT ES_SPIN_ADAPTIVE_ON
+#define ES_SPIN_ADAPTIVE_BOUND_US 50u
+#define ES_SPIN_ADAPTIVE_MAX_US 100u
 
 /*
  * Creates a runtime; its threads start with es_runtime_start().

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests of the message helpers and the shared definitions: es_msg_make/u64/
- * ptr/bytes build what they promise, es_msg_take() and es_msg_release()
+ * f64/ptr/bytes build what they promise (a double survives a cross-thread
+ * send bit for bit), es_msg_take() and es_msg_release()
  * follow the ownership rules (the runtime frees a pointer payload after the
  * behaviour returns unless it was taken; a failed send leaves it with the
  * caller), es_strerror() describes every code of ES_ERRNO_MAP, and the
@@ -9,10 +10,12 @@
  */
 #include "es_test.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { MSG_PTR = ES_MSG_USER, MSG_TAKE, MSG_BYTES, MSG_FAIL };
+enum { MSG_PTR = ES_MSG_USER, MSG_TAKE, MSG_BYTES, MSG_FAIL, MSG_F64 };
 
 static atomic_ullong g_freed; /* free_cb calls */
 
@@ -43,6 +46,20 @@ Test(msg, u64_carries_value, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(m.type, ES_MSG_USER);
     cr_assert_eq(m.len, sizeof(uint64_t));
     cr_assert_eq(m.inl.u64[0], UINT64_C(0x0123456789abcdef));
+    cr_assert_null(m.ptr);
+    cr_assert_null(m.free_cb);
+}
+
+Test(msg, f64_carries_value, .timeout = ES_TEST_TIMEOUT)
+{
+    es_msg_t m = es_msg_f64(ES_MSG_USER + 3, -1.0 / 3.0);
+
+    cr_assert_eq(m.type, ES_MSG_USER + 3);
+    cr_assert_eq(m.len, sizeof(double));
+    cr_assert_eq(memcmp(&m.inl.f64[0], &(double){-1.0 / 3.0}, sizeof(double)),
+                 0);
+    cr_assert_eq(m.inl.u64[1], 0);
+    cr_assert_eq(m.inl.u64[2], 0);
     cr_assert_null(m.ptr);
     cr_assert_null(m.free_cb);
 }
@@ -339,6 +356,70 @@ Test(msg, inline_bytes_are_copied, .timeout = ES_TEST_TIMEOUT)
     ES_WAIT_GE(g_handled, 10);
     es_test_free(rt);
     cr_assert_eq(atomic_load(&g_bytes_ok), 10);
+}
+
+/*
+ * Doubles through two cross-thread sends: the test thread sends each to a
+ * relay on loop 0, which rebuilds it with es_msg_f64() and sends it to a
+ * sink on loop 1; the sink records the bits and the length it received.
+ */
+static const double f64_values[] = {
+    -1.0 / 3.0, -0.0,      DBL_MIN / 4 /* subnormal */,
+    DBL_MAX,    -INFINITY, 6.02214076e23};
+#define F64_N (sizeof(f64_values) / sizeof(f64_values[0]))
+static uint64_t g_f64_bits[F64_N]; /* written by the sink, read after wait */
+static atomic_ullong g_f64_got;
+static atomic_ullong g_f64_badlen;
+
+static int f64_sink_cb(es_actor_t *self, es_msg_t *msg)
+{
+    (void)self;
+    if (msg->type != MSG_F64)
+        return 0;
+    unsigned long long i = atomic_load(&g_f64_got);
+    if (msg->len != sizeof(double))
+        atomic_fetch_add(&g_f64_badlen, 1);
+    if (i < F64_N)
+        memcpy(&g_f64_bits[i], &msg->inl.f64[0], sizeof(double));
+    atomic_fetch_add(&g_f64_got, 1); /* publishes g_f64_bits[i] */
+    return 0;
+}
+
+static int f64_relay_cb(es_actor_t *self, es_msg_t *msg)
+{
+    if (msg->type != MSG_F64)
+        return 0;
+    es_actor_id_t *sink = es_actor_state(self);
+    es_msg_t out = es_msg_f64(MSG_F64, msg->inl.f64[0]);
+    return es_send(es_actor_runtime(self), *sink, &out);
+}
+
+Test(msg, f64_round_trips_cross_thread, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_start(2);
+    es_actor_id_t sink, relay;
+    es_spawn_opts_t so = {.behaviour = f64_sink_cb, .loop = 1};
+    es_spawn_opts_t ro = {.behaviour = f64_relay_cb, .loop = 0, .state = &sink};
+
+    ES_OK(es_spawn(rt, &so, &sink));
+    ES_OK(es_spawn(rt, &ro, &relay));
+    for (size_t i = 0; i < F64_N; i++) {
+        es_msg_t m = es_msg_f64(MSG_F64, f64_values[i]);
+
+        ES_OK(es_test_send_retry(rt, relay, &m, ES_TEST_WAIT_S));
+    }
+    ES_WAIT_GE(g_f64_got, F64_N);
+    es_test_free(rt);
+    cr_assert_eq(atomic_load(&g_f64_got), F64_N);
+    cr_assert_eq(atomic_load(&g_f64_badlen), 0, "len was not sizeof(double)");
+    for (size_t i = 0; i < F64_N; i++) {
+        uint64_t want;
+
+        memcpy(&want, &f64_values[i], sizeof(want));
+        cr_assert_eq(g_f64_bits[i], want, "value %zu: got %#llx, want %#llx", i,
+                     (unsigned long long)g_f64_bits[i],
+                     (unsigned long long)want);
+    }
 }
 
 Test(msg, failed_send_keeps_payload, .timeout = ES_TEST_TIMEOUT)
