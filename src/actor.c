@@ -20,6 +20,10 @@
  * The counters wrap; they are compared by signed difference (see
  * mailbox_reserve() for the invariant and the memory orders).
  *
+ * Sends between actors never fail for capacity: a send from a behaviour to
+ * a full mailbox is accepted over the limit and the sending actor is muted
+ * (see "muting" below): it is not run again until the receiver drains.
+ *
  * A stopped actor leaves the table at once (new sends get -ESRCH), gets
  * ES_MSG_STOP (an actor installed after its loop began to stop gets START
  * and STOP back to back), loses its timers and subscriptions, hands
@@ -70,8 +74,8 @@ void es__msgq_reset(struct es__msgq *q)
 
 static void runq_push(struct es__loop *loop, es_actor_t *a)
 {
-    if (a->in_runq)
-        return;
+    if (a->in_runq || a->mute_count)
+        return; /* a muted actor joins when es__unmute() resumes it */
     a->in_runq = true;
     a->run_next = NULL;
     a->run_prev = loop->runq_tail;
@@ -128,7 +132,7 @@ unsigned es__runq_run(struct es__loop *loop)
         uint32_t n =
             a->q.count < ES__ACTOR_BUDGET ? a->q.count : ES__ACTOR_BUDGET;
         es_msg_t m;
-        for (uint32_t i = 0; i < n && !a->stopped; i++) {
+        for (uint32_t i = 0; i < n && !a->stopped && !a->mute_count; i++) {
             if (!es__msgq_pop(&a->q, &m))
                 break;
             es__actor_dispatch(a, &m);
@@ -149,10 +153,14 @@ unsigned es__runq_run(struct es__loop *loop)
 
 /* A user message no longer counts against a's mailbox (home thread). The
  * release store pairs with the acquire load in mailbox_reserve(). */
+static void unmute_waiters(es_actor_t *a, bool gone);
+
 static void mailbox_done(es_actor_t *a)
 {
     a->done_local++;
     atomic_store_explicit(&a->done, a->done_local, memory_order_release);
+    if (atomic_load_explicit(&a->muters, memory_order_relaxed))
+        unmute_waiters(a, false);
 }
 
 static int call_behaviour(es_actor_t *a, es_msg_t *m)
@@ -167,6 +175,14 @@ static int call_behaviour(es_actor_t *a, es_msg_t *m)
 
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
 {
+    /* A muted actor is not run: what reaches it directly (a timer, a
+     * deadline, a message routed to an empty queue) waits in its queue.
+     * Readiness of its fds is the exception: epoll reports it again and
+     * again, so it is delivered (a connection actor stops reading itself
+     * while muted, see actors/conn.c). */
+    if (a->mute_count && m->type != ES_MSG_IO &&
+        es__msgq_push(&a->q, m, false) == 0)
+        return;
     if (m->type == ES__MSG_STOP_REQ) {
         a->stop_requested = true;
     } else {
@@ -200,7 +216,7 @@ void es__actor_route(struct es__loop *loop, es_msg_t *m)
         es__actor_install(loop, m->ptr);
         return;
     }
-    if (a->installed && a->q.count == 0) {
+    if (a->installed && a->q.count == 0 && !a->mute_count) {
         es__actor_dispatch(a, m);
         return;
     }
@@ -233,6 +249,8 @@ void es__actor_finalize(es_actor_t *a)
     es_runtime_t *rt = a->rt;
     a->stopped = true;
     es__table_remove(rt->table, a);
+    if (atomic_load_explicit(&a->muters, memory_order_relaxed))
+        unmute_waiters(a, true); /* they wait for nothing now */
     if (a->started) {
         es_msg_t stop = es_msg_make(ES_MSG_STOP);
         stop.to = a->id;
@@ -307,6 +325,8 @@ static int loop_behaviour(es_actor_t *self, es_msg_t *msg)
     if (msg->type == ES__MSG_CALL) {
         struct es__call *call = msg->ptr;
         call->fn(self->loop, call);
+    } else if (msg->type == ES__MSG_UNMUTE) {
+        es__unmute(self->loop, (es_actor_id_t)msg->inl.u64[0]);
     }
     return 0;
 }
@@ -394,6 +414,177 @@ static bool mailbox_reserve(es_actor_t *a)
     return false;
 }
 
+/* --- muting (home threads) -------------------------------------------------
+ *
+ * A send from a behaviour to a full mailbox is accepted over the limit, and
+ * the sending actor S is muted on the receiver R: S's loop records (R, S) in
+ * its mute table, S stops being scheduled (runq_push() and dispatch skip
+ * it), and the loop's bit is set in R->muters. When R has handled enough to
+ * be at or below half its capacity, it takes R->muters and tells each loop
+ * named there (ES__MSG_UNMUTE to its loop actor, or a direct call on its own
+ * loop); the loop drops R's entries and resumes every sender whose last
+ * entry went. A sender muted on several receivers waits for all of them.
+ *
+ * No cycle of waits, hence no deadlock (Pony's rule): an actor that others
+ * wait on (muters != 0) is never muted; it may overfill mailboxes instead.
+ * A wait edge S -> R is only added by S while nothing waits on S, so the
+ * edge that would close a cycle is never added. Two actors muting each
+ * other at the same instant are caught by the seq_cst pair in mute(): each
+ * publishes its bit in the other, then reads its own `muters`, so at least
+ * one of them sees the other and takes its mute back.
+ *
+ * R's side checks `muters` with a relaxed load after each message, with no
+ * fence, so a mute published just as R handles its last message can go
+ * unseen by both (S read R's `done` before R's store landed). mute()
+ * re-reads R after publishing, which closes the window but for the last
+ * few stores still in R's store buffer; es__mutes_poll() closes the rest:
+ * a loop with muted actors looks at their receivers at least every
+ * MUTE_POLL_NS and never sleeps longer than that.
+ */
+
+#define MUTE_POLL_NS (1000u * 1000u)
+#define MUTES_MIN 16u
+
+static uint64_t loop_bit(unsigned index)
+{
+    return UINT64_C(1) << (index % 63);
+}
+
+/* Mailbox at or below its low mark (half its capacity): senders waiting on
+ * it may run again. Any thread. */
+static bool below_low_mark(es_actor_t *a)
+{
+    unsigned s = atomic_load_explicit(&a->sent, memory_order_relaxed);
+    unsigned done = atomic_load_explicit(&a->done, memory_order_acquire);
+    return (int32_t)(s - done) <= (int32_t)(a->capacity / 2);
+}
+
+static int mutes_push(struct es__loop *loop, es_actor_id_t recv,
+                      es_actor_id_t sender)
+{
+    if (loop->nmutes == loop->mutes_cap) {
+        uint32_t cap = loop->mutes_cap ? loop->mutes_cap * 2 : MUTES_MIN;
+        struct es__mute *m = es__realloc(loop->mutes, (size_t)cap * sizeof(*m));
+        if (!m)
+            return -ENOMEM;
+        loop->mutes = m;
+        loop->mutes_cap = cap;
+    }
+    loop->mutes[loop->nmutes++] = (struct es__mute){recv, sender};
+    return 0;
+}
+
+/* S sent to R over R's limit (S's home thread, inside S's behaviour). */
+static void mute(es_actor_t *s, es_actor_t *r)
+{
+    struct es__loop *loop = s->loop;
+    if (s == r || s->is_loop)
+        return; /* an actor never waits for itself; loop actors never wait */
+    if (atomic_load_explicit(&s->muters, memory_order_relaxed))
+        return; /* others wait on S: the no-cycle rule */
+    if (loop->nmutes && loop->mutes[loop->nmutes - 1].recv == r->id &&
+        loop->mutes[loop->nmutes - 1].sender == s->id)
+        return; /* muted on R by an earlier send of this behaviour */
+    if (mutes_push(loop, r->id, s->id) != 0)
+        return; /* no memory to wait: S stays over the limit, unmuted */
+    atomic_fetch_or_explicit(&r->muters, loop_bit(loop->index),
+                             memory_order_seq_cst);
+    /* After publishing: did something start waiting on S, or did R drain
+     * meanwhile? Then S does not wait (its bit in R costs one spurious
+     * ES__MSG_UNMUTE at most). */
+    if (atomic_load_explicit(&s->muters, memory_order_seq_cst) ||
+        below_low_mark(r)) {
+        loop->nmutes--;
+        return;
+    }
+    s->mute_count++;
+    ES__STAT_ADD(loop->muted, 1);
+}
+
+/* Tells every loop with senders muted on a that it drained (or stopped):
+ * a's home thread. Foreign threads in es_send_wait() are woken too. */
+static void unmute_waiters(es_actor_t *a, bool gone)
+{
+    if (!gone && !below_low_mark(a))
+        return;
+    uint64_t mask =
+        atomic_exchange_explicit(&a->muters, 0, memory_order_acq_rel);
+    es_runtime_t *rt = a->rt;
+    if (mask & ES__MUTERS_FOREIGN) {
+        atomic_fetch_add_explicit(&rt->room_seq, 1, memory_order_release);
+        es__futex_wake(&rt->room_seq);
+    }
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        if (!(mask & loop_bit(i)))
+            continue;
+        if (i == a->loop->index) {
+            es__unmute(a->loop, a->id);
+        } else {
+            es_msg_t u = es_msg_u64(ES__MSG_UNMUTE, a->id);
+            /* A demux sender cannot fail for room; -ESRCH: that loop
+             * has stopped, with its actors. */
+            (void)es__send(rt, rt->loops[i].self_id, &u, false);
+        }
+    }
+}
+
+/* s may run again. */
+static void resume(struct es__loop *loop, es_actor_t *s)
+{
+    if (s->ext) {
+        /* A module actor (a connection) re-arms what muting paused. */
+        es_msg_t r = es_msg_make(ES__MSG_RESUMED);
+        r.to = s->id;
+        if (es__msgq_push(&s->q, &r, true) != 0)
+            es__log(ES_LOG_ERROR, "no memory to resume actor %#llx",
+                    (unsigned long long)s->id);
+    }
+    if (s->q.count && s->installed)
+        runq_push(loop, s);
+}
+
+void es__unmute(struct es__loop *loop, es_actor_id_t rid)
+{
+    uint32_t i = 0;
+    while (i < loop->nmutes) {
+        struct es__mute *e = &loop->mutes[i];
+        if (e->recv != rid) {
+            i++;
+            continue;
+        }
+        es_actor_id_t sid = e->sender;
+        *e = loop->mutes[--loop->nmutes];
+        es_actor_t *s = es__table_lookup(loop->rt->table, sid);
+        if (s && s->loop == loop && s->mute_count && --s->mute_count == 0 &&
+            !s->stopped)
+            resume(loop, s);
+    }
+    if (!loop->nmutes && loop->mutes_cap > MUTES_MIN) {
+        es__free(loop->mutes);
+        loop->mutes = NULL;
+        loop->mutes_cap = 0;
+    }
+}
+
+void es__mutes_poll(struct es__loop *loop)
+{
+    uint64_t now = es__now_ns();
+    if (now - loop->mutes_polled < MUTE_POLL_NS)
+        return;
+    loop->mutes_polled = now;
+    for (uint32_t i = 0; i < loop->nmutes;) {
+        es_actor_id_t rid = loop->mutes[i].recv;
+        es_actor_t *r = es__table_lookup(loop->rt->table, rid);
+        if (!r || below_low_mark(r))
+            es__unmute(loop, rid); /* removes entries; look at i again */
+        else
+            i++;
+    }
+}
+
+/* --- sending (any thread) --------------------------------------------------
+ */
+
 /* Where the message goes: a slot of a's local queue or of t's ring. The
  * message is written straight into it (one copy), then committed. */
 static es_msg_t *send_slot(struct es__tctx *t, es_actor_t *a, bool local,
@@ -418,61 +609,141 @@ static void send_commit(struct es__tctx *t, es_actor_t *a, bool local)
         runq_push(a->loop, a);
 }
 
-/* The body of es__send, inside the sender's epoch section. */
+/* How send_ex() treats the mailbox limit. */
+enum {
+    SEND_CAPPED = 1, /* user message: counts against the limit */
+    SEND_WAITER = 2, /* es_send_wait(): on refusal, ask to be woken */
+};
+
+/* The body of send_ex(), inside the sender's epoch section. Returns 0,
+ * -ESRCH, -ENOMEM, -EAGAIN (mailbox full: foreign senders only) or
+ * -ENOBUFS (the foreign sender's ring is full). */
 static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
-                           es_actor_id_t to, const es_msg_t *msg, bool capped)
+                           es_actor_id_t to, const es_msg_t *msg, int flags)
 {
     es_actor_t *a = es__table_lookup(rt->table, to);
     if (!a)
         return -ESRCH;
-    if (capped && !mailbox_reserve(a)) {
-        ES__STAT_ADD(t->mailbox_full, 1);
-        return -EAGAIN;
+    es_actor_t *cur = tls_current;
+    bool from_actor = t->loop_index >= 0 && cur && cur->rt == rt;
+    bool over = false;
+    if ((flags & SEND_CAPPED) && !mailbox_reserve(a)) {
+        if (!from_actor) {
+            if (flags & SEND_WAITER)
+                atomic_fetch_or_explicit(&a->muters, ES__MUTERS_FOREIGN,
+                                         memory_order_seq_cst);
+            ES__STAT_ADD(t->mailbox_full, 1);
+            return -EAGAIN;
+        }
+        /* From a behaviour: accepted over the limit, the sender muted. */
+        atomic_fetch_add_explicit(&a->sent, 1, memory_order_relaxed);
+        over = true;
     }
     bool local = (int)a->loop->index == t->loop_index;
     int rc;
     es_msg_t *slot = send_slot(t, a, local, &rc);
     if (!slot) {
-        if (capped)
+        if (flags & SEND_CAPPED)
             atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
-        if (rc == -EAGAIN)
+        if (rc == -EAGAIN) {
             ES__STAT_ADD(t->mailbox_full, 1);
+            rc = -ENOBUFS;
+        }
         return rc;
     }
-    es_actor_t *cur = tls_current;
     *slot = *msg;
     slot->to = to;
     slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
     send_commit(t, a, local);
     ES__STAT_ADD(t->sent, 1);
+    if (over)
+        mute(cur, a);
     return 0;
 }
 
-int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
-             bool capped)
+static int send_ex(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                   int flags)
 {
     struct es__tctx *t = es__tctx_get(rt);
     if (!t)
         return -ENOMEM;
     /* Demux threads are inside a section for their whole loop turn. */
     if (t->loop_index >= 0)
-        return send_in_section(rt, t, to, msg, capped);
+        return send_in_section(rt, t, to, msg, flags);
     ck_epoch_begin(t->rec, NULL);
-    int rc = send_in_section(rt, t, to, msg, capped);
+    int rc = send_in_section(rt, t, to, msg, flags);
     ES__TSAN_RELEASE(&rt->epoch);
     ck_epoch_end(t->rec, NULL);
     return rc;
 }
 
-int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
+int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+             bool capped)
+{
+    int rc = send_ex(rt, to, msg, capped ? SEND_CAPPED : 0);
+    return rc == -ENOBUFS ? -EAGAIN : rc;
+}
+
+static bool user_msg_ok(const es_runtime_t *rt, const es_msg_t *msg)
 {
     if (!rt || !msg || msg->type < ES_MSG_USER)
-        return -EINVAL;
+        return false;
     /* actor.h: the payload is inline (at most ES_MSG_INLINE bytes) or at
      * ptr; a destructor needs something to free. */
     ES_ASSERT(msg->ptr || msg->len <= ES_MSG_INLINE);
     ES_ASSERT(msg->ptr || !msg->free_cb);
+    return true;
+}
+
+int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
+{
+    if (!user_msg_ok(rt, msg))
+        return -EINVAL;
     return es__send(rt, to, msg, true);
+}
+
+/* Longest single sleep of es_send_wait(): bounds the wait when a wakeup
+ * was missed (see muting) or the ring, not the mailbox, was full. */
+#define SEND_WAIT_SLICE_NS (10u * 1000u * 1000u)
+#define SEND_WAIT_RING_NS (1000u * 1000u)
+
+int es_send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                 int timeout_ms)
+{
+    if (!user_msg_ok(rt, msg))
+        return -EINVAL;
+    struct es__tctx *t = es__tctx_current(rt);
+    if (t && t->loop_index >= 0)
+        return -EDEADLK; /* a demux thread would wait for itself */
+    uint64_t start = es__now_ns();
+    uint64_t limit =
+        timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000000u;
+    uint64_t ring_nap = 20u * 1000u;
+    for (;;) {
+        unsigned seq =
+            atomic_load_explicit(&rt->room_seq, memory_order_acquire);
+        int rc = send_ex(rt, to, msg, SEND_CAPPED | SEND_WAITER);
+        if (rc != -EAGAIN && rc != -ENOBUFS)
+            return rc;
+        uint64_t waited = es__now_ns() - start;
+        if (waited >= limit)
+            return -ETIMEDOUT;
+        uint64_t nap = limit - waited;
+        if (rc == -EAGAIN) {
+            /* The receiver bumps room_seq when it drains (we set its
+             * ES__MUTERS_FOREIGN bit before the refusal). */
+            if (nap > SEND_WAIT_SLICE_NS)
+                nap = SEND_WAIT_SLICE_NS;
+            es__futex_wait(&rt->room_seq, seq, nap);
+        } else {
+            /* The ring drains without telling anyone: back off. */
+            if (nap > ring_nap)
+                nap = ring_nap;
+            es__nap_ns(nap);
+            if (ring_nap < SEND_WAIT_RING_NS)
+                ring_nap *= 2;
+        }
+    }
 }
 
 int es_stop(es_runtime_t *rt, es_actor_id_t id)

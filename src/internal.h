@@ -36,6 +36,8 @@ enum {
     ES__MSG_STOP_REQ, /* to any actor: es_stop() */
     ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
     ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
+    ES__MSG_UNMUTE,   /* to a loop actor: inl.u64[0] drained below its mark */
+    ES__MSG_RESUMED,  /* to a module actor (one with ext): it is unmuted */
 };
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's
@@ -72,6 +74,12 @@ void es__log(es_log_level_t level, const char *fmt, ...)
 
 /* Monotonic clock in nanoseconds. */
 uint64_t es__now_ns(void);
+/* Sleeps ns nanoseconds. */
+void es__nap_ns(uint64_t ns);
+/* Blocks while *word == expected, at most ns nanoseconds (or until woken). */
+void es__futex_wait(atomic_uint *word, unsigned expected, uint64_t ns);
+/* Wakes every thread in es__futex_wait() on word. */
+void es__futex_wake(atomic_uint *word);
 
 /* --- assertions (common.c) ------------------------------------------------
  *
@@ -162,6 +170,14 @@ struct es__tctx {
     struct es__chan **chan;      /* [threads]: slots set by the owner */
     unsigned char *wake_pending; /* [threads]: demux senders batch wakeups */
     unsigned wake_count;
+    /* Demux senders only: messages waiting for room in a full ring, per
+     * target loop (made on first use), moved on by es__tctx_flush_wakes().
+     * While a target's queue is not empty every send to it queues too, so
+     * the stream to each loop stays FIFO. See chan.c. */
+    struct es__msgq *overflow; /* [threads] */
+    uint32_t overflow_count;   /* messages in all of them */
+    bool reserved_overflow;    /* the last reservation is in overflow */
+    uint64_t overflow_since;   /* when the loop last saw them move (ns) */
 
     /* Any thread: 1 while a foreign thread owns this context (release
      * store 0 by the old owner, acquire CAS 0 -> 1 by the next). */
@@ -170,7 +186,8 @@ struct es__tctx {
     struct es__tctx *next; /* runtime's list of foreign contexts */
 
     /* Written by the owner, read by es_runtime_stats() from any thread. */
-    _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved;
+    _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved,
+        overflowed;
 };
 
 struct es__tctx *es__tctx_get(es_runtime_t *rt);
@@ -195,8 +212,11 @@ int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m);
  * es__chan_commit(); an uncommitted reservation is simply reused. */
 es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err);
 void es__chan_commit(struct es__tctx *t, unsigned index);
-/* Writes pending wakeups of a demux sender (one fence for all of them). */
+/* Moves what it can of a demux sender's overflow into its rings, then
+ * writes its pending wakeups (one fence for all of them). */
 void es__tctx_flush_wakes(struct es__tctx *t);
+/* After the loops exited: routes what is left in t's overflow queues. */
+unsigned es__tctx_drain_overflow(struct es__tctx *t);
 /* Takes one message from c (its consumer only). */
 bool es__chan_pop(struct es__chan *c, es_msg_t *out);
 /* True if c holds a message (the loop's check before it sleeps). */
@@ -286,9 +306,22 @@ struct es_actor {
     struct es__timer *timers;        /* timers this actor owns */
     ck_epoch_entry_t epoch_entry;
     uint32_t done_local;
+    uint32_t mute_count; /* entries naming it in its loop's mute table */
     /* Home thread writes, senders read (only when `done_seen` says the
      * mailbox may be full): messages fully handled. */
     atomic_uint done;
+    /* Senders set bits (rarely: when they are muted on this actor), the
+     * home thread reads it after each message and clears it: which loops
+     * hold senders muted on it (bit index % 63), and ES__MUTERS_FOREIGN. */
+    _Atomic uint64_t muters;
+};
+
+/* The bit of `muters` for foreign threads blocked in es_send_wait(). */
+#define ES__MUTERS_FOREIGN (UINT64_C(1) << 63)
+
+/* A muted sender and the receiver it waits for (see actor.c, muting). */
+struct es__mute {
+    es_actor_id_t recv, sender;
 };
 
 /* Actor table (table.c): handle -> actor, safe against stale handles. */
@@ -356,8 +389,19 @@ int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
              bool capped);
 /* Routes a message taken from an inbound ring on its target's loop. */
 void es__actor_route(struct es__loop *loop, es_msg_t *m);
-/* Delivers m to a now (home thread, top level, a installed and live). */
+/* Delivers m to a now (home thread, top level, a installed and live); a
+ * muted actor gets it queued instead (ES_MSG_IO excepted). */
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
+/* Senders of `loop` muted on receiver rid may run again (home thread). */
+void es__unmute(struct es__loop *loop, es_actor_id_t rid);
+/* Unmutes entries whose receiver has room or is gone (the safety net for
+ * a notification that crossed the mute; see actor.c). */
+void es__mutes_poll(struct es__loop *loop);
+/* True while a is muted (home thread). */
+static inline bool es__actor_muted(const es_actor_t *a)
+{
+    return a->mute_count != 0;
+}
 /* Runs the run queue; returns the number of messages handled. */
 unsigned es__runq_run(struct es__loop *loop);
 void es__actor_install(struct es__loop *loop, es_actor_t *a);
@@ -491,9 +535,12 @@ struct es__loop {
     int nevents;            /* returned by the last epoll_wait() */
     int fds_cap;
     bool stopping;
+    struct es__mute *mutes; /* muted senders of this loop */
+    uint32_t nmutes, mutes_cap;
+    uint64_t mutes_polled; /* es__now_ns() of the last es__mutes_poll() */
 
     /* Written by the loop thread, read by es_runtime_stats() anywhere. */
-    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps;
+    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps, muted;
 };
 
 /* True if the calling thread may act for `loop`: its demux thread, or the
@@ -571,6 +618,9 @@ struct es_runtime {
     /* Any thread. */
     atomic_int stopping; /* acq_rel exchange in es_runtime_stop() */
     atomic_uint rr_next; /* round-robin placement, relaxed */
+    /* Futex word of es_send_wait(): bumped when a receiver a foreign
+     * thread waits on drains (see actor.c). */
+    atomic_uint room_seq;
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
 
     /* The thread that starts, waits for and frees the runtime (the

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -97,6 +98,9 @@ void es__loop_destroy(struct es__loop *loop)
 {
     es__free(loop->scratch);
     loop->scratch = NULL;
+    es__free(loop->mutes);
+    loop->mutes = NULL;
+    loop->nmutes = loop->mutes_cap = 0;
     es__free(loop->events);
     loop->events = NULL;
     es__wheel_destroy(loop);
@@ -195,6 +199,8 @@ static void dispatch_events(struct es__loop *loop)
 }
 
 /* Blocks until there is something to do (see chan.c for the handshake). */
+#define OVERFLOW_YIELD_NS (200u * 1000u)
+
 static void sleep_until_work(struct es__loop *loop)
 {
     uint64_t spin_ns = (uint64_t)loop->rt->opts.spin_us * 1000u;
@@ -208,6 +214,18 @@ static void sleep_until_work(struct es__loop *loop)
     int wheel = es__wheel_timeout_ms(loop);
     if (wheel >= 0 && (timeout < 0 || wheel < timeout))
         timeout = wheel;
+    if (loop->tctx.overflow_count) {
+        /* Messages wait for room in a ring of a loop that is busy (its
+         * ring is full); nothing will wake us when it drains. Yield while
+         * they moved recently, then look at least once per millisecond. */
+        if (es__now_ns() - loop->tctx.overflow_since < OVERFLOW_YIELD_NS) {
+            sched_yield();
+            return;
+        }
+        timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
+    }
+    if (loop->nmutes)
+        timeout = timeout < 0 || timeout > 1 ? 1 : timeout; /* muting */
     if (timeout == 0)
         return;
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
@@ -248,6 +266,8 @@ static unsigned turn(struct es__loop *loop)
     work += es__wheel_run(loop);
     work += drain_rings(loop);
     work += es__runq_run(loop);
+    if (loop->nmutes)
+        es__mutes_poll(loop);
     es__tctx_flush_wakes(t);
     ES__TSAN_RELEASE(&loop->rt->epoch);
     ck_epoch_end(t->rec, NULL);

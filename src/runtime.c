@@ -131,8 +131,10 @@ static void settle(es_runtime_t *rt)
     bool more = true;
     while (more) {
         more = false;
-        for (unsigned i = 0; i < rt->nloops; i++)
+        for (unsigned i = 0; i < rt->nloops; i++) {
             more |= es__loop_drain(&rt->loops[i]) > 0;
+            more |= es__tctx_drain_overflow(&rt->loops[i].tctx) > 0;
+        }
     }
     for (unsigned i = 0; i < rt->nloops; i++)
         if (rt->loops[i].tctx.rec)
@@ -270,6 +272,7 @@ static void add_sender(es_stats_t *s, struct es__tctx *t)
     s->mailbox_full += LOAD(t->mailbox_full);
     s->wakeups_written += LOAD(t->wakeups_written);
     s->wakeups_saved += LOAD(t->wakeups_saved);
+    s->overflowed += LOAD(t->overflowed);
 }
 
 static void add_loop(es_stats_t *s, struct es__loop *l)
@@ -281,6 +284,7 @@ static void add_loop(es_stats_t *s, struct es__loop *l)
     s->actors += LOAD(l->nactors);
     s->loop_turns += LOAD(l->turns);
     s->sleeps += LOAD(l->sleeps);
+    s->mutes += LOAD(l->muted);
 }
 
 int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)

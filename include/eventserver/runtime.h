@@ -126,7 +126,7 @@ typedef struct es_stats {
     uint64_t msgs_sent;     /* messages accepted by es_send() on this thread */
     uint64_t msgs_received; /* messages delivered to a behaviour here */
     uint64_t dead_letters;  /* messages whose target had stopped */
-    uint64_t mailbox_full;  /* sends refused with -EAGAIN */
+    uint64_t mailbox_full;  /* foreign sends refused with -EAGAIN */
     uint64_t
         wakeups_written;    /* bytes written to a sleeping loop's socketpair */
     uint64_t wakeups_saved; /* cross-thread sends that needed no wakeup */
@@ -134,6 +134,9 @@ typedef struct es_stats {
     uint64_t actors;        /* actors living on this thread now */
     uint64_t loop_turns;    /* iterations of the demux loop */
     uint64_t sleeps;        /* times the loop blocked in epoll_wait() */
+    uint64_t mutes;         /* actors paused because a receiver was full */
+    uint64_t overflowed;    /* messages that waited in the sender's loop for
+                               room in a full ring to another loop */
 } es_stats_t;
 
 /*
