@@ -451,7 +451,7 @@ unsigned es__tctx_drain_overflow(struct es__tctx *t)
         es_msg_t m;
         while (es__msgq_pop(&t->overflow[i], &m)) {
             t->overflow_count--;
-            es__actor_route(&t->rt->loops[i], &m);
+            es__actor_route(&t->rt->loops[i], &m, t->loop_index);
             n++;
         }
         es__msgq_reset(&t->overflow[i]);

@@ -38,6 +38,10 @@ enum {
     ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
     ES__MSG_UNMUTE,   /* to a loop actor: inl.u64[0] drained below its mark */
     ES__MSG_RESUMED,  /* to a module actor (one with ext): it is unmuted */
+    ES__MSG_MIGRATE,  /* to a loop actor: ptr is an actor moving in */
+    ES__MSG_FLUSHED,  /* to a loop actor: inl.u64[0]'s old loop is done */
+    ES__MSG_MARK_REQ, /* to a loop actor: send a MARK back to loop u64[1] */
+    ES__MSG_MARK,     /* to a loop actor: its MARK_REQ u64[0] came back */
 };
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's
@@ -288,16 +292,22 @@ struct es_actor {
     /* Set before the actor is published; read by any thread after. */
     es_actor_id_t id;
     es_runtime_t *rt;
+    /* Home loop. A migration (actor.c) changes it, on the old home thread,
+     * so other threads read it with es__actor_home(). */
     struct es__loop *loop;
     uint32_t capacity;
     bool is_loop; /* the loop actor of `loop` */
+    /* Migration state, read by senders: ES__TRANSIT_* (actor.c). */
+    _Atomic uint8_t transit;
     es_behaviour_cb behaviour;
     void *ext;                 /* actors/ modules: connection state */
     es_state_free_cb ext_free; /* frees ext after state_free */
 
     /* Home thread only. */
     bool installed, started, in_runq, stop_requested, stopped;
-    int io_head; /* first watched fd + 1, 0 if none */
+    int io_head;           /* first watched fd + 1, 0 if none */
+    uint16_t move_to;      /* loop index + 1 to migrate to, 0 for none */
+    uint16_t transit_from; /* the loop it is migrating from */
     void *state;
     es_state_free_cb state_free;
     struct es__msgq q;
@@ -310,11 +320,31 @@ struct es_actor {
     /* Home thread writes, senders read (only when `done_seen` says the
      * mailbox may be full): messages fully handled. */
     atomic_uint done;
+    /* Placement sampling (actor.c): a majority vote over the senders of
+     * the last window of messages. */
+    uint16_t hot_votes, win_n;
+    es_actor_id_t hot_cand;
+    /* The sender that dominated the last window, or 0; home thread
+     * writes, other loops read (relaxed: a hint). */
+    _Atomic es_actor_id_t hot;
     /* Senders set bits (rarely: when they are muted on this actor), the
      * home thread reads it after each message and clears it: which loops
      * hold senders muted on it (bit index % 63), and ES__MUTERS_FOREIGN. */
     _Atomic uint64_t muters;
 };
+
+/* Values of es_actor.transit. */
+enum {
+    ES__TRANSIT_NONE = 0,
+    ES__TRANSIT_MOVING,  /* handed to the new loop, not yet there */
+    ES__TRANSIT_ARRIVED, /* on the new loop, old one not yet flushed */
+};
+
+/* The home loop of a, from any thread. */
+static inline struct es__loop *es__actor_home(const es_actor_t *a)
+{
+    return __atomic_load_n(&a->loop, __ATOMIC_ACQUIRE);
+}
 
 /* The bit of `muters` for foreign threads blocked in es_send_wait(). */
 #define ES__MUTERS_FOREIGN (UINT64_C(1) << 63)
@@ -387,8 +417,15 @@ int es__runtime_on_free(es_runtime_t *rt, void (*fn)(void *), void *arg);
 /* Sends with or without the mailbox limit (internal and system messages). */
 int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
              bool capped);
-/* Routes a message taken from an inbound ring on its target's loop. */
-void es__actor_route(struct es__loop *loop, es_msg_t *m);
+/* Routes a message taken from an inbound ring on its target's loop; src is
+ * the loop index of the ring's producer, -1 for a foreign thread. */
+void es__actor_route(struct es__loop *loop, es_msg_t *m, int src);
+/* Migration bookkeeping of a loop turn (actor.c). */
+void es__migrations_run(struct es__loop *loop);
+/* After the loops exited: dead-letters what loop holds for actors that
+ * were moving. */
+unsigned es__loop_drain_parked(struct es__loop *loop);
+void es__migrations_free(struct es__loop *loop);
 /* Delivers m to a now (home thread, top level, a installed and live); a
  * muted actor gets it queued instead (ES_MSG_IO excepted). */
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
@@ -484,6 +521,12 @@ unsigned es__timers_run(struct es__loop *loop);
 /* Milliseconds until the next timer (rounded up), or -1 if none. */
 int es__timers_timeout_ms(struct es__loop *loop);
 void es__timers_cancel_actor(struct es__loop *loop, es_actor_t *a);
+/* Takes a's timers out of loop (a migrates); they stay linked through
+ * their owner links and keep their ids. */
+struct es__timer *es__timers_detach(struct es__loop *loop, es_actor_t *a);
+/* Starts a detached list on loop for a, with the same deadlines. */
+void es__timers_adopt(struct es__loop *loop, es_actor_t *a,
+                      struct es__timer *list);
 
 /* --- demux loop (loop.c) -------------------------------------------------- */
 
@@ -538,9 +581,15 @@ struct es__loop {
     struct es__mute *mutes; /* muted senders of this loop */
     uint32_t nmutes, mutes_cap;
     uint64_t mutes_polled; /* es__now_ns() of the last es__mutes_poll() */
+    /* Migration: messages for actors moving in, held until their old loop
+     * is flushed; migrations out of this loop still in progress. */
+    struct es__msgq parked;
+    struct es__migration *migrations;
+    unsigned nmigrating;
 
     /* Written by the loop thread, read by es_runtime_stats() anywhere. */
-    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps, muted;
+    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps, muted,
+        migrated;
 };
 
 /* True if the calling thread may act for `loop`: its demux thread, or the

@@ -101,6 +101,8 @@ void es__loop_destroy(struct es__loop *loop)
     es__free(loop->mutes);
     loop->mutes = NULL;
     loop->nmutes = loop->mutes_cap = 0;
+    es__migrations_free(loop);
+    es__msgq_reset(&loop->parked);
     es__free(loop->events);
     loop->events = NULL;
     es__wheel_destroy(loop);
@@ -150,7 +152,7 @@ static unsigned drain_rings(struct es__loop *loop)
     for (; c; c = c->next) {
         es_msg_t m;
         for (unsigned i = 0; i < ES__CHAN_BUDGET && es__chan_pop(c, &m); i++) {
-            es__actor_route(loop, &m);
+            es__actor_route(loop, &m, c->producer->loop_index);
             n++;
         }
         es__tctx_flush_wakes(&loop->tctx);
@@ -224,8 +226,8 @@ static void sleep_until_work(struct es__loop *loop)
         }
         timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     }
-    if (loop->nmutes)
-        timeout = timeout < 0 || timeout > 1 ? 1 : timeout; /* muting */
+    if (loop->nmutes || loop->nmigrating) /* polled: muting, placement */
+        timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     if (timeout == 0)
         return;
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
@@ -268,6 +270,8 @@ static unsigned turn(struct es__loop *loop)
     work += es__runq_run(loop);
     if (loop->nmutes)
         es__mutes_poll(loop);
+    if (loop->migrations)
+        es__migrations_run(loop);
     es__tctx_flush_wakes(t);
     ES__TSAN_RELEASE(&loop->rt->epoch);
     ck_epoch_end(t->rec, NULL);
@@ -319,7 +323,7 @@ unsigned es__loop_drain(struct es__loop *loop)
     for (; c; c = c->next) {
         es_msg_t m;
         while (es__chan_pop(c, &m)) {
-            es__actor_route(loop, &m);
+            es__actor_route(loop, &m, c->producer->loop_index);
             n++;
         }
     }

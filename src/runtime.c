@@ -39,6 +39,8 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
         out->mailbox_capacity = ES_MAILBOX_DEFAULT;
     if (out->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL;
+    if (out->colocate < -1 || out->colocate > 1)
+        return -EINVAL;
     if (!out->channel_capacity)
         out->channel_capacity = ES_CHANNEL_DEFAULT;
     if (out->channel_capacity > (1u << 24))
@@ -134,6 +136,7 @@ static void settle(es_runtime_t *rt)
         for (unsigned i = 0; i < rt->nloops; i++) {
             more |= es__loop_drain(&rt->loops[i]) > 0;
             more |= es__tctx_drain_overflow(&rt->loops[i].tctx) > 0;
+            more |= es__loop_drain_parked(&rt->loops[i]) > 0;
         }
     }
     for (unsigned i = 0; i < rt->nloops; i++)
@@ -285,6 +288,7 @@ static void add_loop(es_stats_t *s, struct es__loop *l)
     s->loop_turns += LOAD(l->turns);
     s->sleeps += LOAD(l->sleeps);
     s->mutes += LOAD(l->muted);
+    s->migrations += LOAD(l->migrated);
 }
 
 int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)

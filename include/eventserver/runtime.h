@@ -44,6 +44,10 @@ typedef struct es_runtime_opts {
     unsigned channel_capacity;
     /* Busy-poll this long before sleeping in epoll_wait(); default 0. */
     unsigned spin_us;
+    /* Automatic co-location: an actor that owns no fd and gets most of its
+     * messages from one actor on another thread migrates to that thread
+     * (docs/design.md, "Placement"). 0: the default (on), 1: on, -1: off. */
+    int colocate;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
@@ -137,6 +141,7 @@ typedef struct es_stats {
     uint64_t mutes;         /* actors paused because a receiver was full */
     uint64_t overflowed;    /* messages that waited in the sender's loop for
                                room in a full ring to another loop */
+    uint64_t migrations;    /* actors that moved to another thread */
 } es_stats_t;
 
 /*
