@@ -14,7 +14,8 @@
  * the behaviour in place. Writes that cannot go out at once are queued
  * (small ones coalesced); reading stops while the queue is above
  * write_high, or the actor's mailbox is over half full, and resumes below
- * write_low / a quarter.
+ * write_low / a quarter. It also stops while the actor is muted (it sent
+ * to a full mailbox, see src/actor.c) and resumes when it is unmuted.
  */
 #include "conn_private.h"
 
@@ -197,11 +198,15 @@ static void close_now(es_actor_t *self, struct es__conn *c, int reason, int err)
     es_actor_stop(self);
 }
 
-static bool can_read(const struct es__conn *c)
+/* Reading stops while the queue is above write_high, the mailbox is half
+ * full, the user paused, or the actor is muted (a receiver of what it
+ * forwards is full: backpressure reaches TCP). */
+static bool can_read(const es_actor_t *self, const struct es__conn *c)
 {
-    return !c->closed && !c->connecting && !c->peer_eof && !c->above_high &&
-           !c->paused_user && !c->paused_mailbox && !c->close_reason &&
-           !c->fail_reason && !c->abort_pending;
+    return !es__actor_muted(self) && !c->closed && !c->connecting &&
+           !c->peer_eof && !c->above_high && !c->paused_user &&
+           !c->paused_mailbox && !c->close_reason && !c->fail_reason &&
+           !c->abort_pending;
 }
 
 static void update_watch(es_actor_t *self, struct es__conn *c)
@@ -209,7 +214,7 @@ static void update_watch(es_actor_t *self, struct es__conn *c)
     if (c->closed || c->fd < 0)
         return;
     uint32_t want = c->connecting ? ES_IO_WRITE : 0;
-    if (can_read(c))
+    if (can_read(self, c))
         want |= ES_IO_READ;
     if (c->queued && !c->connecting)
         want |= ES_IO_WRITE;
@@ -289,7 +294,7 @@ static int do_read(es_actor_t *self, struct es__conn *c)
         es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
         return 0;
     }
-    for (int i = 0; i < READ_BUDGET && can_read(c); i++) {
+    for (int i = 0; i < READ_BUDGET && can_read(self, c); i++) {
         ssize_t n = recv(c->fd, buf, ES__SCRATCH, 0);
         if (n > 0) {
             touch(self, c);
@@ -393,12 +398,13 @@ static int on_io(es_actor_t *self, struct es__conn *c, uint32_t events)
     /* Read before anything can fail the connection: what the peer sent
      * before a reset (a reply, then RST) is still in the socket buffer and
      * must be handed over first. */
-    if ((events & (ES_IO_READ | ES_IO_HUP | ES_IO_ERROR)) && can_read(c)) {
+    if ((events & (ES_IO_READ | ES_IO_HUP | ES_IO_ERROR)) &&
+        can_read(self, c)) {
         int rc = do_read(self, c);
         if (rc < 0)
             return rc;
     } else if ((events & ES_IO_HUP) && !(events & ES_IO_ERROR) &&
-               !can_read(c)) {
+               !can_read(self, c)) {
         /* both ways closed and we were not reading */
         es__conn_fail(c, ES_CONN_PEER_CLOSED, 0);
     }
@@ -454,6 +460,8 @@ static int conn_behaviour(es_actor_t *self, es_msg_t *msg)
     case ES__MSG_RESOLVED:
         es__connector_on_resolved(self, c, msg);
         break;
+    case ES__MSG_RESUMED:
+        break; /* unmuted: settle() below reads again */
     case ES_MSG_TIMER:
         if (es_msg_timer_tag(msg) == ES__DEADLINE_TAG &&
             !es_msg_timer_id(msg)) {

@@ -22,9 +22,6 @@
 #include <time.h>
 
 /* Explicit loop index of es_spawn_opts_t.loop. */
-#ifndef ES_LOOP
-#define ES_LOOP(i) (i)
-#endif
 
 #define MAX_RUNS 25
 #define WAIT_S 120 /* a run that takes longer is reported as failed */
@@ -163,8 +160,11 @@ static int play(es_runtime_t *rt, struct pinger *p, uint64_t *cpu_ns)
 
 static int run_once(const struct cfg *c, struct result *r)
 {
-    es_runtime_opts_t ro = {
-        .threads = 2, .spin_us = c->spin_us, .adaptive_spin = c->adaptive};
+    /* The pair must stay on two threads: no co-location. */
+    es_runtime_opts_t ro = {.threads = 2,
+                            .spin_us = c->spin_us,
+                            .adaptive_spin = c->adaptive,
+                            .colocate = -1};
     struct pinger p = {.rounds = c->rounds, .interval_ms = c->interval_ms};
     es_runtime_t *rt;
     es_stats_t st;

@@ -20,6 +20,10 @@
  * The counters wrap; they are compared by signed difference (see
  * mailbox_reserve() for the invariant and the memory orders).
  *
+ * Sends between actors never fail for capacity: a send from a behaviour to
+ * a full mailbox is accepted over the limit and the sending actor is muted
+ * (see "muting" below): it is not run again until the receiver drains.
+ *
  * A stopped actor leaves the table at once (new sends get -ESRCH), gets
  * ES_MSG_STOP (an actor installed after its loop began to stop gets START
  * and STOP back to back), loses its timers and subscriptions, hands
@@ -69,12 +73,18 @@ void es__msgq_reset(struct es__msgq *q)
     memset(q, 0, sizeof(*q));
 }
 
+static void place_check(es_actor_t *a);
+static void maybe_migrate(struct es__loop *loop, es_actor_t *a);
+static void park(struct es__loop *loop, const es_msg_t *m);
+static void migrate_in(struct es__loop *y, es_msg_t *m);
+static void flushed(struct es__loop *y, es_actor_id_t id);
+
 /* --- run queue and actor list (home thread) ------------------------------- */
 
 static void runq_push(struct es__loop *loop, es_actor_t *a)
 {
-    if (a->in_runq)
-        return;
+    if (a->in_runq || a->mute_count)
+        return; /* a muted actor joins when es__unmute() resumes it */
     a->in_runq = true;
     a->run_next = NULL;
     a->run_prev = loop->runq_tail;
@@ -131,16 +141,19 @@ unsigned es__runq_run(struct es__loop *loop)
         uint32_t n =
             a->q.count < ES__ACTOR_BUDGET ? a->q.count : ES__ACTOR_BUDGET;
         es_msg_t m;
-        for (uint32_t i = 0; i < n && !a->stopped; i++) {
+        for (uint32_t i = 0; i < n && !a->stopped && !a->mute_count; i++) {
             if (!es__msgq_pop(&a->q, &m))
                 break;
             es__actor_dispatch(a, &m);
             handled++;
         }
-        if (!a->stopped && a->q.count)
+        if (!a->stopped && a->q.count) {
             runq_push(loop, a);
-        else if (!a->stopped)
+        } else if (!a->stopped) {
             es__msgq_reset(&a->q); /* idle actors keep no queue storage */
+            if (a->move_to)
+                maybe_migrate(loop, a);
+        }
         /* One fence per visit keeps other loops from sleeping on mail. */
         es__tctx_flush_wakes(&loop->tctx);
     }
@@ -152,10 +165,33 @@ unsigned es__runq_run(struct es__loop *loop)
 
 /* A user message no longer counts against a's mailbox (home thread). The
  * release store pairs with the acquire load in mailbox_reserve(). */
+static void unmute_waiters(es_actor_t *a, bool gone);
+
+/* Messages per placement window (see "placement" below). */
+#define PLACE_WINDOW 64u
+
+/* One vote for the sender of a handled message: Boyer-Moore's majority
+ * vote, so a sender of most of a window ends as the candidate. */
+static inline void sample_sender(es_actor_t *a, es_actor_id_t from)
+{
+    if (from == a->hot_cand)
+        a->hot_votes++;
+    else if (a->hot_votes)
+        a->hot_votes--;
+    else {
+        a->hot_cand = from;
+        a->hot_votes = 1;
+    }
+    if (++a->win_n == PLACE_WINDOW)
+        place_check(a);
+}
+
 static void mailbox_done(es_actor_t *a)
 {
     a->done_local++;
     atomic_store_explicit(&a->done, a->done_local, memory_order_release);
+    if (atomic_load_explicit(&a->muters, memory_order_relaxed))
+        unmute_waiters(a, false);
 }
 
 static int call_behaviour(es_actor_t *a, es_msg_t *m)
@@ -170,11 +206,20 @@ static int call_behaviour(es_actor_t *a, es_msg_t *m)
 
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
 {
+    /* A muted actor is not run: what reaches it directly (a timer, a
+     * deadline, a message routed to an empty queue) waits in its queue.
+     * Readiness of its fds is the exception: epoll reports it again and
+     * again, so it is delivered (a connection actor stops reading itself
+     * while muted, see actors/conn.c). */
+    if (a->mute_count && m->type != ES_MSG_IO &&
+        es__msgq_push(&a->q, m, false) == 0)
+        return;
     if (m->type == ES__MSG_STOP_REQ) {
         a->stop_requested = true;
     } else {
         if (m->type == ES_MSG_START)
             a->started = true;
+        es_actor_id_t from = m->from;
         int rc = call_behaviour(a, m);
         if (rc < 0 && !a->stop_requested) {
             es__log(ES_LOG_WARN,
@@ -185,22 +230,53 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
         }
         if (m->free_cb)
             es_msg_release(m);
-        if (m->type >= ES_MSG_USER)
+        if (m->type >= ES_MSG_USER) {
             mailbox_done(a);
+            if (!a->is_loop)
+                sample_sender(a, from);
+        }
     }
     if (a->stop_requested)
         es__actor_finalize(a);
 }
 
-void es__actor_route(struct es__loop *loop, es_msg_t *m)
+/* Sends m on to the loop its target moved to (home thread of `loop`). */
+static void forward(struct es__loop *loop, struct es__loop *home, es_msg_t *m)
+{
+    if (es__loop_current() != loop) {
+        /* The settling thread, after the loops exited: no ring to use. */
+        es__actor_route(home, m, (int)loop->index);
+        return;
+    }
+    if (es__chan_push(&loop->tctx, home->index, m) != 0) {
+        es__log(ES_LOG_ERROR, "no memory to forward a message to %#llx",
+                (unsigned long long)m->to);
+        es__dead_letter(loop->rt, loop, m);
+    }
+}
+
+void es__actor_route(struct es__loop *loop, es_msg_t *m, int src)
 {
     es_actor_t *a = es__table_lookup(loop->rt->table, m->to);
     if (!a) {
         es__dead_letter(loop->rt, loop, m);
         return;
     }
-    if (a->installed && a->q.count == 0) {
+    struct es__loop *home = es__actor_home(a);
+    if (home != loop) {
+        forward(loop, home, m); /* it migrated: see "placement" */
+        return;
+    }
+    uint8_t tr = atomic_load_explicit(&a->transit, memory_order_acquire);
+    if (tr != ES__TRANSIT_NONE &&
+        !(tr == ES__TRANSIT_ARRIVED && src == (int)a->transit_from)) {
+        park(loop, m); /* after what its old loop still forwards */
+        return;
+    }
+    if (a->installed && a->q.count == 0 && !a->mute_count) {
         es__actor_dispatch(a, m);
+        if (a->move_to)
+            maybe_migrate(loop, a);
         return;
     }
     if (es__msgq_push(&a->q, m, false) != 0) {
@@ -232,6 +308,8 @@ void es__actor_finalize(es_actor_t *a)
     es_runtime_t *rt = a->rt;
     a->stopped = true;
     es__table_remove(rt->table, a);
+    if (atomic_load_explicit(&a->muters, memory_order_relaxed))
+        unmute_waiters(a, true); /* they wait for nothing now */
     if (a->started) {
         es_msg_t stop = es_msg_make(ES_MSG_STOP);
         stop.to = a->id;
@@ -285,10 +363,286 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
     runq_push(loop, a);
 }
 
+/* --- placement: sampling and migration (home threads) ---------------------
+ *
+ * Co-location. Each actor takes a majority vote over the senders of every
+ * window of PLACE_WINDOW messages it handles (sample_sender()). A sender
+ * that sent most of the window is the actor's `hot` sender. If that sender
+ * lives on another loop, the actor is marked to move there
+ * (place_check()). Two actors that are each other's hot sender would swap
+ * loops for ever, so of such a pair only the one with the larger handle
+ * moves. Only actors that own no fd and are not connections move, and only
+ * between behaviours, with an empty queue, unmuted, and not already moving
+ * (maybe_migrate()).
+ *
+ * The move. The old loop X detaches the actor A: it unlinks A from its
+ * list and takes A's timers, which keep their ids. It marks A MOVING,
+ * stores A's new home Y, and sends ES__MSG_MIGRATE to Y through its own
+ * ring to Y. The handle does not change. From then on, senders reach Y:
+ * - a sender on X uses its ring to Y, behind the MIGRATE;
+ * - a message that went to X anyway (its sender read the old home) is
+ *   forwarded by X through the same ring, also behind the MIGRATE;
+ * - anything else that reaches Y for A while A is in transit (a ring from
+ *   a third thread, or a sender on Y itself) is parked on Y.
+ * Y installs A on MIGRATE (ARRIVED) and delivers what comes from X's ring
+ * at once. X then makes sure it has forwarded everything that was sent to
+ * it for A:
+ * - from every other loop L: X sends L an ES__MSG_MARK_REQ, and L answers
+ *   with ES__MSG_MARK through its own stream to X. L handles the request
+ *   after the switch, so whatever L sent to A's old home is ahead of the
+ *   MARK in that stream, its overflow queue included;
+ * - from foreign threads, which have no overflow: X waits for an epoch
+ *   grace period. After it, no foreign sender can still be inside a send
+ *   that read the old home. X notes the producer index of each of their
+ *   rings and waits until it has consumed up to there.
+ * With every MARK in and every foreign ring consumed to its mark, X sends
+ * ES__MSG_FLUSHED to Y, again behind the forwards. Y then moves
+ * A's parked messages, in arrival order, behind what A has, and clears
+ * the transit flag. So every sender's messages reach A in the order they
+ * were sent: those that went to X come before FLUSHED, and those that went
+ * to Y directly wait for it.
+ */
+
+#define MIGRATE_MAX 64u /* migrations out of one loop in progress */
+
+struct es__migration {
+    ck_epoch_entry_t entry;
+    struct es__migration *next;
+    es_actor_id_t id;
+    unsigned to;
+    bool graced;    /* the grace period after the move has passed */
+    unsigned marks; /* MARKs back from the other loops */
+    unsigned nsnap;
+    struct es__ring_mark {
+        struct es__chan *c;
+        unsigned pos; /* producer index when the grace period ended */
+    } * snap;
+};
+
+/* End of a window: publish the hot sender and decide where to live. */
+static void place_check(es_actor_t *a)
+{
+    es_actor_id_t cand =
+        a->hot_votes >= PLACE_WINDOW / 4 ? a->hot_cand : ES_ACTOR_NONE;
+    a->win_n = 0;
+    a->hot_votes = 0;
+    a->hot_cand = ES_ACTOR_NONE;
+    a->move_to = 0;
+    atomic_store_explicit(&a->hot, cand, memory_order_relaxed);
+    if (cand == ES_ACTOR_NONE || cand == a->id || a->rt->opts.colocate < 0 ||
+        a->ext || a->io_head)
+        return;
+    es_actor_t *p = es__table_lookup(a->rt->table, cand);
+    if (!p || p->is_loop)
+        return;
+    struct es__loop *home = es__actor_home(p);
+    if (home == a->loop)
+        return;
+    if (atomic_load_explicit(&p->hot, memory_order_relaxed) == a->id &&
+        a->id < p->id)
+        return; /* a pair: the other one moves */
+    a->move_to = (uint16_t)(home->index + 1);
+}
+
+static void migration_graced(ck_epoch_entry_t *e)
+{
+    struct es__migration *mg =
+        (struct es__migration *)((char *)e -
+                                 offsetof(struct es__migration, entry));
+    mg->graced = true;
+}
+
+/* Moves a from x to loop `move_to` (x's thread, a idle and eligible). */
+static void migrate_out(struct es__loop *x, es_actor_t *a)
+{
+    es_runtime_t *rt = x->rt;
+    struct es__loop *y = &rt->loops[a->move_to - 1];
+    a->move_to = 0;
+    struct es__migration *mg = es__calloc(1, sizeof(*mg));
+    int err;
+    /* Reserve the MIGRATE's slot first: past the switch below nothing may
+     * fail. Nothing else is sent from this thread before the commit. */
+    es_msg_t *slot = mg ? es__chan_reserve(&x->tctx, y->index, &err) : NULL;
+    if (!slot) {
+        es__free(mg);
+        return; /* no memory: it stays */
+    }
+    mg->id = a->id;
+    mg->to = y->index;
+    struct es__timer *timers = es__timers_detach(x, a);
+    list_unlink(x, a);
+    a->installed = false;
+    a->transit_from = (uint16_t)x->index;
+    atomic_store_explicit(&a->transit, ES__TRANSIT_MOVING,
+                          memory_order_relaxed);
+    /* Release: a sender that reads the new home sees MOVING. */
+    __atomic_store_n(&a->loop, y, __ATOMIC_RELEASE);
+    atomic_fetch_add_explicit(&y->nactors, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&x->nactors, 1, memory_order_relaxed);
+    *slot = es_msg_make(ES__MSG_MIGRATE);
+    slot->to = y->self_id;
+    slot->ptr = a;
+    slot->inl.u64[0] = (uint64_t)(uintptr_t)timers;
+    es__chan_commit(&x->tctx, y->index);
+    ck_epoch_call(x->tctx.rec, &mg->entry, migration_graced);
+    mg->next = x->migrations;
+    x->migrations = mg;
+    x->nmigrating++;
+    ES__STAT_ADD(x->migrated, 1);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        if (i == x->index)
+            continue;
+        es_msg_t req = es_msg_u64(ES__MSG_MARK_REQ, (uint64_t)(uintptr_t)mg);
+        req.inl.u64[1] = x->index;
+        if (es__send(rt, rt->loops[i].self_id, &req, false) != 0)
+            mg->marks++; /* that loop is gone: nothing more comes from it */
+    }
+}
+
+static void maybe_migrate(struct es__loop *loop, es_actor_t *a)
+{
+    if (a->stopped || a->stop_requested || a->mute_count || a->q.count ||
+        a->in_runq || a->io_head || a->ext || !a->started || loop->stopping ||
+        loop->nmigrating >= MIGRATE_MAX ||
+        atomic_load_explicit(&a->transit, memory_order_relaxed) ||
+        atomic_load_explicit(&loop->rt->stopping, memory_order_relaxed)) {
+        a->move_to = 0;
+        return;
+    }
+    migrate_out(loop, a);
+}
+
+/* ES__MSG_MIGRATE on the new loop y: a moves in. */
+static void migrate_in(struct es__loop *y, es_msg_t *m)
+{
+    es_actor_t *a = m->ptr;
+    a->installed = true;
+    list_link(y, a);
+    es__timers_adopt(y, a, (struct es__timer *)(uintptr_t)m->inl.u64[0]);
+    atomic_store_explicit(&a->transit, ES__TRANSIT_ARRIVED,
+                          memory_order_relaxed);
+    if (y->stopping)
+        es__actor_finalize(a); /* STOP, as for every actor here */
+}
+
+/* Holds m for an actor in transit to loop. */
+static void park(struct es__loop *loop, const es_msg_t *m)
+{
+    if (es__msgq_push(&loop->parked, m, false) != 0) {
+        es__log(ES_LOG_ERROR, "no memory to hold a message for %#llx",
+                (unsigned long long)m->to);
+        es_msg_t d = *m;
+        es__dead_letter(loop->rt, loop, &d);
+    }
+}
+
+/* ES__MSG_FLUSHED on y: nothing more for `id` comes through its old loop. */
+static void flushed(struct es__loop *y, es_actor_id_t id)
+{
+    es_actor_t *a = es__table_lookup(y->rt->table, id);
+    if (a && a->loop != y)
+        a = NULL;
+    uint32_t n = y->parked.count;
+    es_msg_t m;
+    for (uint32_t i = 0; i < n && es__msgq_pop(&y->parked, &m); i++) {
+        if (m.to != id) {
+            (void)es__msgq_push(&y->parked, &m, false); /* keeps order */
+        } else if (!a || a->stopped || es__msgq_push(&a->q, &m, false)) {
+            if (a && m.type >= ES_MSG_USER)
+                mailbox_done(a);
+            es__dead_letter(y->rt, y, &m);
+        }
+    }
+    if (!y->parked.count)
+        es__msgq_reset(&y->parked);
+    if (!a)
+        return;
+    atomic_store_explicit(&a->transit, ES__TRANSIT_NONE, memory_order_release);
+    if (a->q.count)
+        runq_push(y, a);
+}
+
+/* Notes the producer index of every ring into loop (grace period over). */
+static bool snapshot(struct es__loop *loop, struct es__migration *mg)
+{
+    unsigned n = 0;
+    struct es__chan *c =
+        atomic_load_explicit(&loop->inbound, memory_order_acquire);
+    for (struct es__chan *i = c; i; i = i->next)
+        n++;
+    mg->snap = es__calloc(n ? n : 1, sizeof(*mg->snap));
+    if (!mg->snap)
+        return false;
+    for (; c; c = c->next) {
+        if (c->producer->loop_index >= 0)
+            continue; /* loops answer with a MARK instead */
+        mg->snap[mg->nsnap].c = c;
+        mg->snap[mg->nsnap].pos = ck_pr_load_uint(&c->ring.p_tail);
+        mg->nsnap++;
+    }
+    return true;
+}
+
+static bool consumed(const struct es__migration *mg)
+{
+    for (unsigned i = 0; i < mg->nsnap; i++)
+        if ((int)(mg->snap[i].c->ring.c_head - mg->snap[i].pos) < 0)
+            return false;
+    return true;
+}
+
+void es__migrations_run(struct es__loop *loop)
+{
+    for (struct es__migration **p = &loop->migrations; *p;) {
+        struct es__migration *mg = *p;
+        if (!mg->graced || mg->marks < loop->rt->nloops - 1 ||
+            (!mg->snap && !snapshot(loop, mg)) || !consumed(mg)) {
+            p = &mg->next;
+            continue;
+        }
+        es_msg_t f = es_msg_u64(ES__MSG_FLUSHED, mg->id);
+        int rc = es__send(loop->rt, loop->rt->loops[mg->to].self_id, &f, false);
+        if (rc == -ENOMEM) {
+            p = &mg->next; /* try again next turn */
+            continue;
+        }
+        *p = mg->next;
+        loop->nmigrating--;
+        es__free(mg->snap);
+        es__free(mg);
+    }
+}
+
+unsigned es__loop_drain_parked(struct es__loop *loop)
+{
+    unsigned n = 0;
+    es_msg_t m;
+    while (es__msgq_pop(&loop->parked, &m)) {
+        es__dead_letter(loop->rt, loop, &m);
+        n++;
+    }
+    es__msgq_reset(&loop->parked);
+    return n;
+}
+
+void es__migrations_free(struct es__loop *loop)
+{
+    while (loop->migrations) {
+        struct es__migration *mg = loop->migrations;
+        loop->migrations = mg->next;
+        es__free(mg->snap);
+        es__free(mg);
+    }
+    loop->nmigrating = 0;
+}
+
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
 {
     if (es__msg_is_internal(m->type)) {
-        es_msg_release(m);
+        if (m->type == ES__MSG_MIGRATE)
+            migrate_in(((es_actor_t *)m->ptr)->loop, m);
+        else
+            es_msg_release(m);
         return;
     }
     ES__STAT_ADD(loop->dead_letters, 1);
@@ -302,6 +656,18 @@ static int loop_behaviour(es_actor_t *self, es_msg_t *msg)
     if (msg->type == ES__MSG_CALL) {
         struct es__call *call = msg->ptr;
         call->fn(self->loop, call);
+    } else if (msg->type == ES__MSG_UNMUTE) {
+        es__unmute(self->loop, (es_actor_id_t)msg->inl.u64[0]);
+    } else if (msg->type == ES__MSG_MIGRATE) {
+        migrate_in(self->loop, msg);
+    } else if (msg->type == ES__MSG_FLUSHED) {
+        flushed(self->loop, (es_actor_id_t)msg->inl.u64[0]);
+    } else if (msg->type == ES__MSG_MARK_REQ) {
+        es_runtime_t *rt = self->rt;
+        es_msg_t mark = es_msg_u64(ES__MSG_MARK, msg->inl.u64[0]);
+        (void)es__send(rt, rt->loops[msg->inl.u64[1]].self_id, &mark, false);
+    } else if (msg->type == ES__MSG_MARK) {
+        ((struct es__migration *)(uintptr_t)msg->inl.u64[0])->marks++;
     }
     return 0;
 }
@@ -389,87 +755,354 @@ static bool mailbox_reserve(es_actor_t *a)
     return false;
 }
 
-/* Where the message goes: a slot of a's local queue or of t's ring. The
- * message is written straight into it (one copy), then committed. */
-static es_msg_t *send_slot(struct es__tctx *t, es_actor_t *a, bool local,
-                           int *err)
+/* --- muting (home threads) -------------------------------------------------
+ *
+ * A send from a behaviour to a full mailbox is accepted over the limit, and
+ * the sending actor S is muted on the receiver R: S's loop records (R, S) in
+ * its mute table, S stops being scheduled (runq_push() and dispatch skip
+ * it), and the loop's bit is set in R->muters. When R has handled enough to
+ * be at or below half its capacity, it takes R->muters and tells each loop
+ * named there (ES__MSG_UNMUTE to its loop actor, or a direct call on its own
+ * loop); the loop drops R's entries and resumes every sender whose last
+ * entry went. A sender muted on several receivers waits for all of them.
+ *
+ * No cycle of waits, hence no deadlock (Pony's rule): an actor that others
+ * wait on (muters != 0) is never muted; it may overfill mailboxes instead.
+ * A wait edge S -> R is only added by S while nothing waits on S, so the
+ * edge that would close a cycle is never added. Two actors muting each
+ * other at the same instant are caught by the seq_cst pair in mute(): each
+ * publishes its bit in the other, then reads its own `muters`, so at least
+ * one of them sees the other and takes its mute back.
+ *
+ * R's side checks `muters` with a relaxed load after each message, with no
+ * fence, so a mute published just as R handles its last message can go
+ * unseen by both (S read R's `done` before R's store landed). mute()
+ * re-reads R after publishing, which closes the window but for the last
+ * few stores still in R's store buffer; es__mutes_poll() closes the rest:
+ * a loop with muted actors looks at their receivers at least every
+ * MUTE_POLL_NS and never sleeps longer than that.
+ */
+
+#define MUTE_POLL_NS (1000u * 1000u)
+#define MUTES_MIN 16u
+
+static uint64_t loop_bit(unsigned index)
 {
-    if (!local)
-        return es__chan_reserve(t, a->loop->index, err);
-    struct es__msgq *q = &a->q;
+    return UINT64_C(1) << (index % 63);
+}
+
+/* Mailbox at or below its low mark (half its capacity): senders waiting on
+ * it may run again. Any thread. */
+static bool below_low_mark(es_actor_t *a)
+{
+    unsigned s = atomic_load_explicit(&a->sent, memory_order_relaxed);
+    unsigned done = atomic_load_explicit(&a->done, memory_order_acquire);
+    return (int32_t)(s - done) <= (int32_t)(a->capacity / 2);
+}
+
+static int mutes_push(struct es__loop *loop, es_actor_id_t recv,
+                      es_actor_id_t sender)
+{
+    if (loop->nmutes == loop->mutes_cap) {
+        uint32_t cap = loop->mutes_cap ? loop->mutes_cap * 2 : MUTES_MIN;
+        struct es__mute *m = es__realloc(loop->mutes, (size_t)cap * sizeof(*m));
+        if (!m)
+            return -ENOMEM;
+        loop->mutes = m;
+        loop->mutes_cap = cap;
+    }
+    loop->mutes[loop->nmutes++] = (struct es__mute){recv, sender};
+    return 0;
+}
+
+/* S sent to R over R's limit (S's home thread, inside S's behaviour). */
+static void mute(es_actor_t *s, es_actor_t *r)
+{
+    struct es__loop *loop = s->loop;
+    if (s == r || s->is_loop)
+        return; /* an actor never waits for itself; loop actors never wait */
+    if (atomic_load_explicit(&s->muters, memory_order_relaxed))
+        return; /* others wait on S: the no-cycle rule */
+    if (loop->nmutes && loop->mutes[loop->nmutes - 1].recv == r->id &&
+        loop->mutes[loop->nmutes - 1].sender == s->id)
+        return; /* muted on R by an earlier send of this behaviour */
+    if (mutes_push(loop, r->id, s->id) != 0)
+        return; /* no memory to wait: S stays over the limit, unmuted */
+    atomic_fetch_or_explicit(&r->muters, loop_bit(loop->index),
+                             memory_order_seq_cst);
+    /* After publishing: did something start waiting on S, or did R drain
+     * meanwhile? Then S does not wait (its bit in R costs one spurious
+     * ES__MSG_UNMUTE at most). */
+    if (atomic_load_explicit(&s->muters, memory_order_seq_cst) ||
+        below_low_mark(r)) {
+        loop->nmutes--;
+        return;
+    }
+    s->mute_count++;
+    ES__STAT_ADD(loop->muted, 1);
+}
+
+/* Tells every loop with senders muted on a that it drained (or stopped):
+ * a's home thread. Foreign threads in es_send_wait() are woken too. */
+static void unmute_waiters(es_actor_t *a, bool gone)
+{
+    if (!gone && !below_low_mark(a))
+        return;
+    uint64_t mask =
+        atomic_exchange_explicit(&a->muters, 0, memory_order_acq_rel);
+    es_runtime_t *rt = a->rt;
+    if (mask & ES__MUTERS_FOREIGN) {
+        atomic_fetch_add_explicit(&rt->room_seq, 1, memory_order_release);
+        es__futex_wake(&rt->room_seq);
+    }
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        if (!(mask & loop_bit(i)))
+            continue;
+        if (i == a->loop->index) {
+            es__unmute(a->loop, a->id);
+        } else {
+            es_msg_t u = es_msg_u64(ES__MSG_UNMUTE, a->id);
+            /* A demux sender cannot fail for room; -ESRCH: that loop
+             * has stopped, with its actors. */
+            (void)es__send(rt, rt->loops[i].self_id, &u, false);
+        }
+    }
+}
+
+/* s may run again. */
+static void resume(struct es__loop *loop, es_actor_t *s)
+{
+    if (s->ext) {
+        /* A module actor (a connection) re-arms what muting paused. */
+        es_msg_t r = es_msg_make(ES__MSG_RESUMED);
+        r.to = s->id;
+        if (es__msgq_push(&s->q, &r, true) != 0)
+            es__log(ES_LOG_ERROR, "no memory to resume actor %#llx",
+                    (unsigned long long)s->id);
+    }
+    if (s->q.count && s->installed)
+        runq_push(loop, s);
+}
+
+void es__unmute(struct es__loop *loop, es_actor_id_t rid)
+{
+    uint32_t i = 0;
+    while (i < loop->nmutes) {
+        struct es__mute *e = &loop->mutes[i];
+        if (e->recv != rid) {
+            i++;
+            continue;
+        }
+        es_actor_id_t sid = e->sender;
+        *e = loop->mutes[--loop->nmutes];
+        es_actor_t *s = es__table_lookup(loop->rt->table, sid);
+        if (s && s->loop == loop && s->mute_count && --s->mute_count == 0 &&
+            !s->stopped)
+            resume(loop, s);
+    }
+    if (!loop->nmutes && loop->mutes_cap > MUTES_MIN) {
+        es__free(loop->mutes);
+        loop->mutes = NULL;
+        loop->mutes_cap = 0;
+    }
+}
+
+void es__mutes_poll(struct es__loop *loop)
+{
+    uint64_t now = es__now_ns();
+    if (now - loop->mutes_polled < MUTE_POLL_NS)
+        return;
+    loop->mutes_polled = now;
+    for (uint32_t i = 0; i < loop->nmutes;) {
+        es_actor_id_t rid = loop->mutes[i].recv;
+        es_actor_t *r = es__table_lookup(loop->rt->table, rid);
+        if (!r || below_low_mark(r))
+            es__unmute(loop, rid); /* removes entries; look at i again */
+        else
+            i++;
+    }
+}
+
+/* --- sending (any thread) --------------------------------------------------
+ */
+
+/* Where a message from t to a goes. */
+enum send_path {
+    PATH_RING,   /* t's ring to a's home loop */
+    PATH_LOCAL,  /* a's own queue: t is a's home thread */
+    PATH_PARKED, /* t's loop holds it: a is moving in (see "placement") */
+};
+
+/* Where the message goes: a slot of a's local queue, of the loop's parked
+ * queue, or of t's ring. The message is written straight into it (one
+ * copy), then committed. */
+static es_msg_t *send_slot(struct es__tctx *t, es_actor_t *a,
+                           struct es__loop *home, enum send_path path, int *err)
+{
+    if (path == PATH_RING)
+        return es__chan_reserve(t, home->index, err);
+    struct es__msgq *q = path == PATH_LOCAL ? &a->q : &home->parked;
     if (q->count == q->cap && (*err = es__msgq_grow(q)) != 0)
         return NULL;
     return &q->buf[(q->head + q->count) & (q->cap - 1)];
 }
 
-static void send_commit(struct es__tctx *t, es_actor_t *a, bool local)
+static void send_commit(struct es__tctx *t, es_actor_t *a,
+                        struct es__loop *home, enum send_path path)
 {
-    if (!local) {
-        es__chan_commit(t, a->loop->index);
-        return;
+    if (path == PATH_RING) {
+        es__chan_commit(t, home->index);
+    } else if (path == PATH_PARKED) {
+        home->parked.count++;
+    } else {
+        a->q.count++;
+        if (a->installed)
+            runq_push(home, a);
     }
-    a->q.count++;
-    if (a->installed)
-        runq_push(a->loop, a);
 }
 
-/* The body of es__send, inside the sender's epoch section. */
+/* How send_ex() treats the mailbox limit. */
+enum {
+    SEND_CAPPED = 1, /* user message: counts against the limit */
+    SEND_WAITER = 2, /* es_send_wait(): on refusal, ask to be woken */
+};
+
+/* The body of send_ex(), inside the sender's epoch section. Returns 0,
+ * -ESRCH, -ENOMEM, -EAGAIN (mailbox full: foreign senders only) or
+ * -ENOBUFS (the foreign sender's ring is full). */
 static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
-                           es_actor_id_t to, const es_msg_t *msg, bool capped)
+                           es_actor_id_t to, const es_msg_t *msg, int flags)
 {
     es_actor_t *a = es__table_lookup(rt->table, to);
     if (!a)
         return -ESRCH;
-    if (capped && !mailbox_reserve(a)) {
-        ES__STAT_ADD(t->mailbox_full, 1);
-        return -EAGAIN;
-    }
-    bool local = (int)a->loop->index == t->loop_index;
-    int rc;
-    es_msg_t *slot = send_slot(t, a, local, &rc);
-    if (!slot) {
-        if (capped)
-            atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
-        if (rc == -EAGAIN)
+    es_actor_t *cur = tls_current;
+    bool from_actor = t->loop_index >= 0 && cur && cur->rt == rt;
+    bool over = false;
+    if ((flags & SEND_CAPPED) && !mailbox_reserve(a)) {
+        if (!from_actor) {
+            if (flags & SEND_WAITER)
+                atomic_fetch_or_explicit(&a->muters, ES__MUTERS_FOREIGN,
+                                         memory_order_seq_cst);
             ES__STAT_ADD(t->mailbox_full, 1);
+            return -EAGAIN;
+        }
+        /* From a behaviour: accepted over the limit, the sender muted. */
+        atomic_fetch_add_explicit(&a->sent, 1, memory_order_relaxed);
+        over = true;
+    }
+    struct es__loop *home = es__actor_home(a);
+    enum send_path path = PATH_RING;
+    if ((int)home->index == t->loop_index)
+        path = atomic_load_explicit(&a->transit, memory_order_acquire)
+                   ? PATH_PARKED
+                   : PATH_LOCAL;
+    int rc;
+    es_msg_t *slot = send_slot(t, a, home, path, &rc);
+    if (!slot) {
+        if (flags & SEND_CAPPED)
+            atomic_fetch_sub_explicit(&a->sent, 1, memory_order_relaxed);
+        if (rc == -EAGAIN) {
+            ES__STAT_ADD(t->mailbox_full, 1);
+            rc = -ENOBUFS;
+        }
         return rc;
     }
-    es_actor_t *cur = tls_current;
     *slot = *msg;
     slot->to = to;
     slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
-    send_commit(t, a, local);
+    send_commit(t, a, home, path);
     if (t->loop_index < 0)
-        t->last_loop = a->loop->index + 1; /* for ES_PLACE_CURRENT */
+        t->last_loop = home->index + 1; /* for ES_PLACE_CURRENT */
     ES__STAT_ADD(t->sent, 1);
+    if (over)
+        mute(cur, a);
     return 0;
 }
 
-int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
-             bool capped)
+static int send_ex(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                   int flags)
 {
     struct es__tctx *t = es__tctx_get(rt);
     if (!t)
         return -ENOMEM;
     /* Demux threads are inside a section for their whole loop turn. */
     if (t->loop_index >= 0)
-        return send_in_section(rt, t, to, msg, capped);
+        return send_in_section(rt, t, to, msg, flags);
     ck_epoch_begin(t->rec, NULL);
-    int rc = send_in_section(rt, t, to, msg, capped);
+    int rc = send_in_section(rt, t, to, msg, flags);
     ES__TSAN_RELEASE(&rt->epoch);
     ck_epoch_end(t->rec, NULL);
     return rc;
 }
 
-int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
+int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+             bool capped)
+{
+    int rc = send_ex(rt, to, msg, capped ? SEND_CAPPED : 0);
+    return rc == -ENOBUFS ? -EAGAIN : rc;
+}
+
+static bool user_msg_ok(const es_runtime_t *rt, const es_msg_t *msg)
 {
     if (!rt || !msg || msg->type < ES_MSG_USER)
-        return -EINVAL;
+        return false;
     /* actor.h: the payload is inline (at most ES_MSG_INLINE bytes) or at
      * ptr; a destructor needs something to free. */
     ES_ASSERT(msg->ptr || msg->len <= ES_MSG_INLINE);
     ES_ASSERT(msg->ptr || !msg->free_cb);
+    return true;
+}
+
+int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg)
+{
+    if (!user_msg_ok(rt, msg))
+        return -EINVAL;
     return es__send(rt, to, msg, true);
+}
+
+/* Longest single sleep of es_send_wait(): bounds the wait when a wakeup
+ * was missed (see muting) or the ring, not the mailbox, was full. */
+#define SEND_WAIT_SLICE_NS (10u * 1000u * 1000u)
+#define SEND_WAIT_RING_NS (1000u * 1000u)
+
+int es_send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                 int timeout_ms)
+{
+    if (!user_msg_ok(rt, msg))
+        return -EINVAL;
+    struct es__tctx *t = es__tctx_current(rt);
+    if (t && t->loop_index >= 0)
+        return -EDEADLK; /* a demux thread would wait for itself */
+    uint64_t start = es__now_ns();
+    uint64_t limit =
+        timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000000u;
+    uint64_t ring_nap = 20u * 1000u;
+    for (;;) {
+        unsigned seq =
+            atomic_load_explicit(&rt->room_seq, memory_order_acquire);
+        int rc = send_ex(rt, to, msg, SEND_CAPPED | SEND_WAITER);
+        if (rc != -EAGAIN && rc != -ENOBUFS)
+            return rc;
+        uint64_t waited = es__now_ns() - start;
+        if (waited >= limit)
+            return -ETIMEDOUT;
+        uint64_t nap = limit - waited;
+        if (rc == -EAGAIN) {
+            /* The receiver bumps room_seq when it drains (we set its
+             * ES__MUTERS_FOREIGN bit before the refusal). */
+            if (nap > SEND_WAIT_SLICE_NS)
+                nap = SEND_WAIT_SLICE_NS;
+            es__futex_wait(&rt->room_seq, seq, nap);
+        } else {
+            /* The ring drains without telling anyone: back off. */
+            if (nap > ring_nap)
+                nap = ring_nap;
+            es__nap_ns(nap);
+            if (ring_nap < SEND_WAIT_RING_NS)
+                ring_nap *= 2;
+        }
+    }
 }
 
 int es_stop(es_runtime_t *rt, es_actor_id_t id)
@@ -497,16 +1130,17 @@ static unsigned least_loaded(const es_runtime_t *rt)
     return best;
 }
 
-/* The loop of the live actor `near`, or -ESRCH. Its `loop` is set before
- * publication and never changes; the epoch section keeps it from being
- * freed while we read it (demux threads are in one for their whole turn). */
+/* The loop of the live actor `near`, or -ESRCH. Its `loop` changes only
+ * when it migrates (es__actor_home() reads it from any thread); the epoch
+ * section keeps it from being freed while we read it (demux threads are in
+ * one for their whole turn). */
 static int loop_of(es_runtime_t *rt, struct es__tctx *t, es_actor_id_t near)
 {
     bool enter = t->loop_index < 0;
     if (enter)
         ck_epoch_begin(t->rec, NULL);
     es_actor_t *a = es__table_lookup(rt->table, near);
-    int index = a ? (int)a->loop->index : -ESRCH;
+    int index = a ? (int)es__actor_home(a)->index : -ESRCH;
     if (enter) {
         ES__TSAN_RELEASE(&rt->epoch);
         ck_epoch_end(t->rec, NULL);

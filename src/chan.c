@@ -33,6 +33,14 @@
  *   end of their loop turn (one fence per turn instead of one per message);
  *   the message is already in the ring, so at worst the wakeup is one turn
  *   later.
+ * - Overflow: a demux sender never fails for a full ring. A message that
+ *   finds the ring full waits in the sender's own queue for that loop, and
+ *   every later message to that loop queues behind it until the queue is
+ *   empty again, so the stream from one thread to one loop stays FIFO (and
+ *   with it every per-pair order). The queue moves on at each flush of the
+ *   sender's wakeups; its size is bounded by the mailbox limits of the
+ *   messages in it, which muting enforces (actor.c). Foreign threads have
+ *   no loop to wait in: they get -EAGAIN (es_send_wait() waits for them).
  */
 #include "internal.h"
 
@@ -95,6 +103,11 @@ void es__tctx_destroy(struct es__tctx *t)
             }
         }
     }
+    if (t->overflow)
+        for (unsigned i = 0; i < t->rt->nloops; i++)
+            es__msgq_reset(&t->overflow[i]);
+    es__free(t->overflow);
+    t->overflow = NULL;
     es__free(t->chan);
     es__free(t->wake_pending);
     es__afree(t->rec);
@@ -301,8 +314,44 @@ void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
     }
 }
 
+static void mark_wake(struct es__tctx *t, unsigned index)
+{
+    if (!t->wake_pending[index]) {
+        t->wake_pending[index] = 1;
+        t->wake_count++;
+    }
+}
+
+/* Moves queued overflow into the rings while they have room. */
+static void overflow_move(struct es__tctx *t)
+{
+    uint32_t before = t->overflow_count;
+    for (unsigned i = 0; i < t->rt->nloops && t->overflow_count; i++) {
+        struct es__msgq *q = &t->overflow[i];
+        if (!q->count)
+            continue;
+        struct es__chan *c = t->chan[i];
+        es_msg_t *slot;
+        while (q->count && (slot = ck_ring_enqueue_reserve_spsc_es_msg(
+                                &c->ring, c->slots))) {
+            ES__TSAN_ACQUIRE(&c->ring.c_head);
+            (void)es__msgq_pop(q, slot);
+            ES__TSAN_RELEASE(c);
+            ck_ring_enqueue_commit_spsc(&c->ring);
+            t->overflow_count--;
+        }
+        mark_wake(t, i); /* the ring is full or has new messages */
+        if (!q->count)
+            es__msgq_reset(q);
+    }
+    if (t->overflow_count != before)
+        t->overflow_since = es__now_ns();
+}
+
 void es__tctx_flush_wakes(struct es__tctx *t)
 {
+    if (t->overflow_count)
+        overflow_move(t);
     if (!t->wake_count)
         return;
     /* Dekker, sender side (demux senders, once for a batch): orders the
@@ -318,9 +367,25 @@ void es__tctx_flush_wakes(struct es__tctx *t)
     t->wake_count = 0;
 }
 
+/* A slot at the back of t's overflow queue to loop `index`. */
+static es_msg_t *overflow_slot(struct es__tctx *t, unsigned index, int *err)
+{
+    if (!t->overflow &&
+        !(t->overflow = es__calloc(t->rt->nloops, sizeof(*t->overflow)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    struct es__msgq *q = &t->overflow[index];
+    if (q->count == q->cap && (*err = es__msgq_grow(q)) != 0)
+        return NULL;
+    t->reserved_overflow = true;
+    return &q->buf[(q->head + q->count) & (q->cap - 1)];
+}
+
 es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
 {
     struct es__chan *c = t->chan[index];
+    t->reserved_overflow = false;
     if (!c) {
         c = chan_new(t, t->rt->opts.channel_capacity);
         if (!c) {
@@ -330,7 +395,12 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
         t->chan[index] = c;
         chan_publish(&t->rt->loops[index], c);
     }
+    bool demux = t->loop_index >= 0;
+    if (demux && t->overflow && t->overflow[index].count)
+        return overflow_slot(t, index, err); /* behind what waits already */
     es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
+    if (!slot && demux)
+        return overflow_slot(t, index, err);
     if (!slot) {
         *err = -EAGAIN;
         /* A full ring whose consumer may be asleep: wake it now, not at the
@@ -343,13 +413,19 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
 
 void es__chan_commit(struct es__tctx *t, unsigned index)
 {
+    if (t->reserved_overflow) {
+        t->reserved_overflow = false;
+        t->overflow[index].count++;
+        if (t->overflow_count++ == 0)
+            t->overflow_since = es__now_ns();
+        ES__STAT_ADD(t->overflowed, 1);
+        mark_wake(t, index); /* its ring is full: its loop must not sleep */
+        return;
+    }
     ES__TSAN_RELEASE(t->chan[index]);
     ck_ring_enqueue_commit_spsc(&t->chan[index]->ring);
     if (t->loop_index >= 0) {
-        if (!t->wake_pending[index]) {
-            t->wake_pending[index] = 1;
-            t->wake_count++;
-        }
+        mark_wake(t, index);
     } else {
         /* Dekker, sender side (foreign senders, per message): orders the
          * producer-index store of the commit above before the load of
@@ -368,6 +444,21 @@ int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m)
     *slot = *m;
     es__chan_commit(t, index);
     return 0;
+}
+
+unsigned es__tctx_drain_overflow(struct es__tctx *t)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; t->overflow && i < t->rt->nloops; i++) {
+        es_msg_t m;
+        while (es__msgq_pop(&t->overflow[i], &m)) {
+            t->overflow_count--;
+            es__actor_route(&t->rt->loops[i], &m, t->loop_index);
+            n++;
+        }
+        es__msgq_reset(&t->overflow[i]);
+    }
+    return n;
 }
 
 bool es__chan_pop(struct es__chan *c, es_msg_t *out)

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct {
     es_malloc_cb malloc_fn;
@@ -189,6 +192,34 @@ uint64_t es__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec to_timespec(uint64_t ns)
+{
+    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000u),
+                             .tv_nsec = (long)(ns % 1000000000u)};
+}
+
+void es__nap_ns(uint64_t ns)
+{
+    struct timespec ts = to_timespec(ns);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void es__futex_wait(atomic_uint *word, unsigned expected, uint64_t ns)
+{
+    struct timespec ts = to_timespec(ns);
+    /* EAGAIN: the word moved already; EINTR, ETIMEDOUT: the caller looks
+     * again in any case. */
+    (void)syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected,
+                  &ts, NULL, 0);
+}
+
+void es__futex_wake(atomic_uint *word)
+{
+    (void)syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX,
+                  NULL, NULL, 0);
 }
 
 #if ES_ASSERTS

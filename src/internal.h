@@ -36,6 +36,12 @@ enum {
     ES__MSG_STOP_REQ, /* to any actor: es_stop() */
     ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
     ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
+    ES__MSG_UNMUTE,   /* to a loop actor: inl.u64[0] drained below its mark */
+    ES__MSG_RESUMED,  /* to a module actor (one with ext): it is unmuted */
+    ES__MSG_MIGRATE,  /* to a loop actor: ptr is an actor moving in */
+    ES__MSG_FLUSHED,  /* to a loop actor: inl.u64[0]'s old loop is done */
+    ES__MSG_MARK_REQ, /* to a loop actor: send a MARK back to loop u64[1] */
+    ES__MSG_MARK,     /* to a loop actor: its MARK_REQ u64[0] came back */
 };
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's
@@ -72,6 +78,12 @@ void es__log(es_log_level_t level, const char *fmt, ...)
 
 /* Monotonic clock in nanoseconds. */
 uint64_t es__now_ns(void);
+/* Sleeps ns nanoseconds. */
+void es__nap_ns(uint64_t ns);
+/* Blocks while *word == expected, at most ns nanoseconds (or until woken). */
+void es__futex_wait(atomic_uint *word, unsigned expected, uint64_t ns);
+/* Wakes every thread in es__futex_wait() on word. */
+void es__futex_wake(atomic_uint *word);
 
 /* --- assertions (common.c) ------------------------------------------------
  *
@@ -165,6 +177,14 @@ struct es__tctx {
     /* Foreign threads: index + 1 of the loop of the actor last sent to, 0
      * before the first send (ES_PLACE_CURRENT; written by send_in_section). */
     unsigned last_loop;
+    /* Demux senders only: messages waiting for room in a full ring, per
+     * target loop (made on first use), moved on by es__tctx_flush_wakes().
+     * While a target's queue is not empty every send to it queues too, so
+     * the stream to each loop stays FIFO. See chan.c. */
+    struct es__msgq *overflow; /* [threads] */
+    uint32_t overflow_count;   /* messages in all of them */
+    bool reserved_overflow;    /* the last reservation is in overflow */
+    uint64_t overflow_since;   /* when the loop last saw them move (ns) */
 
     /* Any thread: 1 while a foreign thread owns this context (release
      * store 0 by the old owner, acquire CAS 0 -> 1 by the next). */
@@ -173,7 +193,8 @@ struct es__tctx {
     struct es__tctx *next; /* runtime's list of foreign contexts */
 
     /* Written by the owner, read by es_runtime_stats() from any thread. */
-    _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved;
+    _Atomic uint64_t sent, mailbox_full, wakeups_written, wakeups_saved,
+        overflowed;
 };
 
 struct es__tctx *es__tctx_get(es_runtime_t *rt);
@@ -198,8 +219,11 @@ int es__chan_push(struct es__tctx *t, unsigned index, const es_msg_t *m);
  * es__chan_commit(); an uncommitted reservation is simply reused. */
 es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err);
 void es__chan_commit(struct es__tctx *t, unsigned index);
-/* Writes pending wakeups of a demux sender (one fence for all of them). */
+/* Moves what it can of a demux sender's overflow into its rings, then
+ * writes its pending wakeups (one fence for all of them). */
 void es__tctx_flush_wakes(struct es__tctx *t);
+/* After the loops exited: routes what is left in t's overflow queues. */
+unsigned es__tctx_drain_overflow(struct es__tctx *t);
 /* Takes one message from c (its consumer only). */
 bool es__chan_pop(struct es__chan *c, es_msg_t *out);
 /* True if c holds a message (the loop's check before it sleeps). */
@@ -271,16 +295,22 @@ struct es_actor {
     /* Set before the actor is published; read by any thread after. */
     es_actor_id_t id;
     es_runtime_t *rt;
+    /* Home loop. A migration (actor.c) changes it, on the old home thread,
+     * so other threads read it with es__actor_home(). */
     struct es__loop *loop;
     uint32_t capacity;
     bool is_loop; /* the loop actor of `loop` */
+    /* Migration state, read by senders: ES__TRANSIT_* (actor.c). */
+    _Atomic uint8_t transit;
     es_behaviour_cb behaviour;
     void *ext;                 /* actors/ modules: connection state */
     es_state_free_cb ext_free; /* frees ext after state_free */
 
     /* Home thread only. */
     bool installed, started, in_runq, stop_requested, stopped;
-    int io_head; /* first watched fd + 1, 0 if none */
+    int io_head;           /* first watched fd + 1, 0 if none */
+    uint16_t move_to;      /* loop index + 1 to migrate to, 0 for none */
+    uint16_t transit_from; /* the loop it is migrating from */
     void *state;
     es_state_free_cb state_free;
     struct es__msgq q;
@@ -292,9 +322,42 @@ struct es_actor {
     struct es__timer *timers; /* timers this actor owns */
     ck_epoch_entry_t epoch_entry;
     uint32_t done_local;
+    uint32_t mute_count; /* entries naming it in its loop's mute table */
     /* Home thread writes, senders read (only when `done_seen` says the
      * mailbox may be full): messages fully handled. */
     atomic_uint done;
+    /* Placement sampling (actor.c): a majority vote over the senders of
+     * the last window of messages. */
+    uint16_t hot_votes, win_n;
+    es_actor_id_t hot_cand;
+    /* The sender that dominated the last window, or 0; home thread
+     * writes, other loops read (relaxed: a hint). */
+    _Atomic es_actor_id_t hot;
+    /* Senders set bits (rarely: when they are muted on this actor), the
+     * home thread reads it after each message and clears it: which loops
+     * hold senders muted on it (bit index % 63), and ES__MUTERS_FOREIGN. */
+    _Atomic uint64_t muters;
+};
+
+/* Values of es_actor.transit. */
+enum {
+    ES__TRANSIT_NONE = 0,
+    ES__TRANSIT_MOVING,  /* handed to the new loop, not yet there */
+    ES__TRANSIT_ARRIVED, /* on the new loop, old one not yet flushed */
+};
+
+/* The home loop of a, from any thread. */
+static inline struct es__loop *es__actor_home(const es_actor_t *a)
+{
+    return __atomic_load_n(&a->loop, __ATOMIC_ACQUIRE);
+}
+
+/* The bit of `muters` for foreign threads blocked in es_send_wait(). */
+#define ES__MUTERS_FOREIGN (UINT64_C(1) << 63)
+
+/* A muted sender and the receiver it waits for (see actor.c, muting). */
+struct es__mute {
+    es_actor_id_t recv, sender;
 };
 
 /* Actor table (table.c): handle -> actor, safe against stale handles. */
@@ -360,10 +423,28 @@ int es__runtime_on_free(es_runtime_t *rt, void (*fn)(void *), void *arg);
 /* Sends with or without the mailbox limit (internal and system messages). */
 int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
              bool capped);
-/* Routes a message taken from an inbound ring on its target's loop. */
-void es__actor_route(struct es__loop *loop, es_msg_t *m);
-/* Delivers m to a now (home thread, top level, a installed and live). */
+/* Routes a message taken from an inbound ring on its target's loop; src is
+ * the loop index of the ring's producer, -1 for a foreign thread. */
+void es__actor_route(struct es__loop *loop, es_msg_t *m, int src);
+/* Migration bookkeeping of a loop turn (actor.c). */
+void es__migrations_run(struct es__loop *loop);
+/* After the loops exited: dead-letters what loop holds for actors that
+ * were moving. */
+unsigned es__loop_drain_parked(struct es__loop *loop);
+void es__migrations_free(struct es__loop *loop);
+/* Delivers m to a now (home thread, top level, a installed and live); a
+ * muted actor gets it queued instead (ES_MSG_IO excepted). */
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
+/* Senders of `loop` muted on receiver rid may run again (home thread). */
+void es__unmute(struct es__loop *loop, es_actor_id_t rid);
+/* Unmutes entries whose receiver has room or is gone (the safety net for
+ * a notification that crossed the mute; see actor.c). */
+void es__mutes_poll(struct es__loop *loop);
+/* True while a is muted (home thread). */
+static inline bool es__actor_muted(const es_actor_t *a)
+{
+    return a->mute_count != 0;
+}
 /* Runs the run queue; returns the number of messages handled. */
 unsigned es__runq_run(struct es__loop *loop);
 void es__actor_install(struct es__loop *loop, es_actor_t *a);
@@ -453,6 +534,12 @@ unsigned es__timers_run(struct es__loop *loop);
 /* Milliseconds until the next timer (rounded up), or -1 if none. */
 int es__timers_timeout_ms(struct es__loop *loop);
 void es__timers_cancel_actor(struct es__loop *loop, es_actor_t *a);
+/* Takes a's timers out of loop (a migrates); they stay linked through
+ * their owner links and keep their ids. */
+struct es__timer *es__timers_detach(struct es__loop *loop, es_actor_t *a);
+/* Starts a detached list on loop for a, with the same deadlines. */
+void es__timers_adopt(struct es__loop *loop, es_actor_t *a,
+                      struct es__timer *list);
 
 /* --- demux loop (loop.c) -------------------------------------------------- */
 
@@ -509,9 +596,18 @@ struct es__loop {
     int nevents;            /* returned by the last epoll_wait() */
     int fds_cap;
     bool stopping;
+    struct es__mute *mutes; /* muted senders of this loop */
+    uint32_t nmutes, mutes_cap;
+    uint64_t mutes_polled; /* es__now_ns() of the last es__mutes_poll() */
+    /* Migration: messages for actors moving in, held until their old loop
+     * is flushed; migrations out of this loop still in progress. */
+    struct es__msgq parked;
+    struct es__migration *migrations;
+    unsigned nmigrating;
 
     /* Written by the loop thread, read by es_runtime_stats() anywhere. */
-    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps;
+    _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps, muted,
+        migrated;
 };
 
 /* True if the calling thread may act for `loop`: its demux thread, or the
@@ -590,6 +686,9 @@ struct es_runtime {
     /* Any thread. */
     atomic_int stopping; /* acq_rel exchange in es_runtime_stop() */
     atomic_uint rr_next; /* round-robin placement, relaxed */
+    /* Futex word of es_send_wait(): bumped when a receiver a foreign
+     * thread waits on drains (see actor.c). */
+    atomic_uint room_seq;
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
 
     /* The thread that starts, waits for and frees the runtime (the

@@ -98,6 +98,11 @@ void es__loop_destroy(struct es__loop *loop)
 {
     es__free(loop->scratch);
     loop->scratch = NULL;
+    es__free(loop->mutes);
+    loop->mutes = NULL;
+    loop->nmutes = loop->mutes_cap = 0;
+    es__migrations_free(loop);
+    es__msgq_reset(&loop->parked);
     es__free(loop->events);
     loop->events = NULL;
     es__wheel_destroy(loop);
@@ -147,7 +152,7 @@ static unsigned drain_rings(struct es__loop *loop)
     for (; c; c = c->next) {
         es_msg_t m;
         for (unsigned i = 0; i < ES__CHAN_BUDGET && es__chan_pop(c, &m); i++) {
-            es__actor_route(loop, &m);
+            es__actor_route(loop, &m, c->producer->loop_index);
             n++;
         }
         es__tctx_flush_wakes(&loop->tctx);
@@ -296,6 +301,8 @@ static bool spin_until(struct es__loop *loop, uint64_t until, bool yield)
 }
 
 /* Blocks until there is something to do (see chan.c for the handshake). */
+#define OVERFLOW_YIELD_NS (200u * 1000u)
+
 static void sleep_until_work(struct es__loop *loop)
 {
     bool adaptive = loop->rt->opts.adaptive_spin == ES_SPIN_ADAPTIVE_ON;
@@ -309,6 +316,18 @@ static void sleep_until_work(struct es__loop *loop)
     int wheel = es__wheel_timeout_ms(loop);
     if (wheel >= 0 && (timeout < 0 || wheel < timeout))
         timeout = wheel;
+    if (loop->tctx.overflow_count) {
+        /* Messages wait for room in a ring of a loop that is busy (its
+         * ring is full); nothing will wake us when it drains. Yield while
+         * they moved recently, then look at least once per millisecond. */
+        if (es__now_ns() - loop->tctx.overflow_since < OVERFLOW_YIELD_NS) {
+            sched_yield();
+            return;
+        }
+        timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
+    }
+    if (loop->nmutes || loop->nmigrating) /* polled: muting, placement */
+        timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     if (timeout == 0)
         return; /* a timer is due: no gap that a spin could have caught */
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
@@ -355,6 +374,10 @@ static unsigned turn(struct es__loop *loop)
     work += loop->spawn_next != NULL; /* more than the budget: no sleep */
     work += drain_rings(loop);
     work += es__runq_run(loop);
+    if (loop->nmutes)
+        es__mutes_poll(loop);
+    if (loop->migrations)
+        es__migrations_run(loop);
     es__tctx_flush_wakes(t);
     ES__TSAN_RELEASE(&loop->rt->epoch);
     ck_epoch_end(t->rec, NULL);
@@ -409,7 +432,7 @@ unsigned es__loop_drain(struct es__loop *loop)
     for (; c; c = c->next) {
         es_msg_t m;
         while (es__chan_pop(c, &m)) {
-            es__actor_route(loop, &m);
+            es__actor_route(loop, &m, c->producer->loop_index);
             n++;
         }
     }

@@ -39,6 +39,8 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
         out->mailbox_capacity = ES_MAILBOX_DEFAULT;
     if (out->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL;
+    if (out->colocate < -1 || out->colocate > 1)
+        return -EINVAL;
     if (!out->channel_capacity)
         out->channel_capacity = ES_CHANNEL_DEFAULT;
     if (out->channel_capacity > (1u << 24))
@@ -145,8 +147,11 @@ static void settle(es_runtime_t *rt)
     bool more = true;
     while (more) {
         more = false;
-        for (unsigned i = 0; i < rt->nloops; i++)
+        for (unsigned i = 0; i < rt->nloops; i++) {
             more |= es__loop_drain(&rt->loops[i]) > 0;
+            more |= es__tctx_drain_overflow(&rt->loops[i].tctx) > 0;
+            more |= es__loop_drain_parked(&rt->loops[i]) > 0;
+        }
     }
     for (unsigned i = 0; i < rt->nloops; i++)
         if (rt->loops[i].tctx.rec)
@@ -284,6 +289,7 @@ static void add_sender(es_stats_t *s, struct es__tctx *t)
     s->mailbox_full += LOAD(t->mailbox_full);
     s->wakeups_written += LOAD(t->wakeups_written);
     s->wakeups_saved += LOAD(t->wakeups_saved);
+    s->overflowed += LOAD(t->overflowed);
 }
 
 static void add_loop(es_stats_t *s, struct es__loop *l)
@@ -295,6 +301,8 @@ static void add_loop(es_stats_t *s, struct es__loop *l)
     s->actors += LOAD(l->nactors);
     s->loop_turns += LOAD(l->turns);
     s->sleeps += LOAD(l->sleeps);
+    s->mutes += LOAD(l->muted);
+    s->migrations += LOAD(l->migrated);
 }
 
 int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)

@@ -2,11 +2,14 @@
 /*
  * Timers of one demux thread: a binary min-heap ordered by (deadline, start
  * sequence), so equal deadlines fire in start order, with O(log n) start,
- * cancel and expiry. A timer's id is its slab index plus a generation, so a
- * stale id never cancels a newer timer. Everything here runs on the owning
- * loop's thread only; an expiry is delivered straight into the owner's
- * behaviour, so once es_timer_stop() returns nothing of that timer can still
- * be on its way.
+ * cancel and expiry. A timer's id is its generation, the loop that made it
+ * and its slab index there, so a stale id never cancels a newer timer and
+ * ids stay unique in the runtime. An actor that migrates (actor.c) takes
+ * its timers along: they keep their ids and get slots on the new loop,
+ * where es_timer_stop() finds them on the actor's own list. Everything here
+ * runs on the owning loop's thread only; an expiry is delivered straight into
+ * the owner's behaviour, so once es_timer_stop() returns nothing of that timer
+ * can still be on its way.
  */
 #include "internal.h"
 
@@ -21,11 +24,16 @@ struct es__timer {
     uint64_t seq;
     uint64_t repeat; /* ns, 0 for one-shot */
     uint64_t tag;
-    es_timer_id_t id;
+    es_timer_id_t id; /* what the user holds; kept across a migration */
     es_actor_t *owner;
     struct es__timer *owner_prev, *owner_next;
     uint32_t heap_idx;
+    uint32_t slot; /* slab index on the current loop */
 };
+
+/* id = generation << 32 | loop << SLOT_BITS | slot. */
+#define SLOT_BITS 22u
+#define SLOT_MAX (1u << SLOT_BITS)
 
 void es__timers_init(struct es__timers *ts)
 {
@@ -115,7 +123,7 @@ static void heap_remove(struct es__timers *ts, struct es__timer *t)
 
 static int slab_grow(struct es__timers *ts)
 {
-    if (ts->slab_cap >= UINT32_MAX / 2)
+    if (ts->slab_cap >= SLOT_MAX)
         return -ENOMEM;
     uint32_t cap = ts->slab_cap ? ts->slab_cap * 2 : 16;
     struct es__timer **slab = es__realloc(ts->slab, cap * sizeof(*slab));
@@ -134,8 +142,8 @@ static int slab_grow(struct es__timers *ts)
     return 0;
 }
 
-/* Gives t a slab index and an id. */
-static int slab_add(struct es__timers *ts, struct es__timer *t)
+/* Gives t a slab index and, if it has none, an id made on `loop`. */
+static int slab_add(struct es__timers *ts, struct es__timer *t, unsigned loop)
 {
     uint32_t idx;
     if (ts->free_head != FREE_END) {
@@ -148,13 +156,25 @@ static int slab_add(struct es__timers *ts, struct es__timer *t)
         ts->gen[idx] = 1;
     }
     ts->slab[idx] = t;
-    t->id = ((uint64_t)ts->gen[idx] << 32) | idx;
+    t->slot = idx;
+    if (!t->id)
+        t->id = ((uint64_t)ts->gen[idx] << 32) | ((uint64_t)loop << SLOT_BITS) |
+                idx;
     return 0;
 }
 
-static void timer_free(struct es__timers *ts, struct es__timer *t)
+/* Gives t's slab index back (the slot's generation moves on). */
+static void slab_remove(struct es__timers *ts, struct es__timer *t)
 {
-    uint32_t idx = (uint32_t)t->id;
+    uint32_t idx = t->slot;
+    ts->slab[idx] = NULL;
+    ts->gen[idx] = ts->gen[idx] == UINT32_MAX ? 1 : ts->gen[idx] + 1;
+    ts->free_next[idx] = ts->free_head;
+    ts->free_head = idx;
+}
+
+static void owner_unlink(struct es__timer *t)
+{
     es_actor_t *owner = t->owner;
     if (t->owner_prev)
         t->owner_prev->owner_next = t->owner_next;
@@ -162,10 +182,23 @@ static void timer_free(struct es__timers *ts, struct es__timer *t)
         owner->timers = t->owner_next;
     if (t->owner_next)
         t->owner_next->owner_prev = t->owner_prev;
-    ts->slab[idx] = NULL;
-    ts->gen[idx] = ts->gen[idx] == UINT32_MAX ? 1 : ts->gen[idx] + 1;
-    ts->free_next[idx] = ts->free_head;
-    ts->free_head = idx;
+    t->owner_prev = t->owner_next = NULL;
+}
+
+static void owner_link(es_actor_t *self, struct es__timer *t)
+{
+    t->owner = self;
+    t->owner_prev = NULL;
+    t->owner_next = self->timers;
+    if (self->timers)
+        self->timers->owner_prev = t;
+    self->timers = t;
+}
+
+static void timer_free(struct es__timers *ts, struct es__timer *t)
+{
+    owner_unlink(t);
+    slab_remove(ts, t);
     es__free(t);
 }
 
@@ -192,15 +225,11 @@ int es_timer_start(es_actor_t *self, uint64_t after_ms, uint64_t repeat_ms,
     t->seq = ts->seq++;
     t->repeat = repeat;
     t->tag = tag;
-    t->owner = self;
-    if (slab_add(ts, t) != 0) {
+    if (slab_add(ts, t, self->loop->index) != 0) {
         es__free(t);
         return -ENOMEM;
     }
-    t->owner_next = self->timers;
-    if (self->timers)
-        self->timers->owner_prev = t;
-    self->timers = t;
+    owner_link(self, t);
     if (heap_insert(ts, t) != 0) {
         timer_free(ts, t);
         return -ENOMEM;
@@ -210,12 +239,20 @@ int es_timer_start(es_actor_t *self, uint64_t after_ms, uint64_t repeat_ms,
     return 0;
 }
 
-static struct es__timer *timer_find(struct es__timers *ts, es_timer_id_t id)
+/* self's timer with that id: in the slab when it was made on this loop,
+ * else (it came with a migration) on self's own list. */
+static struct es__timer *timer_find(es_actor_t *self, es_timer_id_t id)
 {
-    uint32_t idx = (uint32_t)id;
-    if (idx >= ts->slab_len || !ts->slab[idx] || ts->slab[idx]->id != id)
-        return NULL;
-    return ts->slab[idx];
+    struct es__timers *ts = &self->loop->timers;
+    uint32_t idx = (uint32_t)id & (SLOT_MAX - 1);
+    if (((uint32_t)id >> SLOT_BITS) == self->loop->index) {
+        struct es__timer *t = idx < ts->slab_len ? ts->slab[idx] : NULL;
+        return t && t->id == id && t->owner == self ? t : NULL;
+    }
+    for (struct es__timer *t = self->timers; t; t = t->owner_next)
+        if (t->id == id)
+            return t;
+    return NULL;
 }
 
 int es_timer_stop(es_actor_t *self, es_timer_id_t id)
@@ -224,12 +261,46 @@ int es_timer_stop(es_actor_t *self, es_timer_id_t id)
         return -EINVAL;
     ES_ASSERT(es__loop_owned(self->loop)); /* Thread: owning loop only */
     struct es__timers *ts = &self->loop->timers;
-    struct es__timer *t = timer_find(ts, id);
-    if (!t || t->owner != self)
+    struct es__timer *t = timer_find(self, id);
+    if (!t)
         return -ENOENT;
     heap_remove(ts, t);
     timer_free(ts, t);
     return 0;
+}
+
+struct es__timer *es__timers_detach(struct es__loop *loop, es_actor_t *a)
+{
+    struct es__timer *list = a->timers;
+    for (struct es__timer *t = list; t; t = t->owner_next) {
+        heap_remove(&loop->timers, t);
+        slab_remove(&loop->timers, t);
+    }
+    a->timers = NULL;
+    return list;
+}
+
+void es__timers_adopt(struct es__loop *loop, es_actor_t *a,
+                      struct es__timer *list)
+{
+    struct es__timers *ts = &loop->timers;
+    while (list) {
+        struct es__timer *t = list;
+        list = t->owner_next;
+        t->seq = ts->seq++;
+        int rc = slab_add(ts, t, loop->index);
+        if (rc == 0 && (rc = heap_insert(ts, t)) != 0)
+            slab_remove(ts, t);
+        if (rc != 0) {
+            es__log(ES_LOG_ERROR,
+                    "no memory to move timer %#llx of actor %#llx: "
+                    "cancelled",
+                    (unsigned long long)t->id, (unsigned long long)a->id);
+            es__free(t);
+            continue;
+        }
+        owner_link(a, t);
+    }
 }
 
 void es__timers_cancel_actor(struct es__loop *loop, es_actor_t *a)

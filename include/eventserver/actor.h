@@ -183,14 +183,43 @@ ES_EXTERN int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts,
 /*
  * Sends a copy of *msg to actor `to`. Messages from one sending actor (or
  * one foreign thread) to one receiver arrive in the order sent.
- * Returns: 0; -EAGAIN if the mailbox (or this thread's ring to the target's
- * thread) is full; -ESRCH if the actor stopped or never existed; -EINVAL for
- * a system type; -ENOMEM.
+ *
+ * From a behaviour (an actor sending on its demux thread) a send never
+ * fails for capacity. If the receiver's mailbox is full the message is
+ * accepted over the limit and the sending actor is muted: once its
+ * behaviour returns it is not run again (its messages and timers wait in
+ * its queue; a connection actor stops reading its socket) until every
+ * receiver it is muted on has drained to half its capacity. An actor that
+ * other actors wait on is never muted, so mutes cannot deadlock in a cycle
+ * (docs/design.md, "Flow control"). One behaviour call can still overfill a
+ * mailbox by what it sends in that call: send big batches in chunks (a
+ * message to self between chunks) to stay within the limit. A full ring to
+ * another thread never fails a send either: the message waits in the
+ * sender's loop.
+ *
+ * From any other thread (a "foreign" thread: main(), a worker pool) a full
+ * mailbox or a full ring answers -EAGAIN; es_send_wait() blocks instead.
+ *
+ * Returns: 0; -EAGAIN (foreign threads only, see above); -ESRCH if the actor
+ * stopped or never existed; -EINVAL for a system type; -ENOMEM.
  * Ownership: on success the message (and what it owns) belongs to the
  * runtime; on failure the caller keeps it.
  * Thread: any, including threads the runtime has never seen.
  */
 ES_EXTERN int es_send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg);
+
+/*
+ * es_send() for foreign threads that would rather wait than see -EAGAIN:
+ * blocks until the mailbox (and the ring to its thread) has room, at most
+ * timeout_ms milliseconds (< 0: no limit). The receiver wakes the waiter
+ * when it drains to half its capacity.
+ * Returns: as es_send(), plus -ETIMEDOUT when the time ran out, and
+ * -EDEADLK on a demux thread of rt (a behaviour must not block; its sends
+ * never fail for capacity anyway).
+ * Ownership: as es_send(). Thread: any thread that is not one of rt's.
+ */
+ES_EXTERN int es_send_wait(es_runtime_t *rt, es_actor_id_t to,
+                           const es_msg_t *msg, int timeout_ms);
 
 /*
  * Asks actor `id` to stop: it receives ES_MSG_STOP after the messages the

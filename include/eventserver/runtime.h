@@ -53,6 +53,10 @@ typedef struct es_runtime_opts {
      * means ES_SPIN_ADAPTIVE_DEFAULT, or off when spin_us is set. On
      * together with spin_us is -EINVAL. */
     int adaptive_spin;
+    /* Automatic co-location: an actor that owns no fd and gets most of its
+     * messages from one actor on another thread migrates to that thread
+     * (docs/design.md, "Placement"). 0: the default (on), 1: on, -1: off. */
+    int colocate;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
@@ -140,7 +144,7 @@ typedef struct es_stats {
     uint64_t msgs_sent;     /* messages accepted by es_send() on this thread */
     uint64_t msgs_received; /* messages delivered to a behaviour here */
     uint64_t dead_letters;  /* messages whose target had stopped */
-    uint64_t mailbox_full;  /* sends refused with -EAGAIN */
+    uint64_t mailbox_full;  /* foreign sends refused with -EAGAIN */
     uint64_t
         wakeups_written;    /* bytes written to a sleeping loop's socketpair */
     uint64_t wakeups_saved; /* cross-thread sends that needed no wakeup */
@@ -148,6 +152,10 @@ typedef struct es_stats {
     uint64_t actors;        /* actors living on this thread now */
     uint64_t loop_turns;    /* iterations of the demux loop */
     uint64_t sleeps;        /* times the loop blocked in epoll_wait() */
+    uint64_t mutes;         /* actors paused because a receiver was full */
+    uint64_t overflowed;    /* messages that waited in the sender's loop for
+                               room in a full ring to another loop */
+    uint64_t migrations;    /* actors that moved to another thread */
 } es_stats_t;
 
 /*

@@ -2,11 +2,13 @@
 /*
  * Tests of bounded mailboxes and channels. A message counts against its
  * receiver's mailbox from the send that accepted it until the behaviour
- * handling it returns, so with the receiver held inside message #0 a sender
- * gets exactly `capacity` acceptances, then -EAGAIN (counted in
- * mailbox_full) with the message still its own; after the receiver is
- * released, retries succeed and every message arrives once, in order. The
- * per-thread channel ring can also answer -EAGAIN, equally retryable. And
+ * handling it returns, so with the receiver held inside message #0 a
+ * foreign sender gets exactly `capacity` acceptances, then -EAGAIN (counted
+ * in mailbox_full) with the message still its own; after the receiver is
+ * released, retries succeed and every message arrives once, in order. An
+ * actor sender is never refused: it is muted instead (test_flow.c has the
+ * rest of muting). The per-thread channel ring can also answer -EAGAIN to
+ * a foreign thread, equally retryable. And
  * a mailbox that is far from full never answers -EAGAIN, however the
  * senders are preempted (issue 8, defect 4).
  */
@@ -15,7 +17,7 @@
 #include <semaphore.h>
 #include <signal.h>
 
-enum { MSG_SEQ = ES_MSG_USER, MSG_FILL };
+enum { MSG_SEQ = ES_MSG_USER, MSG_FILL, MSG_PROBE };
 
 /* A receiver that blocks inside message #0 until the test posts `go`. */
 struct blocker {
@@ -221,21 +223,31 @@ Test(mailbox, refused_payload_stays_with_caller, .timeout = ES_TEST_TIMEOUT)
 }
 
 /*
- * An actor sender (on the other loop) sees the same limit: it manages
- * exactly capacity-1 sends behind the held message #0.
+ * An actor sender (on the other loop) is never refused: its sends past the
+ * limit are accepted and it is muted. While the receiver is held, the
+ * filler does not run again (a probe sent to it waits); once the receiver
+ * drains, the filler runs the probe. Every message arrives once, in order,
+ * and no send was refused.
  */
+#define FILL_SENDS 40u
+
 static atomic_ullong g_fill_ok;
 static atomic_ullong g_fill_done;
 static atomic_int g_fill_rc;
+static atomic_ullong g_probe_seen;
 
 static int filler_cb(es_actor_t *self, es_msg_t *msg)
 {
     es_actor_id_t to;
 
+    if (msg->type == MSG_PROBE) {
+        atomic_fetch_add(&g_probe_seen, 1);
+        return 0;
+    }
     if (msg->type != MSG_FILL)
         return 0;
     to = msg->inl.u64[0];
-    for (uint64_t seq = 1; seq < 10000; seq++) {
+    for (uint64_t seq = 1; seq <= FILL_SENDS; seq++) {
         es_msg_t m = es_msg_u64(MSG_SEQ, seq);
         int rc = es_send(es_actor_runtime(self), to, &m);
 
@@ -249,14 +261,14 @@ static int filler_cb(es_actor_t *self, es_msg_t *msg)
     return 0;
 }
 
-Test(mailbox, actor_sender_sees_eagain, .timeout = ES_TEST_TIMEOUT)
+Test(mailbox, actor_sender_is_muted_not_refused, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_opts_t opts = {.threads = 2, .mailbox_capacity = 16};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct blocker b = {0};
     es_spawn_opts_t fo = {.behaviour = filler_cb, .loop = ES_LOOP(0)};
     es_actor_id_t id, filler;
-    es_msg_t fill;
+    es_msg_t fill, probe = es_msg_make(MSG_PROBE);
     es_stats_t st;
 
     blocker_init(&b);
@@ -267,15 +279,21 @@ Test(mailbox, actor_sender_sees_eagain, .timeout = ES_TEST_TIMEOUT)
     fill = es_msg_u64(MSG_FILL, id);
     ES_OK(es_send(rt, filler, &fill));
     ES_WAIT_GE(g_fill_done, 1);
+    cr_assert_eq(atomic_load(&g_fill_rc), 0, "an actor's send failed: %d",
+                 atomic_load(&g_fill_rc));
+    cr_assert_eq(atomic_load(&g_fill_ok), FILL_SENDS);
+    ES_OK(es_send(rt, filler, &probe));
+    es_test_sleep_ms(100);
+    cr_assert_eq(atomic_load(&g_probe_seen), 0,
+                 "the muted filler ran while its receiver was full");
     ES_OK(es_runtime_stats(rt, -1, &st));
-    cr_assert_eq(atomic_load(&g_fill_rc), -EAGAIN);
-    cr_assert_eq(atomic_load(&g_fill_ok), 15, "filler got %llu sends in",
-                 (unsigned long long)atomic_load(&g_fill_ok));
-    cr_assert_eq(st.mailbox_full, 1);
+    cr_assert_eq(st.mutes, 1, "mutes = %llu", (unsigned long long)st.mutes);
+    cr_assert_eq(st.mailbox_full, 0);
     cr_assert_eq(sem_post(&b.go), 0);
-    ES_WAIT_GE(b.got, 16);
+    ES_WAIT_GE(b.got, FILL_SENDS + 1);
+    ES_WAIT_GE(g_probe_seen, 1);
     es_test_free(rt);
-    check_blocker_after(&b, 16);
+    check_blocker_after(&b, FILL_SENDS + 1);
 }
 
 Test(mailbox, stop_ignores_full_mailbox, .timeout = ES_TEST_TIMEOUT)

@@ -398,8 +398,9 @@ Test(msg, f64_round_trips_cross_thread, .timeout = ES_TEST_TIMEOUT)
 {
     es_runtime_t *rt = es_test_runtime_start(2);
     es_actor_id_t sink, relay;
-    es_spawn_opts_t so = {.behaviour = f64_sink_cb, .loop = 1};
-    es_spawn_opts_t ro = {.behaviour = f64_relay_cb, .loop = 0, .state = &sink};
+    es_spawn_opts_t so = {.behaviour = f64_sink_cb, .loop = ES_LOOP(1)};
+    es_spawn_opts_t ro = {
+        .behaviour = f64_relay_cb, .loop = ES_LOOP(0), .state = &sink};
 
     ES_OK(es_spawn(rt, &so, &sink));
     ES_OK(es_spawn(rt, &ro, &relay));

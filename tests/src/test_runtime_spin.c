@@ -191,17 +191,20 @@ static void phase_ticks(es_runtime_t *rt, const es_actor_id_t id[2],
 
 static void run_phases(int adaptive, struct phases *out)
 {
-    es_runtime_opts_t opts = {.threads = 2, .adaptive_spin = adaptive};
+    /* The two bouncers must stay on their threads: no co-location. */
+    es_runtime_opts_t opts = {
+        .threads = 2, .adaptive_spin = adaptive, .colocate = -1};
     es_runtime_t *rt = es_test_runtime_new(&opts);
     struct bouncer s[2] = {{.loop = 0}, {.loop = 1}};
     struct es_test_probe probe[2] = {0};
     es_actor_id_t id[2], probe_id[2];
 
     for (int i = 1; i >= 0; i--) {
-        es_spawn_opts_t o = {.behaviour = bounce_cb, .loop = i, .state = &s[i]};
+        es_spawn_opts_t o = {
+            .behaviour = bounce_cb, .loop = ES_LOOP(i), .state = &s[i]};
 
         ES_OK(es_spawn(rt, &o, &id[i]));
-        probe_id[i] = es_test_spawn_probe(rt, &probe[i], i);
+        probe_id[i] = es_test_spawn_probe(rt, &probe[i], ES_LOOP(i));
     }
     s[0].peer = id[1]; /* before the start, which publishes it */
     ES_OK(es_runtime_start(rt));

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Automatic co-location (issue 9): an actor that gets most of its messages
+ * from one actor on another thread migrates there. Its handle does not
+ * change, each sender's messages keep their order across the move, its
+ * timers go with it, and stopping it (or the runtime) while it moves loses
+ * nothing and frees everything once.
+ */
+#include "es_test.h"
+
+#include <eventserver/timer.h>
+
+enum { MSG_BALL = ES_MSG_USER, MSG_SEQ, MSG_GO, MSG_STOP_TIMER };
+
+/* --- a ping-pong pair placed on two threads ----------------------------------
+ */
+
+struct player {
+    es_actor_id_t peer;
+    uint64_t rounds; /* the server stops answering after this many */
+    atomic_int loop; /* where it ran last */
+    atomic_ullong hits, started, stopped, freed;
+};
+
+static int player_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct player *p = es_actor_state(self);
+
+    atomic_store(&p->loop, es_actor_loop_index(self));
+    if (msg->type == ES_MSG_START)
+        atomic_fetch_add(&p->started, 1);
+    if (msg->type == ES_MSG_STOP)
+        atomic_fetch_add(&p->stopped, 1);
+    if (msg->type != MSG_BALL)
+        return 0;
+    atomic_fetch_add(&p->hits, 1);
+    if (msg->inl.u64[0] >= p->rounds)
+        return 0;
+    es_msg_t ball = es_msg_u64(MSG_BALL, msg->inl.u64[0] + 1);
+    int rc = es_send(es_actor_runtime(self), p->peer, &ball);
+    return rc == -ESRCH ? 0 : rc; /* the peer was stopped */
+}
+
+static void player_free(void *state)
+{
+    atomic_fetch_add(&((struct player *)state)->freed, 1);
+}
+
+/* Streams balls at `to`, 32 per call, with a message to itself between
+ * chunks: its own hot sender is itself, so it never moves, and it
+ * dominates what `to` receives, so `to` moves to it. */
+struct pump {
+    es_actor_id_t to;
+    uint64_t sent, total;
+    /* With a baton: after `phase` balls, hand over to the other pump. */
+    es_actor_id_t other;
+    uint64_t phase, in_phase;
+    atomic_ullong *total_sent;
+    atomic_ullong done;
+};
+
+static int pump_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct pump *p = es_actor_state(self);
+    es_runtime_t *rt = es_actor_runtime(self);
+
+    if (msg->type != MSG_GO)
+        return 0;
+    for (int i = 0; i < 32 && p->sent < p->total; i++, p->sent++) {
+        es_msg_t ball = es_msg_u64(MSG_BALL, p->sent);
+        int rc = es_send(rt, p->to, &ball);
+        if (rc)
+            return rc;
+        if (p->total_sent)
+            atomic_fetch_add(p->total_sent, 1);
+    }
+    if (p->sent == p->total) {
+        atomic_store(&p->done, 1);
+        return 0;
+    }
+    es_msg_t go = es_msg_make(MSG_GO);
+    if (p->other && (p->in_phase += 32) >= p->phase) {
+        p->in_phase = 0;
+        return es_send(rt, p->other, &go); /* the other pump's turn */
+    }
+    return es_send(rt, es_actor_self(self), &go);
+}
+
+static void spawn_pair(es_runtime_t *rt, struct player *a, struct player *b,
+                       es_actor_id_t *ida, es_actor_id_t *idb)
+{
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = player_cb,
+                                      .state = a,
+                                      .state_free = player_free,
+                                      .loop = ES_LOOP(0)},
+                   ida));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = player_cb,
+                                      .state = b,
+                                      .state_free = player_free,
+                                      .loop = ES_LOOP(1)},
+                   idb));
+    a->peer = *idb;
+    b->peer = *ida;
+}
+
+static void run_pair(int colocate, bool *together, uint64_t *migrations)
+{
+    es_runtime_t *rt = es_test_runtime_new(
+        &(es_runtime_opts_t){.threads = 2, .colocate = colocate});
+    struct player a = {.rounds = 20000}, b = {.rounds = 20000};
+    es_actor_id_t ida, idb;
+    es_msg_t ball = es_msg_u64(MSG_BALL, 0);
+    es_stats_t st;
+
+    spawn_pair(rt, &a, &b, &ida, &idb);
+    ES_OK(es_runtime_start(rt));
+    ES_OK(es_send(rt, ida, &ball));
+    ES_WAIT_GE(a.hits, 10000);
+    ES_WAIT_GE(b.hits, 10000);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    *together = atomic_load(&a.loop) == atomic_load(&b.loop);
+    *migrations = st.migrations;
+    es_test_free(rt);
+    cr_assert_eq(atomic_load(&a.freed) + atomic_load(&b.freed), 2);
+}
+
+Test(place, pair_moves_together, .timeout = ES_TEST_TIMEOUT)
+{
+    bool together;
+    uint64_t migrations;
+
+    run_pair(0, &together, &migrations);
+    cr_assert(together, "the pair still lives on two threads");
+    cr_assert_geq(migrations, 1);
+    cr_assert_leq(migrations, 4, "%llu moves for one pair: it thrashes",
+                  (unsigned long long)migrations);
+}
+
+Test(place, colocate_off_keeps_them_apart, .timeout = ES_TEST_TIMEOUT)
+{
+    bool together;
+    uint64_t migrations;
+
+    run_pair(-1, &together, &migrations);
+    cr_assert_not(together);
+    cr_assert_eq(migrations, 0);
+}
+
+/* --- order across a move under load ------------------------------------------
+ */
+
+#define STREAMS 4 /* 3 foreign threads and a relay, each its own sequence */
+#define STREAM_LEN 20000u
+
+struct checker {
+    es_actor_id_t partner; /* the hot sender: on the other loop */
+    uint64_t next[STREAMS];
+    atomic_ullong got, disorder, balls;
+    atomic_int loop;
+};
+
+static int checker_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct checker *c = es_actor_state(self);
+
+    atomic_store(&c->loop, es_actor_loop_index(self));
+    if (msg->type == MSG_BALL) {
+        atomic_fetch_add(&c->balls, 1);
+        return 0;
+    }
+    if (msg->type != MSG_SEQ)
+        return 0;
+    uint64_t s = msg->inl.u64[0], seq = msg->inl.u64[1];
+    if (s >= STREAMS || c->next[s] != seq)
+        atomic_fetch_add(&c->disorder, 1);
+    else
+        c->next[s] = seq + 1;
+    atomic_fetch_add(&c->got, 1);
+    return 0;
+}
+
+struct stream {
+    es_runtime_t *rt;
+    es_actor_id_t to;
+    uint64_t index;
+    atomic_int rc;
+};
+
+static void *stream_main(void *arg)
+{
+    struct stream *s = arg;
+
+    for (uint64_t i = 0; i < STREAM_LEN; i++) {
+        es_msg_t m = es_msg_u64(MSG_SEQ, s->index);
+        m.inl.u64[1] = i;
+        int rc = es_send_wait(s->rt, s->to, &m, 10000);
+        if (rc) {
+            atomic_store(&s->rc, rc);
+            break;
+        }
+        if (i % 256 == 255)
+            es_test_sleep_ms(1); /* slower than the pump */
+    }
+    return NULL;
+}
+
+/* A relay on the same loop as the streams' target also sends it numbered
+ * messages: a sender on the old home, whose sends switch from the local
+ * queue to the ring mid-stream. */
+struct relay {
+    es_actor_id_t to;
+    uint64_t seq;
+};
+
+static int relay_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct relay *r = es_actor_state(self);
+
+    if (msg->type != MSG_GO || r->seq == STREAM_LEN)
+        return 0;
+    for (int i = 0; i < 16 && r->seq < STREAM_LEN; i++, r->seq++) {
+        es_msg_t m = es_msg_u64(MSG_SEQ, STREAMS - 1);
+        m.inl.u64[1] = r->seq;
+        int rc = es_send(es_actor_runtime(self), r->to, &m);
+        if (rc)
+            return rc;
+    }
+    es_msg_t go = es_msg_make(MSG_GO);
+    return es_send(es_actor_runtime(self), es_actor_self(self), &go);
+}
+
+Test(place, order_kept_across_a_move, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct checker c = {0};
+    atomic_ullong balls = 0;
+    struct pump pump = {.total = 100000, .phase = 2048, .total_sent = &balls};
+    struct pump pump2 = {.total = 100000, .phase = 2048, .total_sent = &balls};
+    es_actor_id_t pid2;
+    struct relay relay = {0};
+    struct stream s[STREAMS - 1];
+    pthread_t th[STREAMS - 1];
+    es_actor_id_t id, rid;
+    es_msg_t go = es_msg_make(MSG_GO);
+    es_stats_t st;
+
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = checker_cb,
+                                      .state = &c,
+                                      .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &pump,
+                                      .loop = ES_LOOP(1)},
+                   &c.partner));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &pump2,
+                                      .loop = ES_LOOP(0)},
+                   &pid2));
+    pump.to = pump2.to = id;
+    pump.other = pid2;
+    pump2.other = c.partner;
+    relay.to = id;
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = relay_cb,
+                                      .state = &relay,
+                                      .loop = ES_LOOP(0)},
+                   &rid));
+    ES_OK(es_runtime_start(rt));
+    for (unsigned i = 0; i < STREAMS - 1; i++) {
+        s[i] = (struct stream){.rt = rt, .to = id, .index = i};
+        cr_assert_eq(pthread_create(&th[i], NULL, stream_main, &s[i]), 0);
+    }
+    ES_OK(es_send(rt, rid, &go));
+    ES_OK(es_send(rt, c.partner, &go)); /* the pump dominates: it moves */
+    for (unsigned i = 0; i < STREAMS - 1; i++) {
+        cr_assert(es_test_join(th[i], NULL, ES_TEST_JOIN_S));
+        cr_assert_eq(atomic_load(&s[i].rc), 0);
+    }
+    ES_WAIT_GE(c.got, STREAMS * STREAM_LEN);
+    ES_WAIT_GE(pump.done, 1);
+    ES_WAIT_GE(c.balls, atomic_load(&balls));
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_eq(atomic_load(&c.disorder), 0, "%llu messages out of order",
+                 (unsigned long long)atomic_load(&c.disorder));
+    cr_assert_geq(st.migrations, 4, "%llu moves: no test",
+                  (unsigned long long)st.migrations);
+    cr_log_info("place: order kept over %llu moves",
+                (unsigned long long)st.migrations);
+    es_test_free(rt);
+}
+
+/* --- timers move with their actor
+ * --------------------------------------------- */
+
+struct ticker {
+    es_actor_id_t peer;
+    es_timer_id_t periodic, oneshot;
+    atomic_ullong ticks_on[2];
+    atomic_ullong oneshot_fired, stop_rc_set;
+    atomic_int stop_rc, loop;
+    atomic_ullong balls;
+};
+
+static int ticker_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct ticker *t = es_actor_state(self);
+    int loop = es_actor_loop_index(self);
+
+    atomic_store(&t->loop, loop);
+    switch (msg->type) {
+    case ES_MSG_START:
+        if (es_timer_start(self, 1, 1, 7, &t->periodic) ||
+            es_timer_start(self, 60000, 0, 8, &t->oneshot))
+            return -ENOMEM;
+        return 0;
+    case ES_MSG_TIMER:
+        if (es_msg_timer_tag(msg) == 7 && es_msg_timer_id(msg) == t->periodic)
+            atomic_fetch_add(&t->ticks_on[loop], 1);
+        if (es_msg_timer_tag(msg) == 8)
+            atomic_fetch_add(&t->oneshot_fired, 1);
+        return 0;
+    case MSG_STOP_TIMER:
+        atomic_store(&t->stop_rc, es_timer_stop(self, t->periodic));
+        if (!atomic_load(&t->stop_rc))
+            atomic_store(&t->stop_rc, es_timer_stop(self, t->oneshot));
+        atomic_store(&t->stop_rc_set, 1);
+        return 0;
+    case MSG_BALL:
+        atomic_fetch_add(&t->balls, 1);
+        return 0;
+    }
+    return 0;
+}
+
+Test(place, timers_follow_a_move, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct ticker t = {0};
+    struct pump pump = {.total = 4000};
+    es_actor_id_t id;
+    es_msg_t go = es_msg_make(MSG_GO), stop = es_msg_make(MSG_STOP_TIMER);
+
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){
+                       .behaviour = ticker_cb, .state = &t, .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &pump,
+                                      .loop = ES_LOOP(1)},
+                   &t.peer));
+    pump.to = id;
+    ES_OK(es_runtime_start(rt));
+    ES_WAIT_GE(t.ticks_on[0], 3); /* ticking at home first */
+    ES_OK(es_send(rt, t.peer, &go));
+    ES_WAIT_GE(t.balls, pump.total);
+    cr_assert_eq(atomic_load(&t.loop), 1, "the ticker did not move");
+    ES_WAIT_GE(t.ticks_on[1], 3); /* the same timer, on its new loop */
+    ES_OK(es_send(rt, id, &stop));
+    ES_WAIT_GE(t.stop_rc_set, 1);
+    cr_assert_eq(atomic_load(&t.stop_rc), 0,
+                 "es_timer_stop() after the move: %d", atomic_load(&t.stop_rc));
+    unsigned long long ticks = atomic_load(&t.ticks_on[1]);
+    es_test_sleep_ms(50);
+    cr_assert_eq(atomic_load(&t.ticks_on[1]), ticks, "stopped timer fired");
+    cr_assert_eq(atomic_load(&t.oneshot_fired), 0);
+    es_test_free(rt);
+}
+
+/* --- stopping while moving
+ * ----------------------------------------------------- */
+
+#define PAIRS 64
+
+Test(place, stop_during_moves_loses_nothing, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    static struct player a[PAIRS], b[PAIRS];
+    es_actor_id_t ida[PAIRS], idb[PAIRS];
+    es_stats_t st;
+
+    for (unsigned i = 0; i < PAIRS; i++) {
+        a[i] = (struct player){.rounds = UINT64_MAX};
+        b[i] = (struct player){.rounds = UINT64_MAX};
+        spawn_pair(rt, &a[i], &b[i], &ida[i], &idb[i]);
+    }
+    ES_OK(es_runtime_start(rt));
+    for (unsigned i = 0; i < PAIRS; i++) {
+        es_msg_t ball = es_msg_u64(MSG_BALL, 0);
+        ES_OK(es_send(rt, ida[i], &ball));
+    }
+    /* Stop half the pairs (one side each) while they move, then free the
+     * runtime under the rest. */
+    for (unsigned i = 0; i < PAIRS; i += 2) {
+        while (atomic_load(&a[i].hits) < 64 + i * 8)
+            es_test_sleep_ms(1);
+        int rc = es_stop(rt, i % 4 ? ida[i] : idb[i]);
+        cr_assert(rc == 0 || rc == -ESRCH, "es_stop: %d", rc);
+    }
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_log_info("place: %llu moves before the free",
+                (unsigned long long)st.migrations);
+    es_test_free(rt);
+    for (unsigned i = 0; i < PAIRS; i++) {
+        cr_assert_eq(atomic_load(&a[i].started), 1);
+        cr_assert_eq(atomic_load(&b[i].started), 1);
+        cr_assert_eq(atomic_load(&a[i].stopped), 1);
+        cr_assert_eq(atomic_load(&b[i].stopped), 1);
+        cr_assert_eq(atomic_load(&a[i].freed), 1);
+        cr_assert_eq(atomic_load(&b[i].freed), 1);
+    }
+}
