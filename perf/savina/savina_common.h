@@ -116,7 +116,7 @@ static inline int savina_report(const char *bench, const char *impl,
 
 /* The computation fjthroughput and fjcreation do for every message: the
  * sum of sin(v + i) for i < SAVINA_WORK_TERMS. */
-#define SAVINA_WORK_TERMS 25
+#define SAVINA_WORK_TERMS 10
 
 static inline double savina_work(uint64_t v)
 {
