@@ -47,13 +47,11 @@ static int spawn_idle(const es_spawn_opts_t *opts)
     return rc;
 }
 
-/* Actors installed on every loop, the loops' own actors excluded. */
-static uint64_t installed(unsigned loops)
+/* Actors installed on all loops now. */
+static uint64_t installed(void)
 {
     es_stats_t st;
-    if (es_runtime_stats(es_bench.rt, -1, &st) < 0)
-        return 0;
-    return st.actors > loops ? st.actors - loops : 0;
+    return es_runtime_stats(es_bench.rt, -1, &st) < 0 ? 0 : st.actors;
 }
 
 int main(int argc, char **argv)
@@ -61,8 +59,7 @@ int main(int argc, char **argv)
     if (es_bench_init(argc, argv, "idle_actors", 1000000) < 0)
         return 2;
     const struct savina_args *a = &es_bench.args;
-    unsigned loops = es_runtime_threads(es_bench.rt);
-    uint64_t base = installed(loops);
+    uint64_t base = installed();
     long rss0 = rss_bytes();
     savina_clock_start(&es_bench.clock);
     es_spawn_opts_t opts = {0};
@@ -79,7 +76,7 @@ int main(int argc, char **argv)
      * turns; 60 s covers a badly overloaded machine. */
     uint64_t got = 0;
     for (int waited_ms = 0; waited_ms < 60000; waited_ms++) {
-        got = installed(loops) - base;
+        got = installed() - base;
         if (got >= a->n)
             break;
         usleep(1000);
