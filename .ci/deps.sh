@@ -13,6 +13,8 @@ packages=(
     libck-dev libcriterion-dev node-llhttp libuv1-dev
     # perf/bench_library links the peers it compares against
     libevent-dev libev-dev
+    # perf/savina: CAF 0.17, a benchmark peer only (caf_* targets)
+    libcaf-dev g++
     # tests/http drives the server with curl and Python's http.client and
     # runs the HTTP client against nginx (each test skips if one is missing)
     curl python3 nginx-light

@@ -823,9 +823,12 @@ static void mute(es_actor_t *s, es_actor_t *r)
         return; /* an actor never waits for itself; loop actors never wait */
     if (atomic_load_explicit(&s->muters, memory_order_relaxed))
         return; /* others wait on S: the no-cycle rule */
-    if (loop->nmutes && loop->mutes[loop->nmutes - 1].recv == r->id &&
-        loop->mutes[loop->nmutes - 1].sender == s->id)
-        return; /* muted on R by an earlier send of this behaviour */
+    /* The entries S added during this behaviour call are the last ones of
+     * the table (S has none while it runs, and nothing else on this loop
+     * mutes meanwhile): one per receiver, however many sends go over. */
+    for (uint32_t i = loop->nmutes; i-- > 0 && loop->mutes[i].sender == s->id;)
+        if (loop->mutes[i].recv == r->id)
+            return;
     if (mutes_push(loop, r->id, s->id) != 0)
         return; /* no memory to wait: S stays over the limit, unmuted */
     atomic_fetch_or_explicit(&r->muters, loop_bit(loop->index),

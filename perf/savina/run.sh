@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# Runs the Savina benchmarks (perf/savina) and writes docs/perf/savina.md.
+# Builds nothing: give the build directory (default build/). Each round runs
+# every benchmark in four configurations, interleaved so that drift on the
+# machine spreads over all of them: es with 1 thread, es with 2 threads and
+# default placement, es with 2 threads hand-placed (--placed), caf with 2
+# scheduler threads; pingpong also runs --placed --split (ping and pong on
+# two loops: the cross-thread round trip). idle_actors runs once. The
+# report holds the medians of wall and CPU time per configuration, the
+# ratios of the medians of wall time, and the issue's targets, met or
+# missed as measured.
+#
+# Usage: perf/savina/run.sh [BUILD_DIR]
+# Env: SAVINA_ROUNDS (default 5), SAVINA_OUT (default docs/perf/savina.md).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+bin=$build/perf/savina
+rounds=${SAVINA_ROUNDS:-5}
+out=${SAVINA_OUT:-$root/docs/perf/savina.md}
+benches=(pingpong counting threadring fjthroughput fjcreation big chameneos)
+# shellcheck source=perf/mem_common.sh
+source "$root/perf/mem_common.sh" # field, machine
+
+for b in "${benches[@]}"; do
+    [[ -x $bin/es_$b ]] || { echo "run.sh: $bin/es_$b missing (build first)" >&2; exit 1; }
+done
+[[ -x $bin/idle_actors ]] || { echo "run.sh: $bin/idle_actors missing" >&2; exit 1; }
+have_caf=1
+for b in "${benches[@]}"; do
+    [[ -x $bin/caf_$b ]] || have_caf=0
+done
+((have_caf)) || echo "run.sh: caf_* binaries missing; CAF columns stay empty" >&2
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+raw=$tmp/raw
+
+# run LABEL BINARY ARGS...: one run; its line goes to $raw tagged with
+# LABEL, or a failure line if it exits nonzero (wrong check or crash).
+run() {
+    local label=$1 exe=$2 line
+    shift 2
+    if line=$("$bin/$exe" "$@" 2>"$tmp/err"); then
+        echo "$label $line" >>"$raw"
+    else
+        echo "$label FAILED $exe $* : $(tr '\n' ' ' <"$tmp/err")" >>"$raw"
+        echo "run.sh: $exe $* failed: $(cat "$tmp/err")" >&2
+    fi
+}
+
+for ((r = 1; r <= rounds; r++)); do
+    echo "run.sh: round $r/$rounds" >&2
+    for b in "${benches[@]}"; do
+        run "$b/es1" "es_$b" --threads 1
+        run "$b/es2" "es_$b" --threads 2
+        run "$b/es2p" "es_$b" --threads 2 --placed
+        if ((have_caf)); then
+            run "$b/caf" "caf_$b" --threads 2
+        fi
+        if [[ $b == pingpong ]]; then
+            # Every cross-thread round trip may cost two sleeps and two
+            # wakeups: a tenth of the round trips keeps the run short.
+            run "$b/split" "es_$b" --threads 2 --placed --split --n 50000
+        fi
+    done
+done
+idle=$("$bin/idle_actors" --threads 2 2>&1) || idle="FAILED: $idle"
+
+# median LABEL KEY: the median of KEY over the runs tagged LABEL ("" if none).
+median() {
+    awk -v l="$1" -v k="$2" '$1 == l && $2 != "FAILED" {
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] }
+        }' "$raw" | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR) printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+runs() { awk -v l="$1" '$1 == l && $2 != "FAILED"' "$raw" | wc -l; }
+fails() { awk -v l="$1" '$1 == l && $2 == "FAILED"' "$raw" | wc -l; }
+ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# row NAME A B TARGET: a ratio row, A/B against "<= TARGET".
+row() {
+    local v status
+    v=$(ratio "$2" "$3" || true)
+    if [[ -z $v ]]; then
+        status="not measured"
+    elif awk -v v="$v" -v t="$4" 'BEGIN { exit !(v <= t) }'; then
+        status=met
+    else
+        status=missed
+    fi
+    echo "| $1 | ${v:-n/a} | <= $4x | $status |"
+}
+
+commit=$(git -C "$root" rev-parse --short HEAD)
+git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$commit (with local changes)"
+{
+    echo "# Savina actor benchmarks: EventServer vs CAF"
+    echo
+    echo "$(machine)."
+    echo "Commit $commit; $rounds rounds, interleaved; CAF $(dpkg-query -W -f='${Version}' libcaf-dev 2>/dev/null || echo '?')."
+    echo "Produced by \`perf/savina/run.sh\` (sources and what each benchmark does:"
+    echo "perf/savina/). Times are medians over the rounds; wall and CPU run from"
+    echo "the first spawn to the end of the benchmark (runtime start and teardown"
+    echo "excluded); CPU is the process's user+sys time. Ratios compare medians"
+    echo "of wall time. es1: EventServer, 1 thread; es2: 2 threads, default"
+    echo "placement; es2p: 2 threads, hand-placed (\`--placed\`); caf: CAF, 2"
+    echo "scheduler threads. Targets are the issue's goals."
+    for b in "${benches[@]}"; do
+        n=$(field n "$(awk -v l="$b/es1" '$1 == l && $2 != "FAILED"' "$raw" | head -1)")
+        echo
+        echo "## $b (n=${n:-?})"
+        echo
+        echo "| config | wall ms | CPU ms | runs | failed |"
+        echo "|---|---:|---:|---:|---:|"
+        for c in es1 es2 es2p caf; do
+            echo "| $c | $(median "$b/$c" wall_ms) | $(median "$b/$c" cpu_ms) | $(runs "$b/$c") | $(fails "$b/$c") |"
+        done
+        if [[ $b == pingpong ]]; then
+            echo "| es2p --split (n=50000) | $(median "$b/split" wall_ms) | $(median "$b/split" cpu_ms) | $(runs "$b/split") | $(fails "$b/split") |"
+        fi
+        es1=$(median "$b/es1" wall_ms)
+        es2=$(median "$b/es2" wall_ms)
+        es2p=$(median "$b/es2p" wall_ms)
+        caf=$(median "$b/caf" wall_ms)
+        t21=1.0
+        if [[ $b == big || $b == fjthroughput ]]; then
+            t21=0.7
+        fi
+        echo
+        echo "| ratio (wall) | value | target | status |"
+        echo "|---|---:|---|---|"
+        row es2/es1 "$es2" "$es1" "$t21"
+        row es2/es2p "$es2" "$es2p" 1.2
+        row es1/caf "$es1" "$caf" 0.3
+        row es2/caf "$es2" "$caf" 0.3
+        row es2p/caf "$es2p" "$caf" 0.3
+        if [[ $b == pingpong ]]; then
+            echo
+            for c in es2p split; do
+                w=$(median "$b/$c" wall_ms)
+                cn=$(field n "$(awk -v l="$b/$c" '$1 == l && $2 != "FAILED"' "$raw" | head -1)")
+                [[ -n $w && -n $cn ]] || continue
+                rt=$(awk -v w="$w" -v n="$cn" 'BEGIN { printf "%.3f", w * 1000 / n }')
+                what="both on one loop"
+                if [[ $c == split ]]; then
+                    what="ping and pong on two loops (cross-thread)"
+                fi
+                echo "Round trip, $what: $rt µs (median wall / n, n=$cn)."
+            done
+        fi
+    done
+    echo
+    echo "## idle_actors"
+    echo
+    echo "1,000,000 idle actors spawned from main (2 threads, default placement),"
+    echo "one run; bytes per actor = RSS growth / actors."
+    echo
+    echo '```'
+    echo "$idle"
+    echo '```'
+    echo
+    echo "## Raw lines"
+    echo
+    echo '```'
+    cat "$raw"
+    echo '```'
+} >"$out"
+echo "run.sh: wrote $out" >&2
