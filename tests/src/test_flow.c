@@ -439,3 +439,83 @@ Test(flow, send_wait_refused_on_a_demux_thread, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(es_send_wait(rt, id, &(es_msg_t){.type = 1}, 0), -EINVAL);
     es_test_free(rt);
 }
+
+/* --- one wait per receiver, however many sends go over ----------------------
+ */
+
+#define FAN_RECEIVERS 3
+#define FAN_SENDS 200u
+
+struct fan {
+    es_actor_id_t to[FAN_RECEIVERS];
+    atomic_int rc;
+    atomic_ullong done;
+};
+
+static int fan_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct fan *f = es_actor_state(self);
+
+    if (msg->type != MSG_KICK)
+        return 0;
+    /* Round-robin over the receivers, far over each one's limit. */
+    for (unsigned i = 0; i < FAN_SENDS; i++) {
+        es_msg_t m = es_msg_u64(MSG_DATA, i / FAN_RECEIVERS);
+        int rc = es_send(es_actor_runtime(self), f->to[i % FAN_RECEIVERS], &m);
+        if (rc)
+            atomic_store(&f->rc, rc);
+    }
+    atomic_store(&f->done, 1);
+    return 0;
+}
+
+/* A behaviour that floods several full receivers in turn waits once on
+ * each: its loop's mute table holds one entry per receiver, not one per
+ * send (one per send made unmuting quadratic: a driver flooding 60
+ * workers kept 1.2 M entries). */
+Test(flow, one_wait_per_receiver, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(
+        &(es_runtime_opts_t){.threads = 2, .mailbox_capacity = 8});
+    struct hold h = {0};
+    struct consumer c[FAN_RECEIVERS] = {0};
+    struct fan f = {0};
+    es_actor_id_t fan;
+    es_msg_t kick = es_msg_make(MSG_KICK), hold = es_msg_make(MSG_HOLD);
+    es_actor_id_t holder;
+    es_stats_t st;
+
+    cr_assert_eq(sem_init(&h.go, 0, 0), 0);
+    /* The receivers live on a loop held busy, so they stay full. */
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){
+                       .behaviour = hold_cb, .state = &h, .loop = ES_LOOP(1)},
+                   &holder));
+    for (unsigned i = 0; i < FAN_RECEIVERS; i++)
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = consumer_cb,
+                                          .state = &c[i],
+                                          .loop = ES_LOOP(1)},
+                       &f.to[i]));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){
+                       .behaviour = fan_cb, .state = &f, .loop = ES_LOOP(0)},
+                   &fan));
+    ES_OK(es_runtime_start(rt));
+    ES_OK(es_send(rt, holder, &hold));
+    ES_WAIT_GE(h.inside, 1);
+    ES_OK(es_send(rt, fan, &kick));
+    ES_WAIT_GE(f.done, 1);
+    cr_assert_eq(atomic_load(&f.rc), 0);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_eq(st.mutes, FAN_RECEIVERS, "%llu waits for %d receivers",
+                 (unsigned long long)st.mutes, FAN_RECEIVERS);
+    cr_assert_eq(sem_post(&h.go), 0);
+    for (unsigned i = 0; i < FAN_RECEIVERS; i++) {
+        ES_WAIT_GE(c[i].got,
+                   (FAN_SENDS + FAN_RECEIVERS - 1 - i) / FAN_RECEIVERS);
+        cr_assert_eq(atomic_load(&c[i].disorder), 0);
+    }
+    es_test_free(rt);
+    sem_destroy(&h.go);
+}
