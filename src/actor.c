@@ -419,6 +419,21 @@ struct es__migration {
     } * snap;
 };
 
+/* A loop that has not slept for SATURATED_NS has no time to spare. When
+ * the actor's own loop is saturated too, moving it would trade parallelism
+ * for locality, so it stays; an actor on a loop that idles moves to a busy
+ * one, because its loop adds nothing but hops. */
+#define SATURATED_NS (5u * 1000u * 1000u)
+
+static bool saturated(struct es__loop *loop)
+{
+    if (atomic_load_explicit(&loop->sleeping, memory_order_relaxed))
+        return false;
+    uint64_t since =
+        atomic_load_explicit(&loop->awake_since, memory_order_relaxed);
+    return es__now_ns() - since > SATURATED_NS;
+}
+
 /* End of a window: publish the hot sender and decide where to live. */
 static void place_check(es_actor_t *a)
 {
@@ -436,8 +451,8 @@ static void place_check(es_actor_t *a)
     if (!p || p->is_loop)
         return;
     struct es__loop *home = es__actor_home(p);
-    if (home == a->loop)
-        return;
+    if (home == a->loop || (saturated(home) && saturated(a->loop)))
+        return; /* both busy: parallel work, not a chain to shorten */
     if (atomic_load_explicit(&p->hot, memory_order_relaxed) == a->id &&
         a->id < p->id)
         return; /* a pair: the other one moves */

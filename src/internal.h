@@ -573,7 +573,10 @@ struct es__loop {
     bool thread_started;
 
     /* Any thread: the wakeup handshake (chan.c) and the inbound list. */
-    atomic_int sleeping;                /* 1 while asleep or about to be */
+    atomic_int sleeping; /* 1 while asleep or about to be */
+    /* es__now_ns() when it last woke from epoll_wait() (placement reads it
+     * to see a loop that has been busy for long: relaxed, a hint). */
+    _Atomic uint64_t awake_since;
     _Atomic(struct es__chan *) inbound; /* push-only: senders CAS, loop reads */
     atomic_uint
         nactors; /* actors assigned here: spawners add, loop subtracts */

@@ -345,6 +345,8 @@ static void sleep_until_work(struct es__loop *loop)
     ES__STAT_ADD(loop->sleeps, 1);
     poll_events(loop, timeout);
     atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
+    atomic_store_explicit(&loop->awake_since, es__now_ns(),
+                          memory_order_relaxed);
     if (adaptive)
         spin_learn(since, spin_ns != 0, ran_out);
 }
@@ -395,6 +397,11 @@ void *es__loop_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     tls_loop = loop;
+    /* A loop that is busy from its first turn counts as saturated at once
+     * (placement, actor.c): the clock starts as if it had been awake for
+     * long already. */
+    atomic_store_explicit(&loop->awake_since, es__now_ns() - (1ull << 40),
+                          memory_order_relaxed);
     if (es__thread_bind(rt, &loop->tctx) != 0)
         es__log(ES_LOG_ERROR,
                 "loop %u: no memory for its thread record; "

@@ -5,12 +5,16 @@
  * savina_work(); a worker reports to the driver after its n-th. check = the
  * messages the workers handled. --placed: workers spread over the loops
  * (worker i on loop i mod threads), the driver on loop 0.
+ *
+ * The driver sends one round per call, with a message to itself between
+ * rounds (the streaming idiom of actor.h), so muting keeps it within the
+ * workers' mailbox limits instead of one call queueing all n rounds.
  */
 #include "es_common.h"
 
 #include <math.h>
 
-enum { WORK = ES_MSG_USER, DONE };
+enum { WORK = ES_MSG_USER, DONE, NEXT };
 
 struct worker {
     uint64_t count;
@@ -18,6 +22,7 @@ struct worker {
 };
 
 struct driver {
+    uint64_t round;
     uint64_t handled;
     unsigned finished;
     double acc;
@@ -45,9 +50,11 @@ static int driver_cb(es_actor_t *self, es_msg_t *msg)
     struct driver *d = es_actor_state(self);
     switch (msg->type) {
     case ES_MSG_START:
-        for (uint64_t m = 0; m < es_bench.args.n; m++)
-            for (unsigned k = 0; k < SAVINA_FJ_ACTORS; k++)
-                es_bench_send3(worker_ids[k], WORK, m, 0, 0);
+    case NEXT:
+        for (unsigned k = 0; k < SAVINA_FJ_ACTORS; k++)
+            es_bench_send3(worker_ids[k], WORK, d->round, 0, 0);
+        if (++d->round < es_bench.args.n)
+            es_bench_send3(es_actor_self(self), NEXT, 0, 0, 0);
         break;
     case DONE: {
         double acc;

@@ -192,7 +192,9 @@ static void run_cycle(unsigned threads, unsigned n)
     ES_OK(es_runtime_start(rt));
     for (unsigned i = 0; i < n; i++) {
         es_msg_t kick = es_msg_make(MSG_KICK);
-        ES_OK(es_send(rt, id[i], &kick));
+        /* From main: the mailbox may be full already (foreign threads get
+         * -EAGAIN, so wait for room). */
+        ES_OK(es_send_wait(rt, id[i], &kick, 10000));
     }
     ES_WAIT_GE(delivered, n * CYCLE_BURST * hops);
     cr_assert_eq(atomic_load(&rc), 0, "a send in the cycle failed: %d",
