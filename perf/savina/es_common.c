@@ -5,6 +5,7 @@
 #include "es_common.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <pthread.h>
 
 struct es_bench es_bench;
@@ -22,6 +23,11 @@ int es_bench_init(int argc, char **argv, const char *name, uint64_t default_n)
         return -1;
     es_runtime_opts_t opts = {0};
     opts.threads = b->args.threads;
+    /* run.sh measures the cross-thread round trip with adaptive spinning
+     * on and off: SAVINA_ES_SPIN=1 or -1 (es_runtime_opts_t.adaptive_spin). */
+    const char *spin = getenv("SAVINA_ES_SPIN");
+    if (spin)
+        opts.adaptive_spin = atoi(spin);
     /* Hand-placed means pinned: nothing moves by itself. */
     if (b->args.placed)
         opts.colocate = -1;

@@ -13,13 +13,16 @@
 # missed as measured.
 #
 # Usage: perf/savina/run.sh [BUILD_DIR]
-# Env: SAVINA_ROUNDS (default 5), SAVINA_OUT (default docs/perf/savina.md).
+# Env: SAVINA_ROUNDS (default 5), SAVINA_OUT (default docs/perf/savina.md),
+# SAVINA_TIMEOUT (seconds per run, default 30: a run past it counts as
+# failed, "timed out", and is left out of the medians).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 bin=$build/perf/savina
 rounds=${SAVINA_ROUNDS:-5}
+limit=${SAVINA_TIMEOUT:-30}
 out=${SAVINA_OUT:-$root/docs/perf/savina.md}
 benches=(pingpong counting threadring fjthroughput fjcreation big chameneos)
 # shellcheck source=perf/mem_common.sh
@@ -42,10 +45,14 @@ raw=$tmp/raw
 # run LABEL BINARY ARGS...: one run; its line goes to $raw tagged with
 # LABEL, or a failure line if it exits nonzero (wrong check or crash).
 run() {
-    local label=$1 exe=$2 line
+    local label=$1 exe=$2 line rc=0
     shift 2
-    if line=$("$bin/$exe" "$@" 2>"$tmp/err"); then
+    line=$(timeout "$limit" "$bin/$exe" "$@" 2>"$tmp/err") || rc=$?
+    if ((rc == 0)); then
         echo "$label $line" >>"$raw"
+    elif ((rc == 124)); then
+        echo "$label FAILED $exe $* : timed out after $limit s" >>"$raw"
+        echo "run.sh: $exe $* timed out after $limit s" >&2
     else
         echo "$label FAILED $exe $* : $(tr '\n' ' ' <"$tmp/err")" >>"$raw"
         echo "run.sh: $exe $* failed: $(cat "$tmp/err")" >&2
@@ -64,7 +71,11 @@ for ((r = 1; r <= rounds; r++)); do
         if [[ $b == pingpong ]]; then
             # Every cross-thread round trip may cost two sleeps and two
             # wakeups: a tenth of the round trips keeps the run short.
-            run "$b/split" "es_$b" --threads 2 --placed --split --n 50000
+            # With and without adaptive spinning (SAVINA_ES_SPIN).
+            SAVINA_ES_SPIN=1 run "$b/split" "es_$b" --threads 2 --placed \
+                --split --n 50000
+            SAVINA_ES_SPIN=-1 run "$b/split_nospin" "es_$b" --threads 2 \
+                --placed --split --n 50000
         fi
     done
 done
@@ -119,7 +130,8 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
             echo "| $c | $(median "$b/$c" wall_ms) | $(median "$b/$c" cpu_ms) | $(runs "$b/$c") | $(fails "$b/$c") |"
         done
         if [[ $b == pingpong ]]; then
-            echo "| es2p --split (n=50000) | $(median "$b/split" wall_ms) | $(median "$b/split" cpu_ms) | $(runs "$b/split") | $(fails "$b/split") |"
+            echo "| es2p --split, adaptive spin (n=50000) | $(median "$b/split" wall_ms) | $(median "$b/split" cpu_ms) | $(runs "$b/split") | $(fails "$b/split") |"
+            echo "| es2p --split, no spin (n=50000) | $(median "$b/split_nospin" wall_ms) | $(median "$b/split_nospin" cpu_ms) | $(runs "$b/split_nospin") | $(fails "$b/split_nospin") |"
         fi
         es1=$(median "$b/es1" wall_ms)
         es2=$(median "$b/es2" wall_ms)
@@ -139,16 +151,20 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
         row es2p/caf "$es2p" "$caf" 0.3
         if [[ $b == pingpong ]]; then
             echo
-            for c in es2p split; do
+            for c in es2p split split_nospin; do
                 w=$(median "$b/$c" wall_ms)
+                cpu=$(median "$b/$c" cpu_ms)
                 cn=$(field n "$(awk -v l="$b/$c" '$1 == l && $2 != "FAILED"' "$raw" | head -1)")
                 [[ -n $w && -n $cn ]] || continue
                 rt=$(awk -v w="$w" -v n="$cn" 'BEGIN { printf "%.3f", w * 1000 / n }')
-                what="both on one loop"
-                if [[ $c == split ]]; then
-                    what="ping and pong on two loops (cross-thread)"
-                fi
-                echo "Round trip, $what: $rt µs (median wall / n, n=$cn)."
+                rc=$(awk -v w="$cpu" -v n="$cn" 'BEGIN { printf "%.3f", w * 1000 / n }')
+                case $c in
+                es2p) what="both on one loop" ;;
+                split) what="on two loops, adaptive spinning (the default)" ;;
+                *) what="on two loops, adaptive spinning off" ;;
+                esac
+                echo "Round trip, $what: $rt µs, CPU $rc µs per round trip (medians / n, n=$cn)."
+                echo
             done
         fi
     done
@@ -160,6 +176,12 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
     echo
     echo '```'
     echo "$idle"
+    echo '```'
+    echo
+    echo "## Runs that failed or timed out"
+    echo
+    echo '```'
+    awk '$2 == "FAILED"' "$raw"
     echo '```'
     echo
     echo "## Raw lines"
