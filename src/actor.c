@@ -169,6 +169,16 @@ static void unmute_waiters(es_actor_t *a, bool gone);
 
 /* Messages per placement window (see "placement" below). */
 #define PLACE_WINDOW 64u
+/* The window of an actor with no hot sender yet: a pair split at spawn
+ * finds each other after a few cross-thread hops, not 64. */
+#define PLACE_FIRST_WINDOW 8u
+
+static inline uint16_t place_window(const es_actor_t *a)
+{
+    return atomic_load_explicit(&a->hot, memory_order_relaxed)
+               ? PLACE_WINDOW
+               : PLACE_FIRST_WINDOW;
+}
 
 /* One vote for the sender of a handled message: Boyer-Moore's majority
  * vote, so a sender of most of a window ends as the candidate. */
@@ -182,7 +192,7 @@ static inline void sample_sender(es_actor_t *a, es_actor_id_t from)
         a->hot_cand = from;
         a->hot_votes = 1;
     }
-    if (++a->win_n == PLACE_WINDOW)
+    if (++a->win_n >= place_window(a))
         place_check(a);
 }
 
@@ -366,7 +376,8 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
 /* --- placement: sampling and migration (home threads) ---------------------
  *
  * Co-location. Each actor takes a majority vote over the senders of every
- * window of PLACE_WINDOW messages it handles (sample_sender()). A sender
+ * window of PLACE_WINDOW messages it handles (sample_sender()), or of
+ * PLACE_FIRST_WINDOW while it has no hot sender yet. A sender
  * that sent most of the window is the actor's `hot` sender. If that sender
  * lives on another loop, the actor is marked to move there
  * (place_check()). Two actors that are each other's hot sender would swap
@@ -438,7 +449,7 @@ static bool saturated(struct es__loop *loop)
 static void place_check(es_actor_t *a)
 {
     es_actor_id_t cand =
-        a->hot_votes >= PLACE_WINDOW / 4 ? a->hot_cand : ES_ACTOR_NONE;
+        a->hot_votes >= a->win_n / 4 ? a->hot_cand : ES_ACTOR_NONE;
     a->win_n = 0;
     a->hot_votes = 0;
     a->hot_cand = ES_ACTOR_NONE;
