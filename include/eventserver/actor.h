@@ -224,8 +224,8 @@ ES_EXTERN int es_send_wait(es_runtime_t *rt, es_actor_id_t to,
 /*
  * Asks actor `id` to stop: it receives ES_MSG_STOP after the messages the
  * calling thread sent it before. Stop requests ignore the mailbox limit.
- * Returns: 0, -ESRCH if it already stopped, -EAGAIN if the ring to its
- * thread is full, -ENOMEM.
+ * Returns: 0, -ESRCH if it already stopped, -EAGAIN (foreign threads only)
+ * if the ring to its thread is full, -ENOMEM.
  * Thread: any.
  */
 ES_EXTERN int es_stop(es_runtime_t *rt, es_actor_id_t id);
