@@ -99,6 +99,19 @@ int es_bench_end(uint64_t expected)
         pthread_cond_wait(&done_cv, &done_mu);
     uint64_t check = done_check;
     pthread_mutex_unlock(&done_mu);
+    if (getenv("SAVINA_ES_STATS")) {
+        /* What the runtime did, on stderr (run.sh reads only stdout). */
+        es_stats_t st;
+        if (es_runtime_stats(es_bench.rt, -1, &st) == 0)
+            fprintf(stderr,
+                    "%s: migrations=%llu mutes=%llu overflowed=%llu "
+                    "sleeps=%llu wakeups_written=%llu\n",
+                    es_bench.name, (unsigned long long)st.migrations,
+                    (unsigned long long)st.mutes,
+                    (unsigned long long)st.overflowed,
+                    (unsigned long long)st.sleeps,
+                    (unsigned long long)st.wakeups_written);
+    }
     es_runtime_free(es_bench.rt);
     return savina_report(es_bench.name, "es", &es_bench.args, &es_bench.clock,
                          check, expected);

@@ -13,6 +13,8 @@
 # missed as measured.
 #
 # Usage: perf/savina/run.sh [BUILD_DIR]
+#        SAVINA_RAW=FILE perf/savina/run.sh   (re-render a report from the
+#        "Raw lines" of an earlier one, without running anything)
 # Env: SAVINA_ROUNDS (default 5), SAVINA_OUT (default docs/perf/savina.md),
 # SAVINA_TIMEOUT (seconds per run, default 30: a run past it counts as
 # failed, "timed out", and is left out of the medians).
@@ -28,6 +30,14 @@ benches=(pingpong counting threadring fjthroughput fjcreation big chameneos)
 # shellcheck source=perf/mem_common.sh
 source "$root/perf/mem_common.sh" # field, machine
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+raw=$tmp/raw
+
+if [[ -n ${SAVINA_RAW:-} ]]; then
+    sed -n '/^## Raw lines/,$p' "$SAVINA_RAW" | grep -v '^##\|^```\|^$' >"$raw"
+    rounds=$(awk '$1 == "pingpong/es1"' "$raw" | wc -l)
+else
 for b in "${benches[@]}"; do
     [[ -x $bin/es_$b ]] || { echo "run.sh: $bin/es_$b missing (build first)" >&2; exit 1; }
 done
@@ -38,9 +48,13 @@ for b in "${benches[@]}"; do
 done
 ((have_caf)) || echo "run.sh: caf_* binaries missing; CAF columns stay empty" >&2
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-raw=$tmp/raw
+commit=$(git -C "$root" rev-parse --short HEAD)
+git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$commit (with local changes)"
+{
+    echo "#machine $(machine)"
+    echo "#commit $commit"
+    echo "#limit $limit"
+} >"$raw"
 
 # run LABEL BINARY ARGS...: one run; its line goes to $raw tagged with
 # LABEL, or a failure line if it exits nonzero (wrong check or crash).
@@ -80,6 +94,13 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 idle=$("$bin/idle_actors" --threads 2 2>&1) || idle="FAILED: $idle"
+echo "idle $idle" >>"$raw"
+fi
+
+idle=$(awk '$1 == "idle"' "$raw" | cut -d' ' -f2-)
+meta() { awk -v k="#$1" '$1 == k' "$raw" | cut -d' ' -f2-; }
+limit=$(meta limit)
+limit=${limit:-30}
 
 # median LABEL KEY: the median of KEY over the runs tagged LABEL ("" if none).
 median() {
@@ -90,14 +111,22 @@ median() {
 }
 runs() { awk -v l="$1" '$1 == l && $2 != "FAILED"' "$raw" | wc -l; }
 fails() { awk -v l="$1" '$1 == l && $2 == "FAILED"' "$raw" | wc -l; }
-ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio A B: A/B with two decimals; "<x" when B is a lower bound (">ms").
+ratio() {
+    [[ -n $1 && -n $2 ]] || return 1
+    if [[ $2 == \>* ]]; then
+        awk -v a="$1" -v b="${2#>}" 'BEGIN { printf "<%.3f", a / b }'
+    else
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+    fi
+}
 # row NAME A B TARGET: a ratio row, A/B against "<= TARGET".
 row() {
     local v status
     v=$(ratio "$2" "$3" || true)
     if [[ -z $v ]]; then
         status="not measured"
-    elif awk -v v="$v" -v t="$4" 'BEGIN { exit !(v <= t) }'; then
+    elif awk -v v="${v#<}" -v t="$4" 'BEGIN { exit !(v <= t) }'; then
         status=met
     else
         status=missed
@@ -105,13 +134,22 @@ row() {
     echo "| $1 | ${v:-n/a} | <= $4x | $status |"
 }
 
-commit=$(git -C "$root" rev-parse --short HEAD)
-git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$commit (with local changes)"
+timeouts() { awk -v l="$1" '$1 == l && $2 == "FAILED" && /timed out/' "$raw" | wc -l; }
+# caf_wall B: CAF's median wall ms, or ">LIMIT" when every run timed out.
+caf_wall() {
+    local m
+    m=$(median "$1/caf" wall_ms)
+    if [[ -z $m && $(timeouts "$1/caf") -gt 0 ]]; then
+        m=">$((limit * 1000))"
+    fi
+    echo "$m"
+}
+
 {
     echo "# Savina actor benchmarks: EventServer vs CAF"
     echo
-    echo "$(machine)."
-    echo "Commit $commit; $rounds rounds, interleaved; CAF $(dpkg-query -W -f='${Version}' libcaf-dev 2>/dev/null || echo '?')."
+    echo "$(meta machine)."
+    echo "Commit $(meta commit); $rounds rounds, interleaved; CAF $(dpkg-query -W -f='${Version}' libcaf-dev 2>/dev/null || echo '?')."
     echo "Produced by \`perf/savina/run.sh\` (sources and what each benchmark does:"
     echo "perf/savina/). Times are medians over the rounds; wall and CPU run from"
     echo "the first spawn to the end of the benchmark (runtime start and teardown"
@@ -119,6 +157,32 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
     echo "of wall time. es1: EventServer, 1 thread; es2: 2 threads, default"
     echo "placement; es2p: 2 threads, hand-placed (\`--placed\`); caf: CAF, 2"
     echo "scheduler threads. Targets are the issue's goals."
+    echo
+    echo "## Summary (wall time, medians)"
+    echo
+    echo "| benchmark | es1 ms | es2 ms | es2/es1 | es2/es2p | es2/caf | targets met |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    for b in "${benches[@]}"; do
+        es1=$(median "$b/es1" wall_ms)
+        es2=$(median "$b/es2" wall_ms)
+        es2p=$(median "$b/es2p" wall_ms)
+        caf=$(caf_wall "$b")
+        t21=1.0
+        if [[ $b == big || $b == fjthroughput ]]; then
+            t21=0.7
+        fi
+        met=0 all=0
+        for spec in "$es2 $es1 $t21" "$es2 $es2p 1.2" "$es1 $caf 0.3" \
+            "$es2 $caf 0.3" "$es2p $caf 0.3"; do
+            read -r a bb t <<<"$spec"
+            all=$((all + 1))
+            v=$(ratio "$a" "$bb" || true)
+            if [[ -n $v ]] && awk -v v="${v#<}" -v t="$t" 'BEGIN { exit !(v <= t) }'; then
+                met=$((met + 1))
+            fi
+        done
+        echo "| $b | $es1 | $es2 | $(ratio "$es2" "$es1" || echo n/a) | $(ratio "$es2" "$es2p" || echo n/a) | $(ratio "$es2" "$caf" || echo n/a) | $met of $all |"
+    done
     for b in "${benches[@]}"; do
         n=$(field n "$(awk -v l="$b/es1" '$1 == l && $2 != "FAILED"' "$raw" | head -1)")
         echo
@@ -127,7 +191,11 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
         echo "| config | wall ms | CPU ms | runs | failed |"
         echo "|---|---:|---:|---:|---:|"
         for c in es1 es2 es2p caf; do
-            echo "| $c | $(median "$b/$c" wall_ms) | $(median "$b/$c" cpu_ms) | $(runs "$b/$c") | $(fails "$b/$c") |"
+            w=$(median "$b/$c" wall_ms)
+            if [[ -z $w && $(timeouts "$b/$c") -gt 0 ]]; then
+                w=">$((limit * 1000)) (timed out)"
+            fi
+            echo "| $c | $w | $(median "$b/$c" cpu_ms) | $(runs "$b/$c") | $(fails "$b/$c") |"
         done
         if [[ $b == pingpong ]]; then
             echo "| es2p --split, adaptive spin (n=50000) | $(median "$b/split" wall_ms) | $(median "$b/split" cpu_ms) | $(runs "$b/split") | $(fails "$b/split") |"
@@ -136,7 +204,7 @@ git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$c
         es1=$(median "$b/es1" wall_ms)
         es2=$(median "$b/es2" wall_ms)
         es2p=$(median "$b/es2p" wall_ms)
-        caf=$(median "$b/caf" wall_ms)
+        caf=$(caf_wall "$b")
         t21=1.0
         if [[ $b == big || $b == fjthroughput ]]; then
             t21=0.7
