@@ -26,9 +26,13 @@
 
 static int rt_open(unsigned threads, es_runtime_t **out)
 {
+    /* These cases measure the transport between threads: the actors stay
+     * where the case puts them (co-location would move a cross-thread
+     * pair onto one thread). */
     es_runtime_opts_t opts = {
         .threads = threads,
         .mailbox_capacity = BENCH_MAILBOX,
+        .colocate = -1,
     };
     int rc = es_runtime_new(&opts, out);
 
