@@ -8,6 +8,8 @@
  */
 #include "es_test.h"
 
+#include <eventserver/timer.h>
+
 #include <pthread.h>
 #include <semaphore.h>
 
@@ -533,6 +535,74 @@ Test(flow, one_wait_per_receiver, .timeout = ES_TEST_TIMEOUT)
                    (FAN_SENDS + FAN_RECEIVERS - 1 - i) / FAN_RECEIVERS);
         cr_assert_eq(atomic_load(&c[i].disorder), 0);
     }
+    es_test_free(rt);
+    sem_destroy(&h.go);
+}
+
+/* --- a muted actor's timers wait with it ------------------------------------
+ */
+
+struct ticking {
+    es_actor_id_t to;
+    atomic_ullong ticks, filled;
+};
+
+static int ticking_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct ticking *t = es_actor_state(self);
+
+    if (msg->type == ES_MSG_START)
+        return es_timer_start(self, 1, 1, 0, NULL);
+    if (msg->type == ES_MSG_TIMER)
+        atomic_fetch_add(&t->ticks, 1);
+    if (msg->type == MSG_KICK) {
+        for (unsigned i = 0; i < 20; i++) {
+            es_msg_t m = es_msg_u64(MSG_DATA, i);
+            int rc = es_send(es_actor_runtime(self), t->to, &m);
+            if (rc)
+                return rc;
+        }
+        atomic_store(&t->filled, 1);
+    }
+    return 0;
+}
+
+/* design.md, "Flow control": what reaches a muted actor directly, a timer
+ * included, waits in its queue until it is unmuted. */
+Test(flow, muted_actor_timers_wait, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct hold h = {0};
+    struct ticking t = {0};
+    es_actor_id_t id;
+    es_msg_t hold = es_msg_make(MSG_HOLD), kick = es_msg_make(MSG_KICK);
+
+    cr_assert_eq(sem_init(&h.go, 0, 0), 0);
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = hold_cb,
+                                      .state = &h,
+                                      .loop = ES_LOOP(1),
+                                      .mailbox_capacity = 4},
+                   &t.to));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = ticking_cb,
+                                      .state = &t,
+                                      .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_runtime_start(rt));
+    ES_WAIT_GE(t.ticks, 3);
+    ES_OK(es_send(rt, t.to, &hold));
+    ES_WAIT_GE(h.inside, 1);
+    ES_OK(es_send(rt, id, &kick));
+    ES_WAIT_GE(t.filled, 1);
+    es_test_sleep_ms(20); /* a tick already on its way may still land */
+    unsigned long long ticks = atomic_load(&t.ticks);
+    es_test_sleep_ms(100);
+    cr_assert_eq(atomic_load(&t.ticks), ticks,
+                 "a muted actor's timer ran %llu times",
+                 atomic_load(&t.ticks) - ticks);
+    cr_assert_eq(sem_post(&h.go), 0);
+    ES_WAIT_GE(t.ticks, ticks + 3); /* unmuted: the timer runs again */
     es_test_free(rt);
     sem_destroy(&h.go);
 }
