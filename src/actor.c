@@ -214,14 +214,38 @@ static int call_behaviour(es_actor_t *a, es_msg_t *m)
     return rc;
 }
 
+/* A deadline of the loop's wheel (deadline.c): a module's own timeout,
+ * which must not wait in a queue after es__deadline_clear(). */
+static bool is_deadline(const es_msg_t *m)
+{
+    return m->type == ES_MSG_TIMER && m->inl.u64[0] == ES__DEADLINE_TAG &&
+           m->inl.u64[1] == 0;
+}
+
+void es__actor_drop_timer(es_actor_t *a, uint64_t timer_id)
+{
+    struct es__msgq *q = &a->q;
+    uint32_t mask = q->cap - 1, kept = 0;
+    for (uint32_t i = 0; i < q->count; i++) {
+        es_msg_t *m = &q->buf[(q->head + i) & mask];
+        if (m->type == ES_MSG_TIMER && m->inl.u64[1] == timer_id)
+            continue;
+        if (kept != i)
+            q->buf[(q->head + kept) & mask] = *m;
+        kept++;
+    }
+    q->count = kept;
+}
+
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
 {
     /* A muted actor is not run: what reaches it directly (a timer, a
-     * deadline, a message routed to an empty queue) waits in its queue.
+     * message routed to an empty queue) waits in its queue, and
+     * es_timer_stop() takes a cancelled timer's expiries back out of it.
      * Readiness of its fds is the exception: epoll reports it again and
      * again, so it is delivered (a connection actor stops reading itself
-     * while muted, see actors/conn.c). */
-    if (a->mute_count && m->type != ES_MSG_IO &&
+     * while muted, see actors/conn.c). So are a module's deadlines. */
+    if (a->mute_count && m->type != ES_MSG_IO && !is_deadline(m) &&
         es__msgq_push(&a->q, m, false) == 0)
         return;
     if (m->type == ES__MSG_STOP_REQ) {

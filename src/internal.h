@@ -435,6 +435,9 @@ void es__migrations_free(struct es__loop *loop);
 /* Delivers m to a now (home thread, top level, a installed and live); a
  * muted actor gets it queued instead (ES_MSG_IO excepted). */
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m);
+/* Drops the expiries of timer_id that wait in a's queue (a was muted when
+ * they fired): es_timer_stop() promises none is delivered after it. */
+void es__actor_drop_timer(es_actor_t *a, uint64_t timer_id);
 /* Senders of `loop` muted on receiver rid may run again (home thread). */
 void es__unmute(struct es__loop *loop, es_actor_id_t rid);
 /* Unmutes entries whose receiver has room or is gone (the safety net for

@@ -8,8 +8,9 @@
  * its timers along: they keep their ids and get slots on the new loop,
  * where es_timer_stop() finds them on the actor's own list. Everything here
  * runs on the owning loop's thread only; an expiry is delivered straight into
- * the owner's behaviour, so once es_timer_stop() returns nothing of that timer
- * can still be on its way.
+ * the owner's behaviour (a muted owner's waits in its queue, and
+ * es_timer_stop() takes it back out), so once es_timer_stop() returns
+ * nothing of that timer can still be on its way.
  */
 #include "internal.h"
 
@@ -266,6 +267,8 @@ int es_timer_stop(es_actor_t *self, es_timer_id_t id)
         return -ENOENT;
     heap_remove(ts, t);
     timer_free(ts, t);
+    if (self->q.count)
+        es__actor_drop_timer(self, id); /* expiries queued while muted */
     return 0;
 }
 

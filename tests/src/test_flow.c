@@ -544,7 +544,10 @@ Test(flow, one_wait_per_receiver, .timeout = ES_TEST_TIMEOUT)
 
 struct ticking {
     es_actor_id_t to;
+    es_timer_id_t timer;
     atomic_ullong ticks, filled;
+    atomic_int stop_rc;
+    atomic_ullong stopped, late; /* ticks after es_timer_stop() returned 0 */
 };
 
 static int ticking_cb(es_actor_t *self, es_msg_t *msg)
@@ -552,9 +555,17 @@ static int ticking_cb(es_actor_t *self, es_msg_t *msg)
     struct ticking *t = es_actor_state(self);
 
     if (msg->type == ES_MSG_START)
-        return es_timer_start(self, 1, 1, 0, NULL);
-    if (msg->type == ES_MSG_TIMER)
+        return es_timer_start(self, 1, 1, 0, &t->timer);
+    if (msg->type == ES_MSG_TIMER) {
         atomic_fetch_add(&t->ticks, 1);
+        if (atomic_load(&t->stopped))
+            atomic_fetch_add(&t->late, 1);
+    }
+    if (msg->type == MSG_NEXT) {
+        int rc = es_timer_stop(self, t->timer);
+        atomic_store(&t->stop_rc, rc);
+        atomic_store(&t->stopped, rc == 0 ? 1 : 2);
+    }
     if (msg->type == MSG_KICK) {
         for (unsigned i = 0; i < 20; i++) {
             es_msg_t m = es_msg_u64(MSG_DATA, i);
@@ -603,6 +614,50 @@ Test(flow, muted_actor_timers_wait, .timeout = ES_TEST_TIMEOUT)
                  atomic_load(&t.ticks) - ticks);
     cr_assert_eq(sem_post(&h.go), 0);
     ES_WAIT_GE(t.ticks, ticks + 3); /* unmuted: the timer runs again */
+    es_test_free(rt);
+    sem_destroy(&h.go);
+}
+
+/* es_timer_stop() promises that no expiry of the timer is delivered after
+ * it returns 0, also when expiries waited in the queue of a muted actor
+ * (found by fuzz_runtime: "timer fired in state 3"). */
+Test(flow, timer_stopped_after_mute_never_fires, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct hold h = {0};
+    struct ticking t = {0};
+    es_actor_id_t id;
+    es_msg_t hold = es_msg_make(MSG_HOLD), kick = es_msg_make(MSG_KICK);
+    es_msg_t stop = es_msg_make(MSG_NEXT);
+
+    cr_assert_eq(sem_init(&h.go, 0, 0), 0);
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = hold_cb,
+                                      .state = &h,
+                                      .loop = ES_LOOP(1),
+                                      .mailbox_capacity = 4},
+                   &t.to));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = ticking_cb,
+                                      .state = &t,
+                                      .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_runtime_start(rt));
+    ES_WAIT_GE(t.ticks, 3);
+    ES_OK(es_send(rt, t.to, &hold));
+    ES_WAIT_GE(h.inside, 1);
+    ES_OK(es_send(rt, id, &kick));
+    ES_WAIT_GE(t.filled, 1);
+    es_test_sleep_ms(20); /* expiries queue up in the muted actor */
+    ES_OK(es_send(rt, id, &stop));
+    es_test_sleep_ms(20); /* and more behind the stop request */
+    cr_assert_eq(sem_post(&h.go), 0);
+    ES_WAIT_GE(t.stopped, 1);
+    cr_assert_eq(atomic_load(&t.stop_rc), 0);
+    es_test_sleep_ms(50);
+    cr_assert_eq(atomic_load(&t.late), 0,
+                 "%llu expiries after es_timer_stop() returned 0",
+                 (unsigned long long)atomic_load(&t.late));
     es_test_free(rt);
     sem_destroy(&h.go);
 }
