@@ -120,13 +120,15 @@ ratio() {
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
     fi
 }
+# meets V T: ratio V (possibly "<x", a bound) is at most the target T.
+meets() { [[ -n $1 ]] && awk -v v="${1#<}" -v t="$2" 'BEGIN { exit !(v <= t) }'; }
 # row NAME A B TARGET: a ratio row, A/B against "<= TARGET".
 row() {
     local v status
     v=$(ratio "$2" "$3" || true)
     if [[ -z $v ]]; then
         status="not measured"
-    elif awk -v v="${v#<}" -v t="$4" 'BEGIN { exit !(v <= t) }'; then
+    elif meets "$v" "$4"; then
         status=met
     else
         status=missed
@@ -143,6 +145,21 @@ caf_wall() {
         m=">$((limit * 1000))"
     fi
     echo "$m"
+}
+
+# checks B: the issue's targets for benchmark B, one "NAME|A|B|TARGET" line
+# each (A/B <= TARGET; A or B empty when not measured).
+checks() {
+    local b=$1 es1 es2 es2p caf t21=1.0
+    es1=$(median "$b/es1" wall_ms)
+    es2=$(median "$b/es2" wall_ms)
+    es2p=$(median "$b/es2p" wall_ms)
+    caf=$(caf_wall "$b")
+    if [[ $b == big || $b == fjthroughput ]]; then
+        t21=0.7 # they have parallelism to use
+    fi
+    printf '%s\n' "es2/es1|$es2|$es1|$t21" "es2/es2p|$es2|$es2p|1.2" \
+        "es1/caf|$es1|$caf|0.3" "es2/caf|$es2|$caf|0.3" "es2p/caf|$es2p|$caf|0.3"
 }
 
 {
@@ -167,20 +184,13 @@ caf_wall() {
         es2=$(median "$b/es2" wall_ms)
         es2p=$(median "$b/es2p" wall_ms)
         caf=$(caf_wall "$b")
-        t21=1.0
-        if [[ $b == big || $b == fjthroughput ]]; then
-            t21=0.7
-        fi
         met=0 all=0
-        for spec in "$es2 $es1 $t21" "$es2 $es2p 1.2" "$es1 $caf 0.3" \
-            "$es2 $caf 0.3" "$es2p $caf 0.3"; do
-            read -r a bb t <<<"$spec"
+        while IFS='|' read -r _ a bb t; do
             all=$((all + 1))
-            v=$(ratio "$a" "$bb" || true)
-            if [[ -n $v ]] && awk -v v="${v#<}" -v t="$t" 'BEGIN { exit !(v <= t) }'; then
+            if meets "$(ratio "$a" "$bb" || true)" "$t"; then
                 met=$((met + 1))
             fi
-        done
+        done < <(checks "$b")
         echo "| $b | $es1 | $es2 | $(ratio "$es2" "$es1" || echo n/a) | $(ratio "$es2" "$es2p" || echo n/a) | $(ratio "$es2" "$caf" || echo n/a) | $met of $all |"
     done
     for b in "${benches[@]}"; do
@@ -201,22 +211,12 @@ caf_wall() {
             echo "| es2p --split, adaptive spin (n=50000) | $(median "$b/split" wall_ms) | $(median "$b/split" cpu_ms) | $(runs "$b/split") | $(fails "$b/split") |"
             echo "| es2p --split, no spin (n=50000) | $(median "$b/split_nospin" wall_ms) | $(median "$b/split_nospin" cpu_ms) | $(runs "$b/split_nospin") | $(fails "$b/split_nospin") |"
         fi
-        es1=$(median "$b/es1" wall_ms)
-        es2=$(median "$b/es2" wall_ms)
-        es2p=$(median "$b/es2p" wall_ms)
-        caf=$(caf_wall "$b")
-        t21=1.0
-        if [[ $b == big || $b == fjthroughput ]]; then
-            t21=0.7
-        fi
         echo
         echo "| ratio (wall) | value | target | status |"
         echo "|---|---:|---|---|"
-        row es2/es1 "$es2" "$es1" "$t21"
-        row es2/es2p "$es2" "$es2p" 1.2
-        row es1/caf "$es1" "$caf" 0.3
-        row es2/caf "$es2" "$caf" 0.3
-        row es2p/caf "$es2p" "$caf" 0.3
+        while IFS='|' read -r name a bb t; do
+            row "$name" "$a" "$bb" "$t"
+        done < <(checks "$b")
         if [[ $b == pingpong ]]; then
             echo
             for c in es2p split split_nospin; do

@@ -578,6 +578,34 @@ static int ticking_cb(es_actor_t *self, es_msg_t *msg)
     return 0;
 }
 
+/* Starts a ticking actor on loop 0 and mutes it: its receiver, on loop 1
+ * with a mailbox of 4, is held busy while the ticker sends it 20. */
+static es_actor_id_t mute_ticker(es_runtime_t *rt, struct hold *h,
+                                 struct ticking *t)
+{
+    es_actor_id_t id;
+    es_msg_t hold = es_msg_make(MSG_HOLD), kick = es_msg_make(MSG_KICK);
+
+    cr_assert_eq(sem_init(&h->go, 0, 0), 0);
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = hold_cb,
+                                      .state = h,
+                                      .loop = ES_LOOP(1),
+                                      .mailbox_capacity = 4},
+                   &t->to));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){
+                       .behaviour = ticking_cb, .state = t, .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_runtime_start(rt));
+    ES_WAIT_GE(t->ticks, 3);
+    ES_OK(es_send(rt, t->to, &hold));
+    ES_WAIT_GE(h->inside, 1);
+    ES_OK(es_send(rt, id, &kick));
+    ES_WAIT_GE(t->filled, 1);
+    return id;
+}
+
 /* design.md, "Flow control": what reaches a muted actor directly, a timer
  * included, waits in its queue until it is unmuted. */
 Test(flow, muted_actor_timers_wait, .timeout = ES_TEST_TIMEOUT)
@@ -585,27 +613,8 @@ Test(flow, muted_actor_timers_wait, .timeout = ES_TEST_TIMEOUT)
     es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
     struct hold h = {0};
     struct ticking t = {0};
-    es_actor_id_t id;
-    es_msg_t hold = es_msg_make(MSG_HOLD), kick = es_msg_make(MSG_KICK);
 
-    cr_assert_eq(sem_init(&h.go, 0, 0), 0);
-    ES_OK(es_spawn(rt,
-                   &(es_spawn_opts_t){.behaviour = hold_cb,
-                                      .state = &h,
-                                      .loop = ES_LOOP(1),
-                                      .mailbox_capacity = 4},
-                   &t.to));
-    ES_OK(es_spawn(rt,
-                   &(es_spawn_opts_t){.behaviour = ticking_cb,
-                                      .state = &t,
-                                      .loop = ES_LOOP(0)},
-                   &id));
-    ES_OK(es_runtime_start(rt));
-    ES_WAIT_GE(t.ticks, 3);
-    ES_OK(es_send(rt, t.to, &hold));
-    ES_WAIT_GE(h.inside, 1);
-    ES_OK(es_send(rt, id, &kick));
-    ES_WAIT_GE(t.filled, 1);
+    (void)mute_ticker(rt, &h, &t);
     es_test_sleep_ms(20); /* a tick already on its way may still land */
     unsigned long long ticks = atomic_load(&t.ticks);
     es_test_sleep_ms(100);
@@ -626,28 +635,9 @@ Test(flow, timer_stopped_after_mute_never_fires, .timeout = ES_TEST_TIMEOUT)
     es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
     struct hold h = {0};
     struct ticking t = {0};
-    es_actor_id_t id;
-    es_msg_t hold = es_msg_make(MSG_HOLD), kick = es_msg_make(MSG_KICK);
     es_msg_t stop = es_msg_make(MSG_NEXT);
+    es_actor_id_t id = mute_ticker(rt, &h, &t);
 
-    cr_assert_eq(sem_init(&h.go, 0, 0), 0);
-    ES_OK(es_spawn(rt,
-                   &(es_spawn_opts_t){.behaviour = hold_cb,
-                                      .state = &h,
-                                      .loop = ES_LOOP(1),
-                                      .mailbox_capacity = 4},
-                   &t.to));
-    ES_OK(es_spawn(rt,
-                   &(es_spawn_opts_t){.behaviour = ticking_cb,
-                                      .state = &t,
-                                      .loop = ES_LOOP(0)},
-                   &id));
-    ES_OK(es_runtime_start(rt));
-    ES_WAIT_GE(t.ticks, 3);
-    ES_OK(es_send(rt, t.to, &hold));
-    ES_WAIT_GE(h.inside, 1);
-    ES_OK(es_send(rt, id, &kick));
-    ES_WAIT_GE(t.filled, 1);
     es_test_sleep_ms(20); /* expiries queue up in the muted actor */
     ES_OK(es_send(rt, id, &stop));
     es_test_sleep_ms(20); /* and more behind the stop request */

@@ -415,3 +415,67 @@ Test(place, stop_during_moves_loses_nothing, .timeout = ES_TEST_TIMEOUT)
         cr_assert_eq(atomic_load(&b[i].freed), 1);
     }
 }
+
+/* --- no move while both loops are saturated ---------------------------------
+ */
+
+struct spinner {
+    atomic_ullong stop, calls;
+};
+
+/* Keeps its loop busy: a message to itself per call, never idle. */
+static int spinner_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct spinner *s = es_actor_state(self);
+
+    if (msg->type != MSG_GO || atomic_load(&s->stop))
+        return 0;
+    atomic_fetch_add(&s->calls, 1);
+    es_msg_t go = es_msg_make(MSG_GO);
+    return es_send(es_actor_runtime(self), es_actor_self(self), &go);
+}
+
+/* design.md, "Co-location": when both loops have been busy without sleeping
+ * for 5 ms the work is parallel, and an actor whose hot sender is on the
+ * other loop stays where it is. */
+Test(place, no_move_while_both_loops_saturated, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct spinner sp = {0};
+    struct checker c = {0};
+    struct pump pump = {.total = 20000};
+    es_actor_id_t spin[2], id;
+    es_msg_t go = es_msg_make(MSG_GO);
+    es_stats_t st;
+
+    for (int i = 0; i < 2; i++)
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = spinner_cb,
+                                          .state = &sp,
+                                          .loop = ES_LOOP(i)},
+                       &spin[i]));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = checker_cb,
+                                      .state = &c,
+                                      .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &pump,
+                                      .loop = ES_LOOP(1)},
+                   &c.partner));
+    pump.to = id;
+    ES_OK(es_runtime_start(rt));
+    for (int i = 0; i < 2; i++)
+        ES_OK(es_send(rt, spin[i], &go));
+    es_test_sleep_ms(20); /* both loops busy for longer than 5 ms */
+    ES_OK(es_send(rt, c.partner, &go));
+    ES_WAIT_GE(pump.done, 1);
+    ES_WAIT_GE(c.balls, pump.total);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_eq(st.migrations, 0, "%llu moves between saturated loops",
+                 (unsigned long long)st.migrations);
+    cr_assert_eq(atomic_load(&c.loop), 0);
+    atomic_store(&sp.stop, 1);
+    es_test_free(rt);
+}
