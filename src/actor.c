@@ -266,8 +266,8 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
             es_msg_release(m);
         if (m->type >= ES_MSG_USER) {
             mailbox_done(a);
-            if (!a->is_loop)
-                sample_sender(a, from);
+            if (!a->is_loop && a->rt->opts.colocate >= 0)
+                sample_sender(a, from); /* no vote when nothing moves */
         }
     }
     if (a->stop_requested)
@@ -479,8 +479,7 @@ static void place_check(es_actor_t *a)
     a->hot_cand = ES_ACTOR_NONE;
     a->move_to = 0;
     atomic_store_explicit(&a->hot, cand, memory_order_relaxed);
-    if (cand == ES_ACTOR_NONE || cand == a->id || a->rt->opts.colocate < 0 ||
-        a->ext || a->io_head)
+    if (cand == ES_ACTOR_NONE || cand == a->id || a->ext || a->io_head)
         return;
     es_actor_t *p = es__table_lookup(a->rt->table, cand);
     if (!p || p->is_loop)

@@ -322,6 +322,21 @@ static void mark_wake(struct es__tctx *t, unsigned index)
     }
 }
 
+/* The next free slot of c, or NULL if c is full (its producer only). */
+static es_msg_t *ring_reserve(struct es__chan *c)
+{
+    es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
+    ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
+    return slot;
+}
+
+/* Publishes the slot ring_reserve() gave. */
+static void ring_commit(struct es__chan *c)
+{
+    ES__TSAN_RELEASE(c);
+    ck_ring_enqueue_commit_spsc(&c->ring);
+}
+
 /* Moves queued overflow into the rings while they have room. */
 static void overflow_move(struct es__tctx *t)
 {
@@ -332,12 +347,9 @@ static void overflow_move(struct es__tctx *t)
             continue;
         struct es__chan *c = t->chan[i];
         es_msg_t *slot;
-        while (q->count && (slot = ck_ring_enqueue_reserve_spsc_es_msg(
-                                &c->ring, c->slots))) {
-            ES__TSAN_ACQUIRE(&c->ring.c_head);
+        while (q->count && (slot = ring_reserve(c))) {
             (void)es__msgq_pop(q, slot);
-            ES__TSAN_RELEASE(c);
-            ck_ring_enqueue_commit_spsc(&c->ring);
+            ring_commit(c);
             t->overflow_count--;
         }
         mark_wake(t, i); /* the ring is full or has new messages */
@@ -398,7 +410,7 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
     bool demux = t->loop_index >= 0;
     if (demux && t->overflow && t->overflow[index].count)
         return overflow_slot(t, index, err); /* behind what waits already */
-    es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
+    es_msg_t *slot = ring_reserve(c);
     if (!slot && demux)
         return overflow_slot(t, index, err);
     if (!slot) {
@@ -407,7 +419,6 @@ es_msg_t *es__chan_reserve(struct es__tctx *t, unsigned index, int *err)
          * end of this turn, or the sender only ever sees -EAGAIN. */
         es__tctx_flush_wakes(t);
     }
-    ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
     return slot;
 }
 
@@ -422,8 +433,7 @@ void es__chan_commit(struct es__tctx *t, unsigned index)
         mark_wake(t, index); /* its ring is full: its loop must not sleep */
         return;
     }
-    ES__TSAN_RELEASE(t->chan[index]);
-    ck_ring_enqueue_commit_spsc(&t->chan[index]->ring);
+    ring_commit(t->chan[index]);
     if (t->loop_index >= 0) {
         mark_wake(t, index);
     } else {

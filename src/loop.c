@@ -324,9 +324,9 @@ static void sleep_until_work(struct es__loop *loop)
             sched_yield();
             return;
         }
-        timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     }
-    if (loop->nmutes || loop->nmigrating) /* polled: muting, placement */
+    /* Polled at least once per millisecond: overflow, muting, placement. */
+    if (loop->tctx.overflow_count || loop->nmutes || loop->nmigrating)
         timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     if (timeout == 0)
         return; /* a timer is due: no gap that a spin could have caught */
