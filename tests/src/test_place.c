@@ -479,3 +479,83 @@ Test(place, no_move_while_both_loops_saturated, .timeout = ES_TEST_TIMEOUT)
     atomic_store(&sp.stop, 1);
     es_test_free(rt);
 }
+
+/* --- senders picked at random do not make an actor move ----------------------
+ */
+
+#define CROWD 32
+#define CROWD_PINGS 3000u
+
+struct crowd {
+    es_actor_id_t ids[CROWD];
+    atomic_ullong finished;
+};
+
+struct member {
+    struct crowd *crowd;
+    unsigned index;
+    uint64_t rng, left;
+};
+
+enum { MSG_PING = MSG_STOP_TIMER + 1, MSG_PONG };
+
+static void ping_random(es_actor_t *self, struct member *m)
+{
+    m->rng = m->rng * 6364136223846793005u + 1442695040888963407u;
+    unsigned to = (unsigned)(m->rng >> 33) % (CROWD - 1);
+    to += to >= m->index;
+    es_msg_t ping = es_msg_make(MSG_PING);
+    cr_assert_eq(es_send(es_actor_runtime(self), m->crowd->ids[to], &ping), 0);
+}
+
+/* Savina's big in small: each member pings a member picked at random and
+ * pings the next when the answer comes. */
+static int member_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct member *m = es_actor_state(self);
+
+    if (msg->type == MSG_GO) {
+        ping_random(self, m);
+    } else if (msg->type == MSG_PING) {
+        es_msg_t pong = es_msg_make(MSG_PONG);
+        return es_send(es_actor_runtime(self), msg->from, &pong);
+    } else if (msg->type == MSG_PONG) {
+        if (--m->left == 0)
+            atomic_fetch_add(&m->crowd->finished, 1);
+        else
+            ping_random(self, m);
+    }
+    return 0;
+}
+
+/* design.md, "Co-location": a hot sender needs a clear majority of a
+ * window. Every member here hears from all the others about equally, so
+ * none has one, and none should move (with a quarter of the window as the
+ * bar, members moved hundreds of times in this test). */
+Test(place, random_senders_do_not_move_anyone, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    static struct crowd crowd;
+    static struct member members[CROWD];
+    es_msg_t go = es_msg_make(MSG_GO);
+    es_stats_t st;
+
+    atomic_store(&crowd.finished, 0);
+    for (unsigned i = 0; i < CROWD; i++) {
+        members[i] = (struct member){
+            .crowd = &crowd, .index = i, .rng = i + 1, .left = CROWD_PINGS};
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = member_cb,
+                                          .state = &members[i],
+                                          .loop = ES_LOOP(i % 2)},
+                       &crowd.ids[i]));
+    }
+    ES_OK(es_runtime_start(rt));
+    for (unsigned i = 0; i < CROWD; i++)
+        ES_OK(es_send(rt, crowd.ids[i], &go));
+    ES_WAIT_GE(crowd.finished, CROWD);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_leq(st.migrations, 2, "%llu moves with no hot sender anywhere",
+                  (unsigned long long)st.migrations);
+    es_test_free(rt);
+}
