@@ -75,6 +75,8 @@ void es__msgq_reset(struct es__msgq *q)
 
 static void place_check(es_actor_t *a);
 static void maybe_migrate(struct es__loop *loop, es_actor_t *a);
+static struct es__loop *shed_target(struct es__loop *loop);
+static bool shed(struct es__loop *loop, es_actor_t *a, struct es__loop *to);
 static void park(struct es__loop *loop, const es_msg_t *m);
 static void migrate_in(struct es__loop *y, es_msg_t *m);
 static void flushed(struct es__loop *y, es_actor_id_t id);
@@ -86,6 +88,7 @@ static void runq_push(struct es__loop *loop, es_actor_t *a)
     if (a->in_runq || a->mute_count)
         return; /* a muted actor joins when es__unmute() resumes it */
     a->in_runq = true;
+    loop->runq_len++;
     a->run_next = NULL;
     a->run_prev = loop->runq_tail;
     if (loop->runq_tail)
@@ -108,6 +111,7 @@ static void runq_remove(struct es__loop *loop, es_actor_t *a)
     else
         loop->runq_tail = a->run_prev;
     a->in_runq = false;
+    loop->runq_len--;
 }
 
 static void list_link(struct es__loop *loop, es_actor_t *a)
@@ -130,9 +134,20 @@ static void list_unlink(struct es__loop *loop, es_actor_t *a)
     a->prev = a->next = NULL;
 }
 
+/* Load shedding (see "placement" below): runnable actors that make a loop's
+ * work parallel, the time between two actors shed, and how long the shedding
+ * loop refuses co-location moves onto itself. */
+#define SHED_WIDTH 4u
+#define SHED_INTERVAL_NS (200u * 1000u)
+#define SHED_HOLD_NS (50u * 1000u * 1000u)
+
 unsigned es__runq_run(struct es__loop *loop)
 {
     unsigned handled = 0;
+    /* An idle loop to shed one actor to, if this one is saturated with
+     * parallel work (see "Load shedding" below). */
+    struct es__loop *shed_to =
+        loop->runq_len >= SHED_WIDTH ? shed_target(loop) : NULL;
     while (handled < ES__RUNQ_BUDGET && loop->runq_head) {
         es_actor_t *a = loop->runq_head;
         runq_remove(loop, a);
@@ -147,7 +162,9 @@ unsigned es__runq_run(struct es__loop *loop)
             es__actor_dispatch(a, &m);
             handled++;
         }
-        if (!a->stopped && a->q.count) {
+        if (shed_to && !a->stopped && shed(loop, a, shed_to)) {
+            shed_to = NULL; /* one per turn */
+        } else if (!a->stopped && a->q.count) {
             runq_push(loop, a);
         } else if (!a->stopped) {
             es__msgq_reset(&a->q); /* idle actors keep no queue storage */
@@ -171,7 +188,7 @@ static void unmute_waiters(es_actor_t *a, bool gone);
 #define PLACE_WINDOW 64u
 /* The window of an actor with no hot sender yet: a pair split at spawn
  * finds each other after a few cross-thread hops, not 64. */
-#define PLACE_FIRST_WINDOW 8u
+#define PLACE_FIRST_WINDOW 16u
 
 static inline uint16_t place_window(const es_actor_t *a)
 {
@@ -487,6 +504,12 @@ static void place_check(es_actor_t *a)
     a->hot_votes = 0;
     a->hot_cand = ES_ACTOR_NONE;
     a->move_to = 0;
+    if (atomic_load_explicit(&a->hot, memory_order_relaxed) != cand) {
+        a->talks_back = a->shed_away = false; /* about the old hot sender */
+        a->hot_age = 0;
+    } else if (a->hot_age < UINT8_MAX) {
+        a->hot_age++;
+    }
     atomic_store_explicit(&a->hot, cand, memory_order_relaxed);
     if (cand == ES_ACTOR_NONE || cand == a->id || a->ext || a->io_head)
         return;
@@ -496,6 +519,11 @@ static void place_check(es_actor_t *a)
     struct es__loop *home = es__actor_home(p);
     if (home == a->loop || (saturated(home) && saturated(a->loop)))
         return; /* both busy: parallel work, not a chain to shorten */
+    if (a->shed_away && !a->talks_back)
+        return; /* shed from there: see "Load shedding" */
+    if (es__now_ns() <
+        atomic_load_explicit(&home->shed_until, memory_order_relaxed))
+        return; /* it sheds work: do not hand it back */
     if (atomic_load_explicit(&p->hot, memory_order_relaxed) == a->id &&
         a->id < p->id)
         return; /* a pair: the other one moves */
@@ -510,8 +538,9 @@ static void migration_graced(ck_epoch_entry_t *e)
     mg->graced = true;
 }
 
-/* Moves a from x to loop `move_to` (x's thread, a idle and eligible). */
-static void migrate_out(struct es__loop *x, es_actor_t *a)
+/* Moves a from x to loop `move_to` (x's thread, a eligible and not in
+ * x's run queue; its queue moves with it). False if out of memory. */
+static bool migrate_out(struct es__loop *x, es_actor_t *a)
 {
     es_runtime_t *rt = x->rt;
     struct es__loop *y = &rt->loops[a->move_to - 1];
@@ -523,7 +552,7 @@ static void migrate_out(struct es__loop *x, es_actor_t *a)
     es_msg_t *slot = mg ? es__chan_reserve(&x->tctx, y->index, &err) : NULL;
     if (!slot) {
         es__free(mg);
-        return; /* no memory: it stays */
+        return false; /* no memory: it stays */
     }
     mg->id = a->id;
     mg->to = y->index;
@@ -555,6 +584,79 @@ static void migrate_out(struct es__loop *x, es_actor_t *a)
         if (es__send(rt, rt->loops[i].self_id, &req, false) != 0)
             mg->marks++; /* that loop is gone: nothing more comes from it */
     }
+    return true;
+}
+
+/*
+ * Load shedding. Co-location gathers a producer and its consumers on one
+ * loop; when they have more work than that loop can do while another loop
+ * idles, the busy loop hands consumers over, one per SHED_INTERVAL_NS:
+ * - the loop is saturated (awake for SATURATED_NS) and has at least
+ *   SHED_WIDTH actors runnable at the start of the turn: parallel work,
+ *   not one chain (threadring's token keeps one actor runnable);
+ * - another loop is not saturated: it slept in the last SATURATED_NS;
+ * - the actor shed is a consumer: its hot sender is another actor on this
+ *   loop, has been for a whole window (`hot_age`), and it has never sent
+ *   to that sender (`talks_back`). Moving one
+ *   side of a conversation (ping-pong, chameneos's creatures and mall)
+ *   would put a thread wakeup into every exchange, while a consumer's
+ *   producer just goes on sending through a ring.
+ * The shedding loop then refuses co-location moves onto itself for
+ * SHED_HOLD_NS (shed_until), or the consumers' votes would bring them
+ * straight back; it keeps refreshing that while it sheds. A shed actor
+ * moves with its queue, which goes ahead of everything sent to it later.
+ * Shedding stops by itself once the other loop stops sleeping.
+ */
+
+static struct es__loop *shed_target(struct es__loop *loop)
+{
+    es_runtime_t *rt = loop->rt;
+    if (rt->nloops < 2 || rt->opts.colocate < 0 || rt->opts.shed < 0 ||
+        loop->stopping || loop->nmigrating >= MIGRATE_MAX)
+        return NULL;
+    uint64_t now = es__now_ns();
+    if (now - loop->shed_last < SHED_INTERVAL_NS || !saturated(loop))
+        return NULL;
+    /* The next loop after this one that is not saturated, a sleeping one
+     * first: with more than two, the load spreads round the ring. */
+    struct es__loop *idle = NULL;
+    for (unsigned k = 1; k < rt->nloops; k++) {
+        struct es__loop *y = &rt->loops[(loop->index + k) % rt->nloops];
+        if (atomic_load_explicit(&y->sleeping, memory_order_relaxed))
+            return y;
+        if (!idle && !saturated(y))
+            idle = y;
+    }
+    return idle;
+}
+
+/* Sheds a (just visited on `loop`, not in the run queue) to `to` if it is
+ * a consumer that may move (see above). */
+static bool shed(struct es__loop *loop, es_actor_t *a, struct es__loop *to)
+{
+    if (a->is_loop || a->stop_requested || a->mute_count || a->io_head ||
+        a->ext || !a->started || a->talks_back ||
+        atomic_load_explicit(&a->transit, memory_order_relaxed) ||
+        atomic_load_explicit(&loop->rt->stopping, memory_order_relaxed))
+        return false;
+    es_actor_id_t hot = atomic_load_explicit(&a->hot, memory_order_relaxed);
+    if (hot == ES_ACTOR_NONE || hot == a->id || a->hot_age == 0)
+        return false; /* not a consumer for a whole window yet */
+    es_actor_t *p = es__table_lookup(loop->rt->table, hot);
+    if (!p || p->is_loop || es__actor_home(p) != loop)
+        return false;
+    uint64_t now = es__now_ns();
+    loop->shed_last = now;
+    atomic_store_explicit(&loop->shed_until, now + SHED_HOLD_NS,
+                          memory_order_relaxed);
+    a->move_to = (uint16_t)(to->index + 1);
+    a->shed_away = true;
+    if (!migrate_out(loop, a)) {
+        runq_push(loop, a); /* no memory: it stays */
+        return true;
+    }
+    ES__STAT_ADD(loop->shed, 1);
+    return true;
 }
 
 static void maybe_migrate(struct es__loop *loop, es_actor_t *a)
@@ -567,7 +669,7 @@ static void maybe_migrate(struct es__loop *loop, es_actor_t *a)
         a->move_to = 0;
         return;
     }
-    migrate_out(loop, a);
+    (void)migrate_out(loop, a);
 }
 
 /* ES__MSG_MIGRATE on the new loop y: a moves in. */
@@ -581,6 +683,8 @@ static void migrate_in(struct es__loop *y, es_msg_t *m)
                           memory_order_relaxed);
     if (y->stopping)
         es__actor_finalize(a); /* STOP, as for every actor here */
+    else if (a->q.count)
+        runq_push(y, a); /* shed with its queue: see "Load shedding" */
 }
 
 /* Holds m for an actor in transit to loop. */
@@ -1078,6 +1182,9 @@ static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
     ES__STAT_ADD(t->sent, 1);
     if (over)
         mute(cur, a);
+    if (from_actor &&
+        atomic_load_explicit(&cur->hot, memory_order_relaxed) == to)
+        cur->talks_back = true; /* a conversation: see shed() */
     return 0;
 }
 

@@ -308,6 +308,11 @@ struct es_actor {
 
     /* Home thread only. */
     bool installed, started, in_runq, stop_requested, stopped;
+    /* It sent to its hot sender: a conversation, which load shedding must
+     * not split. It was shed away from its hot sender: co-location leaves
+     * it there unless they start to talk. Both reset when `hot` changes. */
+    bool talks_back, shed_away;
+    uint8_t hot_age;       /* windows `hot` has stayed the same (saturating) */
     int io_head;           /* first watched fd + 1, 0 if none */
     uint16_t move_to;      /* loop index + 1 to migrate to, 0 for none */
     uint16_t transit_from; /* the loop it is migrating from */
@@ -610,10 +615,17 @@ struct es__loop {
     struct es__msgq parked;
     struct es__migration *migrations;
     unsigned nmigrating;
+    /* Load shedding (actor.c): actors in the run queue, and es__now_ns()
+     * of the last actor shed. */
+    uint32_t runq_len;
+    uint64_t shed_last;
+    /* Any thread reads (relaxed, a hint): until this es__now_ns(), the loop
+     * is shedding and co-location moves nothing onto it. */
+    _Atomic uint64_t shed_until;
 
     /* Written by the loop thread, read by es_runtime_stats() anywhere. */
     _Atomic uint64_t received, dead_letters, timers_fired, turns, sleeps, muted,
-        migrated;
+        migrated, shed;
 };
 
 /* True if the calling thread may act for `loop`: its demux thread, or the

@@ -39,8 +39,11 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
         out->mailbox_capacity = ES_MAILBOX_DEFAULT;
     if (out->mailbox_capacity > ES__MAILBOX_MAX)
         return -EINVAL;
-    if (out->colocate < -1 || out->colocate > 1)
+    if (out->colocate < -1 || out->colocate > 1 || out->shed < -1 ||
+        out->shed > 1)
         return -EINVAL;
+    if (!out->shed) /* resolved here: loops read only 1 or -1 */
+        out->shed = ES_SHED_DEFAULT ? 1 : -1;
     if (!out->channel_capacity)
         out->channel_capacity = ES_CHANNEL_DEFAULT;
     if (out->channel_capacity > (1u << 24))
@@ -303,6 +306,7 @@ static void add_loop(es_stats_t *s, struct es__loop *l)
     s->sleeps += LOAD(l->sleeps);
     s->mutes += LOAD(l->muted);
     s->migrations += LOAD(l->migrated);
+    s->shed += LOAD(l->shed);
 }
 
 int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)

@@ -55,8 +55,13 @@ typedef struct es_runtime_opts {
     int adaptive_spin;
     /* Automatic co-location: an actor that owns no fd and gets most of its
      * messages from one actor on another thread migrates to that thread
-     * (docs/design.md, "Placement"). 0: the default (on), 1: on, -1: off. */
+     * (docs/design.md, "Co-location"). 0: the default (on), 1: on, -1: off
+     * (actors stay where they were spawned; `shed` then does nothing). */
     int colocate;
+    /* Load shedding: a thread saturated with parallel work hands consumers
+     * of its busy producers to a thread that idles (docs/design.md, "Load
+     * shedding"). 0: the default (ES_SHED_DEFAULT), 1: on, -1: off. */
+    int shed;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
@@ -69,6 +74,7 @@ typedef struct es_runtime_opts {
 #define ES_SPIN_ADAPTIVE_DEFAULT ES_SPIN_ADAPTIVE_ON
 #define ES_SPIN_ADAPTIVE_BOUND_US 50u
 #define ES_SPIN_ADAPTIVE_MAX_US 100u
+#define ES_SHED_DEFAULT 1
 
 /*
  * Creates a runtime; its threads start with es_runtime_start().
@@ -156,6 +162,8 @@ typedef struct es_stats {
     uint64_t overflowed;    /* messages that waited in the sender's loop for
                                room in a full ring to another loop */
     uint64_t migrations;    /* actors that moved to another thread */
+    uint64_t shed;          /* of those, moved off a saturated thread to an
+                               idle one (load shedding) */
 } es_stats_t;
 
 /*

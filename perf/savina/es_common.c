@@ -28,6 +28,11 @@ int es_bench_init(int argc, char **argv, const char *name, uint64_t default_n)
     const char *spin = getenv("SAVINA_ES_SPIN");
     if (spin)
         opts.adaptive_spin = atoi(spin);
+    /* SAVINA_ES_SHED=1 or -1: load shedding on or off
+     * (es_runtime_opts_t.shed), to compare the two. */
+    const char *shed = getenv("SAVINA_ES_SHED");
+    if (shed)
+        opts.shed = atoi(shed);
     /* Hand-placed means pinned: nothing moves by itself. */
     if (b->args.placed)
         opts.colocate = -1;
@@ -104,10 +109,10 @@ int es_bench_end(uint64_t expected)
         es_stats_t st;
         if (es_runtime_stats(es_bench.rt, -1, &st) == 0)
             fprintf(stderr,
-                    "%s: migrations=%llu mutes=%llu overflowed=%llu "
-                    "sleeps=%llu wakeups_written=%llu\n",
+                    "%s: migrations=%llu shed=%llu mutes=%llu "
+                    "overflowed=%llu sleeps=%llu wakeups_written=%llu\n",
                     es_bench.name, (unsigned long long)st.migrations,
-                    (unsigned long long)st.mutes,
+                    (unsigned long long)st.shed, (unsigned long long)st.mutes,
                     (unsigned long long)st.overflowed,
                     (unsigned long long)st.sleeps,
                     (unsigned long long)st.wakeups_written);

@@ -559,3 +559,211 @@ Test(place, random_senders_do_not_move_anyone, .timeout = ES_TEST_TIMEOUT)
                   (unsigned long long)st.migrations);
     es_test_free(rt);
 }
+
+/* --- load shedding -----------------------------------------------------------
+ */
+
+#define CONSUMERS 8
+#define SHED_ROUNDS 4000u
+
+struct consumer {
+    uint64_t next; /* the sequence number it expects */
+    atomic_ullong got, disorder;
+    atomic_int loop;
+};
+
+struct producer {
+    es_actor_id_t to[CONSUMERS];
+    uint64_t round;
+};
+
+static void busy_us(unsigned us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) <
+           (long)us * 1000L);
+}
+
+/* fjthroughput's shape: one numbered message to every consumer per call,
+ * then a message to itself for the next round. */
+static int producer_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct producer *p = es_actor_state(self);
+    es_runtime_t *rt = es_actor_runtime(self);
+
+    if (msg->type != MSG_GO || p->round == SHED_ROUNDS)
+        return 0;
+    for (int i = 0; i < CONSUMERS; i++) {
+        es_msg_t m = es_msg_u64(MSG_SEQ, p->round);
+        int rc = es_send(rt, p->to[i], &m);
+        if (rc)
+            return rc;
+    }
+    p->round++;
+    es_msg_t go = es_msg_make(MSG_GO);
+    return es_send(rt, es_actor_self(self), &go);
+}
+
+static int consumer_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct consumer *c = es_actor_state(self);
+
+    if (msg->type != MSG_SEQ)
+        return 0;
+    atomic_store(&c->loop, es_actor_loop_index(self));
+    if (msg->inl.u64[0] != c->next)
+        atomic_fetch_add(&c->disorder, 1);
+    c->next = msg->inl.u64[0] + 1;
+    busy_us(5); /* real work per message: worth a thread */
+    atomic_fetch_add(&c->got, 1);
+    return 0;
+}
+
+/* A producer and its consumers all on loop 0, loop 1 idle. Returns the
+ * actors shed; *moved: consumers that ended on loop 1. */
+static uint64_t run_consumers(int shed, unsigned *moved)
+{
+    es_runtime_t *rt =
+        es_test_runtime_new(&(es_runtime_opts_t){.threads = 2, .shed = shed});
+    static struct consumer cs[CONSUMERS];
+    struct producer p = {0};
+    es_actor_id_t pid;
+    es_msg_t go = es_msg_make(MSG_GO);
+    es_stats_t st;
+
+    for (int i = 0; i < CONSUMERS; i++) {
+        cs[i] = (struct consumer){0};
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = consumer_cb,
+                                          .state = &cs[i],
+                                          .loop = ES_LOOP(0)},
+                       &p.to[i]));
+    }
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = producer_cb,
+                                      .state = &p,
+                                      .loop = ES_LOOP(0)},
+                   &pid));
+    ES_OK(es_runtime_start(rt));
+    ES_OK(es_send(rt, pid, &go));
+    *moved = 0;
+    for (int i = 0; i < CONSUMERS; i++) {
+        ES_WAIT_GE(cs[i].got, SHED_ROUNDS);
+        cr_assert_eq(atomic_load(&cs[i].got), SHED_ROUNDS);
+        cr_assert_eq(atomic_load(&cs[i].disorder), 0,
+                     "consumer %d got its messages out of order", i);
+        *moved += atomic_load(&cs[i].loop) == 1;
+    }
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    es_test_free(rt);
+    return st.shed;
+}
+
+/* design.md, "Load shedding": a saturated loop hands consumers of its
+ * producer to an idle loop, and each keeps its messages' order (it moves
+ * with its queue). */
+Test(place, saturated_loop_sheds_consumers, .timeout = ES_TEST_TIMEOUT)
+{
+    unsigned moved;
+    uint64_t shed = run_consumers(1, &moved);
+
+    cr_assert_geq(shed, 1, "nothing shed from a saturated loop");
+    cr_assert_geq(moved, 1, "no consumer ended on the idle loop (%llu shed)", (unsigned long long)shed);
+    cr_assert_lt(moved, CONSUMERS, "every consumer left the producer");
+}
+
+Test(place, shed_off_keeps_consumers, .timeout = ES_TEST_TIMEOUT)
+{
+    unsigned moved;
+
+    cr_assert_eq(run_consumers(-1, &moved), 0);
+    cr_assert_eq(moved, 0);
+}
+
+/* Pairs that answer each other are conversations, not consumers: moving
+ * one side would put a wakeup into every exchange (talks_back). */
+Test(place, conversations_are_not_shed, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt =
+        es_test_runtime_new(&(es_runtime_opts_t){.threads = 2, .shed = 1});
+    static struct player pl[2 * CONSUMERS];
+    es_actor_id_t ids[2 * CONSUMERS];
+    es_stats_t st;
+
+    for (int i = 0; i < 2 * CONSUMERS; i++) {
+        pl[i] = (struct player){.rounds = 40000};
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = player_cb,
+                                          .state = &pl[i],
+                                          .loop = ES_LOOP(0)},
+                       &ids[i]));
+    }
+    for (int i = 0; i < 2 * CONSUMERS; i++)
+        pl[i].peer = ids[i ^ 1];
+    ES_OK(es_runtime_start(rt));
+    for (int i = 0; i < 2 * CONSUMERS; i += 2) {
+        es_msg_t ball = es_msg_u64(MSG_BALL, 0);
+        ES_OK(es_send(rt, ids[i], &ball));
+    }
+    for (int i = 0; i < 2 * CONSUMERS; i++)
+        ES_WAIT_GE(pl[i].hits, 20000);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_eq(st.shed, 0, "%llu of the pairs' actors shed",
+                 (unsigned long long)st.shed);
+    es_test_free(rt);
+}
+
+#define RING 16
+#define RING_HOPS 200000u
+
+struct ring_member {
+    es_actor_id_t next;
+    atomic_ullong *hops;
+};
+
+static int ring_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct ring_member *r = es_actor_state(self);
+
+    if (msg->type != MSG_BALL)
+        return 0;
+    atomic_fetch_add(r->hops, 1);
+    if (msg->inl.u64[0] == 0)
+        return 0;
+    es_msg_t ball = es_msg_u64(MSG_BALL, msg->inl.u64[0] - 1);
+    return es_send(es_actor_runtime(self), r->next, &ball);
+}
+
+/* A token ring keeps one actor runnable at a time: a chain, no parallel
+ * work to give away, however busy its loop is (SHED_WIDTH). */
+Test(place, a_chain_is_not_shed, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt =
+        es_test_runtime_new(&(es_runtime_opts_t){.threads = 2, .shed = 1});
+    static struct ring_member ring[RING];
+    es_actor_id_t ids[RING];
+    atomic_ullong hops = 0;
+    es_stats_t st;
+
+    for (int i = 0; i < RING; i++) {
+        ring[i] = (struct ring_member){.hops = &hops};
+        ES_OK(es_spawn(rt,
+                       &(es_spawn_opts_t){.behaviour = ring_cb,
+                                          .state = &ring[i],
+                                          .loop = ES_LOOP(0)},
+                       &ids[i]));
+    }
+    for (int i = 0; i < RING; i++)
+        ring[i].next = ids[(i + 1) % RING];
+    ES_OK(es_runtime_start(rt));
+    es_msg_t ball = es_msg_u64(MSG_BALL, RING_HOPS - 1);
+    ES_OK(es_send(rt, ids[0], &ball));
+    ES_WAIT_GE(hops, RING_HOPS);
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_eq(st.shed, 0, "%llu ring members shed",
+                 (unsigned long long)st.shed);
+    es_test_free(rt);
+}
