@@ -254,6 +254,36 @@ void es__actor_drop_timer(es_actor_t *a, uint64_t timer_id)
     q->count = kept;
 }
 
+/* The behaviour's answer to m: a negative errno stops a, with that as the
+ * reason (*reason). */
+static void behave(es_actor_t *a, es_msg_t *m, int *reason)
+{
+    int rc = call_behaviour(a, m);
+    if (rc < 0 && !a->stop_requested) {
+        es__log(ES_LOG_WARN,
+                "actor %#llx stopped: its behaviour returned %d (%s)",
+                (unsigned long long)a->id, rc, es_strerror(rc));
+        a->stop_requested = true;
+        *reason = rc;
+    }
+}
+
+/* A link signal reached a (ES__MSG_LINK_EXIT, see link.c). If the link is
+ * still there, a traps it as ES_MSG_EXIT or stops with -ENOLINK. */
+static void link_exit(es_actor_t *a, es_msg_t *m, int *reason)
+{
+    bool trap;
+    if (!es__link_exit_take(a, m->from, &trap))
+        return; /* unlinked meanwhile */
+    if (trap) {
+        m->type = ES_MSG_EXIT;
+        behave(a, m, reason);
+    } else {
+        a->stop_requested = true;
+        *reason = -ENOLINK;
+    }
+}
+
 void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
 {
     /* A muted actor is not run: what reaches it directly (a timer, a
@@ -265,20 +295,18 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
     if (a->mute_count && m->type != ES_MSG_IO && !is_deadline(m) &&
         es__msgq_push(&a->q, m, false) == 0)
         return;
+    int reason = 0; /* why it stops, if it does (es_msg_reason()) */
     if (m->type == ES__MSG_STOP_REQ) {
         a->stop_requested = true;
+    } else if (m->type == ES_MSG_DOWN && !es__down_take(a, es_msg_ref(m))) {
+        return; /* demonitored: see link.c */
+    } else if (m->type == ES__MSG_LINK_EXIT) {
+        link_exit(a, m, &reason);
     } else {
         if (m->type == ES_MSG_START)
             a->started = true;
         es_actor_id_t from = m->from;
-        int rc = call_behaviour(a, m);
-        if (rc < 0 && !a->stop_requested) {
-            es__log(ES_LOG_WARN,
-                    "actor %#llx stopped: its behaviour returned "
-                    "%d (%s)",
-                    (unsigned long long)a->id, rc, es_strerror(rc));
-            a->stop_requested = true;
-        }
+        behave(a, m, &reason);
         if (m->free_cb)
             es_msg_release(m);
         if (m->type >= ES_MSG_USER) {
@@ -288,7 +316,7 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
         }
     }
     if (a->stop_requested)
-        es__actor_finalize(a);
+        es__actor_finalize(a, reason);
 }
 
 /* Sends m on to the loop its target moved to (home thread of `loop`). */
@@ -351,7 +379,7 @@ static void actor_reclaim(ck_epoch_entry_t *e)
     es__free(a);
 }
 
-void es__actor_finalize(es_actor_t *a)
+void es__actor_finalize(es_actor_t *a, int reason)
 {
     if (a->stopped)
         return;
@@ -374,6 +402,7 @@ void es__actor_finalize(es_actor_t *a)
     while (es__msgq_pop(&a->q, &m))
         es__dead_letter(rt, loop, &m);
     es__msgq_reset(&a->q);
+    es__links_stop(a, reason); /* after what it sent in its STOP */
     runq_remove(loop, a);
     if (!a->is_loop) {
         list_unlink(loop, a);
@@ -395,7 +424,7 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
     if (loop->stopping) {
         /* Every successful spawn sees START and STOP, even this late. */
         es__actor_dispatch(a, &start);
-        es__actor_finalize(a);
+        es__actor_finalize(a, -ESHUTDOWN);
         return;
     }
     if (!tls_current && a->q.count == 0) {
@@ -408,7 +437,7 @@ void es__actor_install(struct es__loop *loop, es_actor_t *a)
     if (es__msgq_push(&a->q, &start, true) != 0) {
         es__log(ES_LOG_ERROR, "no memory to start actor %#llx",
                 (unsigned long long)a->id);
-        es__actor_finalize(a);
+        es__actor_finalize(a, -ENOMEM);
         return;
     }
     runq_push(loop, a);
@@ -682,7 +711,7 @@ static void migrate_in(struct es__loop *y, es_msg_t *m)
     atomic_store_explicit(&a->transit, ES__TRANSIT_ARRIVED,
                           memory_order_relaxed);
     if (y->stopping)
-        es__actor_finalize(a); /* STOP, as for every actor here */
+        es__actor_finalize(a, -ESHUTDOWN); /* as every actor here */
     else if (a->q.count)
         runq_push(y, a); /* shed with its queue: see "Load shedding" */
 }
@@ -1130,6 +1159,7 @@ static void send_commit(struct es__tctx *t, es_actor_t *a,
 enum {
     SEND_CAPPED = 1, /* user message: counts against the limit */
     SEND_WAITER = 2, /* es_send_wait(): on refusal, ask to be woken */
+    SEND_AS = 4,     /* msg->from is the sender to name (link.c) */
 };
 
 /* The body of send_ex(), inside the sender's epoch section. Returns 0,
@@ -1175,7 +1205,8 @@ static int send_in_section(es_runtime_t *rt, struct es__tctx *t,
     }
     *slot = *msg;
     slot->to = to;
-    slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
+    if (!(flags & SEND_AS))
+        slot->from = cur && cur->rt == rt ? cur->id : ES_ACTOR_NONE;
     send_commit(t, a, home, path);
     if (t->loop_index < 0)
         t->last_loop = home->index + 1; /* for ES_PLACE_CURRENT */
@@ -1202,6 +1233,15 @@ static int send_ex(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
     ES__TSAN_RELEASE(&rt->epoch);
     ck_epoch_end(t->rec, NULL);
     return rc;
+}
+
+int es__send_from(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                  es_actor_id_t from)
+{
+    es_msg_t m = *msg;
+    m.from = from;
+    int rc = send_ex(rt, to, &m, SEND_AS);
+    return rc == -ENOBUFS ? -EAGAIN : rc;
 }
 
 int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,

@@ -33,15 +33,16 @@
 /* Internal message types; never shown to a behaviour or dead-letter hook. */
 enum {
     ES__MSG_INTERNAL = 0xF000,
-    ES__MSG_STOP_REQ, /* to any actor: es_stop() */
-    ES__MSG_RESOLVED, /* to a connector: ptr is its addrinfo list */
-    ES__MSG_CALL,     /* to a loop actor: ptr is a struct es__call */
-    ES__MSG_UNMUTE,   /* to a loop actor: inl.u64[0] drained below its mark */
-    ES__MSG_RESUMED,  /* to a module actor (one with ext): it is unmuted */
-    ES__MSG_MIGRATE,  /* to a loop actor: ptr is an actor moving in */
-    ES__MSG_FLUSHED,  /* to a loop actor: inl.u64[0]'s old loop is done */
-    ES__MSG_MARK_REQ, /* to a loop actor: send a MARK back to loop u64[1] */
-    ES__MSG_MARK,     /* to a loop actor: its MARK_REQ u64[0] came back */
+    ES__MSG_STOP_REQ,  /* to any actor: es_stop() */
+    ES__MSG_RESOLVED,  /* to a connector: ptr is its addrinfo list */
+    ES__MSG_CALL,      /* to a loop actor: ptr is a struct es__call */
+    ES__MSG_UNMUTE,    /* to a loop actor: inl.u64[0] drained below its mark */
+    ES__MSG_RESUMED,   /* to a module actor (one with ext): it is unmuted */
+    ES__MSG_MIGRATE,   /* to a loop actor: ptr is an actor moving in */
+    ES__MSG_FLUSHED,   /* to a loop actor: inl.u64[0]'s old loop is done */
+    ES__MSG_MARK_REQ,  /* to a loop actor: send a MARK back to loop u64[1] */
+    ES__MSG_MARK,      /* to a loop actor: its MARK_REQ u64[0] came back */
+    ES__MSG_LINK_EXIT, /* to a linked actor: `from` stopped, reason i64[1] */
 };
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's
@@ -302,6 +303,8 @@ struct es_actor {
     bool is_loop; /* the loop actor of `loop` */
     /* Migration state, read by senders: ES__TRANSIT_* (actor.c). */
     _Atomic uint8_t transit;
+    /* ES__X_* (link.c): monitors or links name it; it has stopped. */
+    _Atomic uint8_t xflags;
     es_behaviour_cb behaviour;
     void *ext;                 /* actors/ modules: connection state */
     es_state_free_cb ext_free; /* frees ext after state_free */
@@ -343,6 +346,9 @@ struct es_actor {
      * hold senders muted on it (bit index % 63), and ES__MUTERS_FOREIGN. */
     _Atomic uint64_t muters;
 };
+
+/* Bits of es_actor.xflags. */
+enum { ES__X_USED = 1, ES__X_DEAD = 2 };
 
 /* Values of es_actor.transit. */
 enum {
@@ -428,6 +434,22 @@ int es__runtime_on_free(es_runtime_t *rt, void (*fn)(void *), void *arg);
 /* Sends with or without the mailbox limit (internal and system messages). */
 int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
              bool capped);
+/* es__send() without the limit, naming `from` as the sender. */
+int es__send_from(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                  es_actor_id_t from);
+
+/* Monitors and links (link.c). es__links_stop(): a stops with `reason`
+ * (home thread, once): DOWN to its watchers, its own monitors removed, its
+ * links signalled. es__down_take(): a DOWN with `ref` reached a; true if
+ * a still holds that monitor (now removed), false to drop it.
+ * es__link_exit_take(): a link signal from `from` reached a; true if the
+ * link was still there (now removed), *trap: a traps exits. */
+void es__links_stop(es_actor_t *a, int reason);
+bool es__down_take(es_actor_t *a, es_ref_t ref);
+bool es__link_exit_take(es_actor_t *a, es_actor_id_t from, bool *trap);
+void es__links_free(es_runtime_t *rt);
+/* Fills the monitor and link counters of es_stats_t (index -1). */
+void es__links_stats(const es_runtime_t *rt, es_stats_t *out);
 /* Routes a message taken from an inbound ring on its target's loop; src is
  * the loop index of the ring's producer, -1 for a foreign thread. */
 void es__actor_route(struct es__loop *loop, es_msg_t *m, int src);
@@ -463,7 +485,7 @@ unsigned es__spawns_install(struct es__loop *loop, unsigned budget);
 /* True if actors wait to be installed on loop (the check before sleeping,
  * after the loop's seq_cst fence). */
 bool es__spawns_pending(struct es__loop *loop);
-void es__actor_finalize(es_actor_t *a);
+void es__actor_finalize(es_actor_t *a, int reason);
 /* Disposes of a message whose target is gone (internal ones included). */
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m);
 int es__actor_new_loop_actor(struct es__loop *loop);
@@ -708,6 +730,8 @@ struct es_runtime {
      * thread waits on drains (see actor.c). */
     atomic_uint room_seq;
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
+    /* Monitors and links (link.c), made on first use. */
+    _Atomic(struct es__links *) links;
 
     /* The thread that starts, waits for and frees the runtime (the
      * caller serialises those calls, as runtime.h says). */

@@ -356,7 +356,7 @@ static void begin_shutdown(struct es__loop *loop)
 {
     loop->stopping = true;
     while (loop->actors)
-        es__actor_finalize(loop->actors);
+        es__actor_finalize(loop->actors, -ESHUTDOWN);
 }
 
 static unsigned turn(struct es__loop *loop)
@@ -420,7 +420,7 @@ void *es__loop_main(void *arg)
             poll_events(loop, 0);
     }
     ck_epoch_begin(loop->tctx.rec, NULL);
-    es__actor_finalize(loop->self);
+    es__actor_finalize(loop->self, -ESHUTDOWN);
     loop->self = NULL; /* reclaimed after the grace period */
     es__tctx_flush_wakes(&loop->tctx);
     ck_epoch_end(loop->tctx.rec, NULL);

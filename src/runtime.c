@@ -194,7 +194,7 @@ static void settle_unstarted(es_runtime_t *rt)
     settle(rt);
     for (unsigned i = 0; i < rt->nloops; i++)
         if (rt->loops[i].self) {
-            es__actor_finalize(rt->loops[i].self);
+            es__actor_finalize(rt->loops[i].self, -ESHUTDOWN);
             rt->loops[i].self = NULL;
         }
     settle(rt);
@@ -240,6 +240,7 @@ void es_runtime_free(es_runtime_t *rt)
         free_contexts(rt);
     es__free(rt->loops);
     es__table_free(rt->table);
+    es__links_free(rt);
     pthread_mutex_destroy(&rt->tctx_lock);
     pthread_mutex_destroy(&rt->cleanup_lock);
     es__free(rt);
@@ -326,5 +327,6 @@ int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)
     for (struct es__tctx *t = mrt->foreign; t; t = t->next)
         add_sender(out, t);
     pthread_mutex_unlock(&mrt->tctx_lock);
+    es__links_stats(rt, out);
     return 0;
 }

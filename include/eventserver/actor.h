@@ -30,8 +30,21 @@ enum es_msg_type {
     ES_MSG_CONN_HIGH_WATER, /* write queue rose above the high watermark */
     ES_MSG_CONN_LOW_WATER,  /* write queue fell below the low watermark */
     ES_MSG_CONN_CLOSED,     /* es_msg_conn_reason(), es_msg_conn_error() */
+    /* Monitors, links and requests (below): */
+    ES_MSG_DOWN,           /* a monitored actor stopped: from, es_msg_ref(),
+                              es_msg_reason() */
+    ES_MSG_EXIT,           /* a linked actor stopped abnormally and this one
+                              traps exits: from, es_msg_reason() */
+    ES_MSG_REPLY,          /* the answer to es_request(): es_msg_ref() is
+                              the request id; payload as the replier sent */
+    ES_MSG_REQUEST_FAILED, /* es_request() got no answer: es_msg_ref(),
+                              es_msg_reason() (-ETIMEDOUT or -ESRCH) */
     ES_MSG_USER = 0x10000,
 };
+
+/* Identifies one monitor (es_monitor()) or one request (es_request());
+ * never 0, never reused within a runtime. */
+typedef uint64_t es_ref_t;
 
 /* Frees the out-of-line payload of a message that is dropped or consumed. */
 typedef void (*es_msg_free_cb)(void *ptr);
@@ -96,6 +109,28 @@ static inline es_msg_t es_msg_ptr(uint32_t type, void *ptr, uint32_t len,
     m.len = len;
     m.free_cb = free_cb;
     return m;
+}
+
+/* Where monitors, links and requests keep their fields in a message: the
+ * last inline word is the ref (or request id), the one before it the
+ * reason. A request or a reply therefore carries at most
+ * ES_MSG_REQUEST_INLINE inline bytes (or a ptr payload of any size). */
+#define ES_MSG_REQUEST_INLINE 16
+
+/* The monitor ref of ES_MSG_DOWN, the request id of ES_MSG_REPLY and
+ * ES_MSG_REQUEST_FAILED. */
+static inline es_ref_t es_msg_ref(const es_msg_t *msg)
+{
+    return msg->inl.u64[2];
+}
+
+/* The reason of ES_MSG_DOWN, ES_MSG_EXIT and ES_MSG_REQUEST_FAILED: 0 for a
+ * normal stop, the negative errno the actor's behaviour returned,
+ * -ESHUTDOWN (the runtime stopped), -ENOLINK (stopped by a link), -ESRCH
+ * (it did not exist), -ETIMEDOUT (a request's deadline passed). */
+static inline int es_msg_reason(const es_msg_t *msg)
+{
+    return (int)msg->inl.i64[1];
 }
 
 /*
@@ -256,6 +291,56 @@ ES_EXTERN es_runtime_t *es_actor_runtime(const es_actor_t *self);
 
 /* Index of the actor's home demux thread. Thread: owning loop only. */
 ES_EXTERN int es_actor_loop_index(const es_actor_t *self);
+
+/* --- monitors and links (docs/design.md, "Monitors and links") --------- */
+
+/*
+ * Watches actor `target`: `self` receives exactly one ES_MSG_DOWN when it
+ * stops, with from = target, es_msg_ref() = *ref and es_msg_reason() the
+ * reason it stopped (see es_msg_reason()). If target has already stopped or
+ * never existed the DOWN (reason -ESRCH) is sent at once. Watcher and target
+ * may live on different threads; one actor may watch many, and many may
+ * watch one (each monitor gets its own DOWN). When `self` stops first its
+ * monitors are removed.
+ * Returns: 0 and *ref; -EINVAL (target is self or a loop actor); -ENOMEM.
+ * Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN int es_monitor(es_actor_t *self, es_actor_id_t target, es_ref_t *ref);
+
+/*
+ * Removes a monitor. No ES_MSG_DOWN for it is delivered after this returns,
+ * even one already queued.
+ * Returns: 0; -ENOENT if ref is not an active monitor of self (its DOWN
+ * was delivered already, or it never existed).
+ * Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN int es_demonitor(es_actor_t *self, es_ref_t ref);
+
+/*
+ * Links self and `other`, both ways. When either stops abnormally (reason
+ * not 0) the other is stopped with reason -ENOLINK, or, if it traps exits,
+ * receives ES_MSG_EXIT (from, reason) instead. Normal stops only remove the
+ * link. Linking twice is one link.
+ * Returns: 0; -ESRCH if other has stopped or never existed (no link is
+ * made); -EINVAL (other is self or a loop actor); -ENOMEM.
+ * Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN int es_link(es_actor_t *self, es_actor_id_t other);
+
+/*
+ * Removes the link between self and `other`, both ways. No ES_MSG_EXIT for
+ * it and no stop through it happens to self after this returns.
+ * Returns: 0; -ENOENT if they were not linked.
+ * Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN int es_unlink(es_actor_t *self, es_actor_id_t other);
+
+/*
+ * on = 1: abnormal stops of linked actors arrive as ES_MSG_EXIT instead of
+ * stopping self; on = 0 (the default): they stop it.
+ * Returns: nothing. Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN void es_actor_trap_exits(es_actor_t *self, int on);
 
 #ifdef __cplusplus
 }
