@@ -248,8 +248,12 @@ static struct es__timer *timer_find(es_actor_t *self, es_timer_id_t id)
     uint32_t idx = (uint32_t)id & (SLOT_MAX - 1);
     if (((uint32_t)id >> SLOT_BITS) == self->loop->index) {
         struct es__timer *t = idx < ts->slab_len ? ts->slab[idx] : NULL;
-        return t && t->id == id && t->owner == self ? t : NULL;
+        if (t && t->id == id && t->owner == self)
+            return t;
     }
+    /* Made on another loop, or here before a round trip through another
+     * (adoption gave it a new slot, the id kept the old one): the actor's
+     * own list has it. */
     for (struct es__timer *t = self->timers; t; t = t->owner_next)
         if (t->id == id)
             return t;

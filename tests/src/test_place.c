@@ -10,7 +10,7 @@
 
 #include <eventserver/timer.h>
 
-enum { MSG_BALL = ES_MSG_USER, MSG_SEQ, MSG_GO, MSG_STOP_TIMER };
+enum { MSG_BALL = ES_MSG_USER, MSG_SEQ, MSG_GO, MSG_STOP_TIMER, MSG_NEW_TIMER };
 
 /* --- a ping-pong pair placed on two threads ----------------------------------
  */
@@ -299,7 +299,7 @@ Test(place, order_kept_across_a_move, .timeout = ES_TEST_TIMEOUT)
 
 struct ticker {
     es_actor_id_t peer;
-    es_timer_id_t periodic, oneshot;
+    es_timer_id_t periodic, oneshot, extra;
     atomic_ullong ticks_on[2];
     atomic_ullong oneshot_fired, stop_rc_set;
     atomic_int stop_rc, loop;
@@ -333,6 +333,8 @@ static int ticker_cb(es_actor_t *self, es_msg_t *msg)
     case MSG_BALL:
         atomic_fetch_add(&t->balls, 1);
         return 0;
+    case MSG_NEW_TIMER:
+        return es_timer_start(self, 60000, 0, 9, &t->extra);
     }
     return 0;
 }
@@ -369,6 +371,52 @@ Test(place, timers_follow_a_move, .timeout = ES_TEST_TIMEOUT)
     es_test_sleep_ms(50);
     cr_assert_eq(atomic_load(&t.ticks_on[1]), ticks, "stopped timer fired");
     cr_assert_eq(atomic_load(&t.oneshot_fired), 0);
+    es_test_free(rt);
+}
+
+/* A timer's id names the loop and slot it was made in. Back on that loop
+ * after a round trip, the actor's timers get new slots, so the id's slot
+ * may hold another timer: found by fuzz_runtime
+ * (regress-timer-lost-after-round-trip), es_timer_stop() said -ENOENT. */
+Test(place, timers_survive_a_round_trip, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    struct ticker t = {0};
+    struct pump there = {.total = 4000}, back = {.total = 4000};
+    es_actor_id_t id, back_id;
+    es_msg_t go = es_msg_make(MSG_GO), stop = es_msg_make(MSG_STOP_TIMER);
+    es_msg_t extra = es_msg_make(MSG_NEW_TIMER);
+
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){
+                       .behaviour = ticker_cb, .state = &t, .loop = ES_LOOP(0)},
+                   &id));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &there,
+                                      .loop = ES_LOOP(1)},
+                   &t.peer));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &back,
+                                      .loop = ES_LOOP(0)},
+                   &back_id));
+    there.to = back.to = id;
+    ES_OK(es_runtime_start(rt));
+    ES_WAIT_GE(t.ticks_on[0], 3);
+    ES_OK(es_send(rt, t.peer, &go));
+    ES_WAIT_GE(t.balls, there.total);
+    cr_assert_eq(atomic_load(&t.loop), 1, "the ticker did not move");
+    ES_OK(es_send(rt, id, &extra)); /* a timer made on loop 1 */
+    ES_WAIT_GE(t.ticks_on[1], 3);
+    ES_OK(es_send(rt, back_id, &go));
+    ES_WAIT_GE(t.balls, there.total + back.total);
+    cr_assert_eq(atomic_load(&t.loop), 0, "the ticker did not come back");
+    ES_OK(es_send(rt, id, &stop));
+    ES_WAIT_GE(t.stop_rc_set, 1);
+    cr_assert_eq(atomic_load(&t.stop_rc), 0,
+                 "es_timer_stop() after the round trip: %d",
+                 atomic_load(&t.stop_rc));
     es_test_free(rt);
 }
 
@@ -671,7 +719,8 @@ Test(place, saturated_loop_sheds_consumers, .timeout = ES_TEST_TIMEOUT)
     uint64_t shed = run_consumers(1, &moved);
 
     cr_assert_geq(shed, 1, "nothing shed from a saturated loop");
-    cr_assert_geq(moved, 1, "no consumer ended on the idle loop (%llu shed)", (unsigned long long)shed);
+    cr_assert_geq(moved, 1, "no consumer ended on the idle loop (%llu shed)",
+                  (unsigned long long)shed);
     cr_assert_lt(moved, CONSUMERS, "every consumer left the producer");
 }
 
