@@ -71,9 +71,7 @@ enum {
     M_LAST = M_WAIT_INSIDE,
 };
 
-/* T_LOST: es_timer_stop() did not find it (see known_round_trip()); it
- * may fire any number of times and its slot is not used again. */
-enum { T_NONE, T_ONESHOT, T_REPEAT, T_CANCELLED, T_FIRED, T_PENDING, T_LOST };
+enum { T_NONE, T_ONESHOT, T_REPEAT, T_CANCELLED, T_FIRED, T_PENDING };
 
 struct payload {
     uint64_t id, sender, seq;
@@ -265,28 +263,6 @@ static void timer_start(es_actor_t *self, struct actor *a, const es_msg_t *m)
     }
 }
 
-/*
- * The known defect of docs/fuzzing.md ("Findings", timer lost after a round
- * trip), tolerated only with FZ_RUNTIME_KNOWN=timer-round-trip so that a
- * long run can look past it: es_timer_stop() answers -ENOENT for a live
- * timer of an actor that migrated away from the timer's first loop and
- * back (src/timer.c looks for the timer only in the slab slot its id names
- * there). It needs two migrations and the actor back on that loop (the
- * id's bits 22-31, see src/timer.c).
- */
-static bool known_round_trip(es_actor_t *self, es_timer_id_t id)
-{
-    static int allow = -1;
-    if (allow < 0) {
-        const char *e = getenv("FZ_RUNTIME_KNOWN");
-        allow = e && strcmp(e, "timer-round-trip") == 0;
-    }
-    es_stats_t st;
-    return allow && (int)((id >> 22) & 0x3ff) == es_actor_loop_index(self) &&
-           es_runtime_stats(es_actor_runtime(self), -1, &st) == 0 &&
-           st.migrations >= 2;
-}
-
 static void timer_stop(es_actor_t *self, struct actor *a)
 {
     for (int i = 0; i < NTIMERS; i++) {
@@ -298,8 +274,6 @@ static void timer_stop(es_actor_t *self, struct actor *a)
             a->tstate[i] = T_CANCELLED;
         else if (rc == -ENOENT && st == T_ONESHOT)
             a->tstate[i] = T_PENDING; /* fired; its message is on its way */
-        else if (rc == -ENOENT && known_round_trip(self, a->timer[i]))
-            a->tstate[i] = T_LOST;
         else
             fz_fail("es_timer_stop of a live timer %#llx: %d (actor %d on "
                     "loop %d, %u moves seen)",
@@ -315,8 +289,6 @@ static void timer_fired(struct actor *a, const es_msg_t *m)
     if (i >= NTIMERS || es_msg_timer_id(m) != a->timer[i])
         fz_fail("a timer message for no timer of this actor");
     uint8_t st = a->tstate[i];
-    if (st == T_LOST)
-        return;
     if (st != T_ONESHOT && st != T_REPEAT && st != T_PENDING)
         fz_fail("timer %llu fired in state %d (cancelled or fired before)",
                 (unsigned long long)i, st);
