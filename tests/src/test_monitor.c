@@ -16,6 +16,8 @@ enum {
     OP_TRAP,                  /* u64[0]: on */
     OP_FAIL,                  /* the behaviour returns i64[0] */
     OP_HOLD,                  /* busy until probe.release */
+    OP_NOP,                   /* just counted */
+    OP_PUMP,                  /* pump: the next chunk */
 };
 
 #define MAX_EVENTS 64
@@ -23,6 +25,7 @@ enum {
 struct probe {
     atomic_ullong downs, exits, stopped, freed, done, release, holding;
     atomic_ullong ref; /* of the last OP_MONITOR */
+    atomic_int loop;   /* where it ran last */
     atomic_int rc;     /* of the last OP_DEMONITOR / OP_LINK / OP_UNLINK */
     struct event {
         es_actor_id_t from;
@@ -36,6 +39,7 @@ static int probe_cb(es_actor_t *self, es_msg_t *msg)
     struct probe *p = es_actor_state(self);
     es_ref_t ref;
 
+    atomic_store(&p->loop, es_actor_loop_index(self));
     switch (msg->type) {
     case ES_MSG_DOWN:
     case ES_MSG_EXIT: {
@@ -291,6 +295,83 @@ Test(monitor, many_to_one_and_one_to_many, .timeout = ES_TEST_TIMEOUT)
     ES_OK(es_runtime_stats(rt, -1, &st));
     cr_assert_eq(st.monitors, 0);
     cr_assert_eq(st.downs, 2 * N);
+    es_test_free(rt);
+}
+
+/* Streams OP_NOPs at `to` from its own loop, 32 per call: `to` moves here
+ * (co-location). */
+struct pump {
+    es_actor_id_t to;
+    unsigned left;
+};
+
+static int pump_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct pump *p = es_actor_state(self);
+    es_runtime_t *rt = es_actor_runtime(self);
+
+    if (msg->type != OP_PUMP)
+        return 0;
+    for (int i = 0; i < 32 && p->left; i++, p->left--) {
+        es_msg_t nop = es_msg_make(OP_NOP);
+        int rc = es_send(rt, p->to, &nop);
+        if (rc)
+            return rc;
+    }
+    if (!p->left)
+        return 0;
+    es_msg_t next = es_msg_make(OP_PUMP);
+    return es_send(rt, es_actor_self(self), &next);
+}
+
+/* Dragged to the other thread with a monitor on it and holding one: the
+ * target's DOWN still reaches the watcher, and the watcher's still
+ * reaches it after both moved (the nodes are keyed by handle). */
+Test(monitor, monitors_follow_migrations, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    static struct probe w, t, t2;
+    w = t = t2 = (struct probe){0};
+    struct pump to_t = {.left = 4000}, to_w = {.left = 4000};
+    es_actor_id_t wid = spawn_probe(rt, &w, 0), tid = spawn_probe(rt, &t, 1),
+                  t2id = spawn_probe(rt, &t2, 0), pt, pw;
+    es_msg_t go = es_msg_make(OP_PUMP);
+
+    to_t.to = tid;
+    to_w.to = wid;
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &to_t,
+                                      .loop = ES_LOOP(0)},
+                   &pt));
+    ES_OK(es_spawn(rt,
+                   &(es_spawn_opts_t){.behaviour = pump_cb,
+                                      .state = &to_w,
+                                      .loop = ES_LOOP(1)},
+                   &pw));
+    ES_OK(es_runtime_start(rt));
+    op(rt, wid, &w, OP_MONITOR, tid);
+    es_ref_t ref_t = atomic_load(&w.ref);
+    op(rt, tid, &t, OP_MONITOR, t2id); /* the target watches too */
+    es_ref_t ref_t2 = atomic_load(&t.ref);
+    ES_OK(es_send(rt, pt, &go)); /* t: loop 1 -> 0 */
+    ES_WAIT_GE(t.done, 4000 + 1);
+    cr_assert_eq(atomic_load(&t.loop), 0, "the target did not move");
+    ES_OK(es_send(rt, pw, &go)); /* w: loop 0 -> 1 */
+    ES_WAIT_GE(w.done, 4000 + 1);
+    cr_assert_eq(atomic_load(&w.loop), 1, "the watcher did not move");
+    es_stats_t st;
+    ES_OK(es_runtime_stats(rt, -1, &st));
+    cr_assert_geq(st.migrations, 2);
+    ES_OK(es_stop(rt, t2id));
+    ES_WAIT_GE(t.downs, 1);
+    cr_assert_eq(t.ev[0].ref, ref_t2);
+    ES_OK(es_stop(rt, tid));
+    ES_WAIT_GE(w.downs, 1);
+    cr_assert_eq(w.ev[0].ref, ref_t);
+    cr_assert_eq(w.ev[0].from, tid);
+    es_test_sleep_ms(20);
+    cr_assert_eq(atomic_load(&w.downs), 1);
     es_test_free(rt);
 }
 
