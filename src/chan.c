@@ -48,8 +48,6 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-CK_RING_PROTOTYPE(es_msg, es_msg)
-
 ES__TLS struct es__tls_ctx es__tls_ctx;
 
 static struct es__chan *chan_new(struct es__tctx *t, unsigned capacity)
@@ -322,19 +320,50 @@ static void mark_wake(struct es__tctx *t, unsigned index)
     }
 }
 
+/*
+ * The ring protocol (ck_ring's SPSC layout and fences, driven here so that
+ * neither side touches the other's cache line on every message):
+ * - The producer writes slots at its private index p_next and publishes
+ *   them all with one store of p_tail (ring_publish()): per message for a
+ *   foreign sender, per batch for a demux sender (es__tctx_flush_wakes(),
+ *   which every loop turn and run-queue visit ends with; its wakeup check
+ *   comes after the publish). Publishing a batch keeps the ring's FIFO
+ *   order, so what a demux thread sent before a message (a MARK, say) is
+ *   published no later than it.
+ * - The producer knows a lower bound of c_head (c_seen) and reads c_head
+ *   only when the ring looks full by it.
+ * - The consumer knows a lower bound of p_tail (p_seen) and reads p_tail
+ *   only when it has taken everything up to it. It stores c_head after each
+ *   message, so c_head is exact (migration's consumed() reads it).
+ */
+
 /* The next free slot of c, or NULL if c is full (its producer only). */
 static es_msg_t *ring_reserve(struct es__chan *c)
 {
-    es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
-    ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
-    return slot;
+    unsigned p = c->p_next;
+    if (CK_CC_UNLIKELY(p - c->c_seen >= c->ring.mask)) {
+        c->c_seen = ck_pr_load_uint(&c->ring.c_head);
+        /* The consumer's slot reads come before our writes to the slot. */
+        ck_pr_fence_acquire();
+        ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with it */
+        if (p - c->c_seen >= c->ring.mask)
+            return NULL;
+    }
+    return &c->slots[p & c->ring.mask];
 }
 
-/* Publishes the slot ring_reserve() gave. */
+/* Counts the slot ring_reserve() gave; ring_publish() makes it visible. */
 static void ring_commit(struct es__chan *c)
 {
+    c->p_next++;
+}
+
+/* Makes every committed slot of c visible to its consumer. */
+static void ring_publish(struct es__chan *c)
+{
     ES__TSAN_RELEASE(c);
-    ck_ring_enqueue_commit_spsc(&c->ring);
+    ck_pr_fence_store(); /* the slots before the index, as ck_ring does */
+    ck_pr_store_uint(&c->ring.p_tail, c->p_next);
 }
 
 /* Moves queued overflow into the rings while they have room. */
@@ -366,8 +395,12 @@ void es__tctx_flush_wakes(struct es__tctx *t)
         overflow_move(t);
     if (!t->wake_count)
         return;
+    /* Every ring a demux sender committed to is marked: publish them. */
+    for (unsigned i = 0; i < t->rt->nloops; i++)
+        if (t->wake_pending[i] && t->chan[i])
+            ring_publish(t->chan[i]);
     /* Dekker, sender side (demux senders, once for a batch): orders the
-     * ring commits of this turn before the loads of `sleeping` in
+     * ring publishes above before the loads of `sleeping` in
      * es__loop_wake(). Pairs with the loop's fence in sleep_until_work(). */
     atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < t->rt->nloops; i++) {
@@ -435,10 +468,11 @@ void es__chan_commit(struct es__tctx *t, unsigned index)
     }
     ring_commit(t->chan[index]);
     if (t->loop_index >= 0) {
-        mark_wake(t, index);
+        mark_wake(t, index); /* published by es__tctx_flush_wakes() */
     } else {
+        ring_publish(t->chan[index]);
         /* Dekker, sender side (foreign senders, per message): orders the
-         * producer-index store of the commit above before the load of
+         * producer-index store of the publish above before the load of
          * `sleeping`. Pairs with the loop's fence in sleep_until_work(). */
         atomic_thread_fence(memory_order_seq_cst);
         es__loop_wake(&t->rt->loops[index], t);
@@ -473,10 +507,18 @@ unsigned es__tctx_drain_overflow(struct es__tctx *t)
 
 bool es__chan_pop(struct es__chan *c, es_msg_t *out)
 {
-    if (!ck_ring_dequeue_spsc_es_msg(&c->ring, c->slots, out))
-        return false;
-    ES__TSAN_ACQUIRE(c);
+    unsigned h = c->ring.c_head;
+    if (h == c->p_seen) {
+        c->p_seen = ck_pr_load_uint(&c->ring.p_tail);
+        if (h == c->p_seen)
+            return false;
+        ck_pr_fence_load(); /* the index before the slots, as ck_ring does */
+        ES__TSAN_ACQUIRE(c);
+    }
+    *out = c->slots[h & c->ring.mask];
     ES__TSAN_RELEASE(&c->ring.c_head);
+    ck_pr_fence_release(); /* the slot read before the index store */
+    ck_pr_store_uint(&c->ring.c_head, h + 1);
     return true;
 }
 
