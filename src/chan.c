@@ -16,23 +16,24 @@
  *   after the first exited; the handover is a release store of in_use = 0
  *   by the old owner and an acquire CAS 0 -> 1 by the new one, so the new
  *   producer sees the ring's producer index as the old one left it.
- * - ck_ring orders the slot copy before the producer index store
- *   (ck_pr_fence_store) and the consumer's index load before the slot read
- *   (ck_pr_fence_load): a message is fully visible once dequeued.
+ * - The slot writes come before the producer index store
+ *   (ck_pr_fence_store) and the consumer's index load before its slot reads
+ *   (ck_pr_fence_load), as in ck_ring: a message is fully visible once
+ *   dequeued. See "The ring protocol" below for the batching.
  * - A loop's inbound list is a push-only stack: a channel is fully built
  *   before the release CAS that publishes it, the loop reads the head with
  *   acquire, and `next` never changes after publication. Channels are freed
  *   only with the runtime.
  * - Wakeups (Dekker's handshake): the loop stores sleeping = 1, issues a
- *   seq_cst fence, then checks every inbound ring; a sender stores the
+ *   seq_cst fence, then checks every inbound ring; a sender publishes the
  *   message (ring index), issues a seq_cst fence, then loads sleeping. The
  *   two fences guarantee that at least one side sees the other's store: the
  *   loop sees the message and does not sleep, or the sender sees the flag.
  *   The sender then claims the flag with a CAS 1 -> 0, so exactly one sender
- *   writes the wakeup byte per sleep. Demux threads defer this check to the
- *   end of their loop turn (one fence per turn instead of one per message);
- *   the message is already in the ring, so at worst the wakeup is one turn
- *   later.
+ *   writes the wakeup byte per sleep. Demux threads defer the publish and
+ *   this check to es__tctx_flush_wakes() (one fence per ring batch or
+ *   run-queue visit instead of one per message), which publishes first:
+ *   a message waits at most until the end of the visit that sent it.
  * - Overflow: a demux sender never fails for a full ring. A message that
  *   finds the ring full waits in the sender's own queue for that loop, and
  *   every later message to that loop queues behind it until the queue is
