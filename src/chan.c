@@ -16,24 +16,23 @@
  *   after the first exited; the handover is a release store of in_use = 0
  *   by the old owner and an acquire CAS 0 -> 1 by the new one, so the new
  *   producer sees the ring's producer index as the old one left it.
- * - The slot writes come before the producer index store
- *   (ck_pr_fence_store) and the consumer's index load before its slot reads
- *   (ck_pr_fence_load), as in ck_ring: a message is fully visible once
- *   dequeued. See "The ring protocol" below for the batching.
+ * - ck_ring orders the slot copy before the producer index store
+ *   (ck_pr_fence_store) and the consumer's index load before the slot read
+ *   (ck_pr_fence_load): a message is fully visible once dequeued.
  * - A loop's inbound list is a push-only stack: a channel is fully built
  *   before the release CAS that publishes it, the loop reads the head with
  *   acquire, and `next` never changes after publication. Channels are freed
  *   only with the runtime.
  * - Wakeups (Dekker's handshake): the loop stores sleeping = 1, issues a
- *   seq_cst fence, then checks every inbound ring; a sender publishes the
+ *   seq_cst fence, then checks every inbound ring; a sender stores the
  *   message (ring index), issues a seq_cst fence, then loads sleeping. The
  *   two fences guarantee that at least one side sees the other's store: the
  *   loop sees the message and does not sleep, or the sender sees the flag.
  *   The sender then claims the flag with a CAS 1 -> 0, so exactly one sender
- *   writes the wakeup byte per sleep. Demux threads defer the publish and
- *   this check to es__tctx_flush_wakes() (one fence per ring batch or
- *   run-queue visit instead of one per message), which publishes first:
- *   a message waits at most until the end of the visit that sent it.
+ *   writes the wakeup byte per sleep. Demux threads defer this check to the
+ *   end of their loop turn (one fence per turn instead of one per message);
+ *   the message is already in the ring, so at worst the wakeup is one turn
+ *   later.
  * - Overflow: a demux sender never fails for a full ring. A message that
  *   finds the ring full waits in the sender's own queue for that loop, and
  *   every later message to that loop queues behind it until the queue is
@@ -48,6 +47,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+
+CK_RING_PROTOTYPE(es_msg, es_msg)
 
 ES__TLS struct es__tls_ctx es__tls_ctx;
 
@@ -321,50 +322,19 @@ static void mark_wake(struct es__tctx *t, unsigned index)
     }
 }
 
-/*
- * The ring protocol (ck_ring's SPSC layout and fences, driven here so that
- * neither side touches the other's cache line on every message):
- * - The producer writes slots at its private index p_next and publishes
- *   them all with one store of p_tail (ring_publish()): per message for a
- *   foreign sender, per batch for a demux sender (es__tctx_flush_wakes(),
- *   which every loop turn and run-queue visit ends with; its wakeup check
- *   comes after the publish). Publishing a batch keeps the ring's FIFO
- *   order, so what a demux thread sent before a message (a MARK, say) is
- *   published no later than it.
- * - The producer knows a lower bound of c_head (c_seen) and reads c_head
- *   only when the ring looks full by it.
- * - The consumer knows a lower bound of p_tail (p_seen) and reads p_tail
- *   only when it has taken everything up to it. It stores c_head after each
- *   message, so c_head is exact (migration's consumed() reads it).
- */
-
 /* The next free slot of c, or NULL if c is full (its producer only). */
 static es_msg_t *ring_reserve(struct es__chan *c)
 {
-    unsigned p = c->p_next;
-    if (CK_CC_UNLIKELY(p - c->c_seen >= c->ring.mask)) {
-        c->c_seen = ck_pr_load_uint(&c->ring.c_head);
-        /* The consumer's slot reads come before our writes to the slot. */
-        ck_pr_fence_acquire();
-        ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with it */
-        if (p - c->c_seen >= c->ring.mask)
-            return NULL;
-    }
-    return &c->slots[p & c->ring.mask];
+    es_msg_t *slot = ck_ring_enqueue_reserve_spsc_es_msg(&c->ring, c->slots);
+    ES__TSAN_ACQUIRE(&c->ring.c_head); /* the consumer is done with slot */
+    return slot;
 }
 
-/* Counts the slot ring_reserve() gave; ring_publish() makes it visible. */
+/* Publishes the slot ring_reserve() gave. */
 static void ring_commit(struct es__chan *c)
 {
-    c->p_next++;
-}
-
-/* Makes every committed slot of c visible to its consumer. */
-static void ring_publish(struct es__chan *c)
-{
     ES__TSAN_RELEASE(c);
-    ck_pr_fence_store(); /* the slots before the index, as ck_ring does */
-    ck_pr_store_uint(&c->ring.p_tail, c->p_next);
+    ck_ring_enqueue_commit_spsc(&c->ring);
 }
 
 /* Moves queued overflow into the rings while they have room. */
@@ -396,12 +366,8 @@ void es__tctx_flush_wakes(struct es__tctx *t)
         overflow_move(t);
     if (!t->wake_count)
         return;
-    /* Every ring a demux sender committed to is marked: publish them. */
-    for (unsigned i = 0; i < t->rt->nloops; i++)
-        if (t->wake_pending[i] && t->chan[i])
-            ring_publish(t->chan[i]);
     /* Dekker, sender side (demux senders, once for a batch): orders the
-     * ring publishes above before the loads of `sleeping` in
+     * ring commits of this turn before the loads of `sleeping` in
      * es__loop_wake(). Pairs with the loop's fence in sleep_until_work(). */
     atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < t->rt->nloops; i++) {
@@ -469,11 +435,10 @@ void es__chan_commit(struct es__tctx *t, unsigned index)
     }
     ring_commit(t->chan[index]);
     if (t->loop_index >= 0) {
-        mark_wake(t, index); /* published by es__tctx_flush_wakes() */
+        mark_wake(t, index);
     } else {
-        ring_publish(t->chan[index]);
         /* Dekker, sender side (foreign senders, per message): orders the
-         * producer-index store of the publish above before the load of
+         * producer-index store of the commit above before the load of
          * `sleeping`. Pairs with the loop's fence in sleep_until_work(). */
         atomic_thread_fence(memory_order_seq_cst);
         es__loop_wake(&t->rt->loops[index], t);
@@ -508,18 +473,10 @@ unsigned es__tctx_drain_overflow(struct es__tctx *t)
 
 bool es__chan_pop(struct es__chan *c, es_msg_t *out)
 {
-    unsigned h = c->ring.c_head;
-    if (h == c->p_seen) {
-        c->p_seen = ck_pr_load_uint(&c->ring.p_tail);
-        if (h == c->p_seen)
-            return false;
-        ck_pr_fence_load(); /* the index before the slots, as ck_ring does */
-        ES__TSAN_ACQUIRE(c);
-    }
-    *out = c->slots[h & c->ring.mask];
+    if (!ck_ring_dequeue_spsc_es_msg(&c->ring, c->slots, out))
+        return false;
+    ES__TSAN_ACQUIRE(c);
     ES__TSAN_RELEASE(&c->ring.c_head);
-    ck_pr_fence_release(); /* the slot read before the index store */
-    ck_pr_store_uint(&c->ring.c_head, h + 1);
     return true;
 }
 

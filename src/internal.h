@@ -151,18 +151,10 @@ struct es__loop;
  * thread to one demux thread, carrying es_msg_t by value. See chan.c.
  */
 struct es__chan {
-    /* c_head (consumer writes), p_tail (producer publishes) and size / mask
-     * each on a cache line of their own. */
     ck_ring_t ring;
     es_msg_t *slots;
     struct es__chan *next; /* loop's inbound list; immutable once published */
     struct es__tctx *producer;
-    /* The producer's own line: the next slot it writes (p_tail lags behind
-     * it until the next publish) and the last c_head it read. */
-    _Alignas(64) unsigned p_next;
-    unsigned c_seen;
-    /* The consumer's own line: the last p_tail it read. */
-    _Alignas(64) unsigned p_seen;
 };
 
 /*
