@@ -281,74 +281,96 @@ struct es__timer;
 struct es__loop;
 
 /*
- * An actor. Fields are grouped by who writes them. There is no padding: an
- * idle connection costs an actor, so its size counts (measured by
- * perf/conn_memory); the layout keeps the fields the home thread writes on
- * every message away from the senders' counters instead.
+ * An actor. Fields are grouped by who touches them on every message, in
+ * three 64-byte blocks, so that the senders' atomic increment of `sent` does
+ * not take away the line the home thread reads on every message, and the
+ * home thread's writes do not take away the line senders read:
+ * - bytes 0-63: what senders write (`sent`, `done_seen`), then fields
+ *   nobody touches per message (teardown, the actor list, timers);
+ * - bytes 64-127: set before publication or written rarely (install,
+ *   START, stop, muting, placement), read per message by both sides;
+ * - bytes 128-215: what the home thread writes per message, with the
+ *   coldest fields last.
+ * There is no padding: an idle actor's size counts (perf/conn_memory,
+ * perf/savina/idle_actors), so the actor keeps malloc's 16-byte alignment
+ * and is not 64-byte aligned (that would cost up to 48 bytes each). The
+ * line holding `sent` then starts 0, 16, 32 or 48 bytes before the actor,
+ * so it never reaches byte 64, and what it takes from the previous block
+ * (often another actor's last bytes) is malloc's header and that actor's
+ * coldest fields.
  */
 struct es_actor {
-    /* Senders write these. They come first so that the home thread's busy
-     * fields, below, are on other cache lines; what shares their line is
-     * set once before publication and only read afterwards. */
+    /* Bytes 0-63. Senders write these two: */
     atomic_uint sent;      /* reservations against the mailbox capacity */
     atomic_uint done_seen; /* a sender's last look at `done` */
+    /* Home thread, rarely: */
+    es_state_free_cb state_free;
+    es_state_free_cb ext_free; /* frees ext after state_free */
+    ck_epoch_entry_t epoch_entry;
+    es_actor_t *prev, *next;  /* loop's actor list */
+    struct es__timer *timers; /* timers this actor owns */
 
-    /* Set before the actor is published; read by any thread after. */
+    /* Bytes 64-127. Set before the actor is published; read by any thread
+     * after. */
     es_actor_id_t id;
     es_runtime_t *rt;
     /* Home loop. A migration (actor.c) changes it, on the old home thread,
      * so other threads read it with es__actor_home(). */
     struct es__loop *loop;
+    es_behaviour_cb behaviour;
+    void *state;
+    void *ext; /* actors/ modules: connection state */
     uint32_t capacity;
-    bool is_loop; /* the loop actor of `loop` */
+    /* Home thread only, written rarely: */
+    uint32_t mute_count; /* entries naming it in its loop's mute table */
+    bool is_loop;        /* the loop actor of `loop` */
     /* Migration state, read by senders: ES__TRANSIT_* (actor.c). */
     _Atomic uint8_t transit;
-    /* ES__X_* (link.c): monitors or links name it; it has stopped. */
-    _Atomic uint8_t xflags;
-    es_behaviour_cb behaviour;
-    void *ext;                 /* actors/ modules: connection state */
-    es_state_free_cb ext_free; /* frees ext after state_free */
+    bool installed, started, stop_requested, stopped;
+    uint16_t move_to; /* loop index + 1 to migrate to, 0 for none */
 
-    /* Home thread only. */
-    bool installed, started, in_runq, stop_requested, stopped;
-    /* It sent to its hot sender: a conversation, which load shedding must
-     * not split. It was shed away from its hot sender: co-location leaves
-     * it there unless they start to talk. Both reset when `hot` changes. */
-    bool talks_back, shed_away;
-    uint8_t hot_age;       /* windows `hot` has stayed the same (saturating) */
-    int io_head;           /* first watched fd + 1, 0 if none */
-    uint16_t move_to;      /* loop index + 1 to migrate to, 0 for none */
-    uint16_t transit_from; /* the loop it is migrating from */
-    void *state;
-    es_state_free_cb state_free;
-    struct es__msgq q;
-    /* Loop's run queue. Before installation run_next links the actor on
-     * its loop's spawn stack instead (written by the spawner before the
-     * push, read by the loop after taking the stack; see actor.c). */
-    es_actor_t *run_prev, *run_next;
-    es_actor_t *prev, *next;  /* loop's actor list */
-    struct es__timer *timers; /* timers this actor owns */
-    ck_epoch_entry_t epoch_entry;
+    /* Bytes 128-215. Home thread, per message. */
     uint32_t done_local;
-    uint32_t mute_count; /* entries naming it in its loop's mute table */
     /* Home thread writes, senders read (only when `done_seen` says the
      * mailbox may be full): messages fully handled. */
     atomic_uint done;
     /* Placement sampling (actor.c): a majority vote over the senders of
      * the last window of messages. */
     uint16_t hot_votes, win_n;
+    bool in_runq;
+    /* It sent to its hot sender: a conversation, which load shedding must
+     * not split. It was shed away from its hot sender: co-location leaves
+     * it there unless they start to talk. Both reset when `hot` changes. */
+    bool talks_back, shed_away;
+    uint8_t hot_age; /* windows `hot` has stayed the same (saturating) */
+    struct es__msgq q;
+    /* Loop's run queue. Before installation run_next links the actor on
+     * its loop's spawn stack instead (written by the spawner before the
+     * push, read by the loop after taking the stack; see actor.c). */
+    es_actor_t *run_prev, *run_next;
     es_actor_id_t hot_cand;
-    /* The sender that dominated the last window, or 0; home thread
-     * writes, other loops read (relaxed: a hint). */
-    _Atomic es_actor_id_t hot;
     /* Senders set bits (rarely: when they are muted on this actor), the
      * home thread reads it after each message and clears it: which loops
      * hold senders muted on it (bit index % 63), and ES__MUTERS_FOREIGN. */
     _Atomic uint64_t muters;
+    int io_head;           /* first watched fd + 1, 0 if none */
+    uint16_t transit_from; /* the loop it is migrating from */
+    /* ES__X_* (link.c): monitors or links name it; it has stopped. Any
+     * thread, atomic ORs, rarely. */
+    _Atomic uint8_t xflags;
+    /* The sender that dominated the last window, or 0; home thread
+     * writes, other loops read (relaxed: a hint). */
+    _Atomic es_actor_id_t hot;
 };
 
 /* Bits of es_actor.xflags. */
 enum { ES__X_USED = 1, ES__X_DEAD = 2 };
+
+_Static_assert(offsetof(struct es_actor, id) == 64 &&
+                   offsetof(struct es_actor, done_local) == 128,
+               "es_actor: the 64-byte blocks moved");
+_Static_assert(sizeof(struct es_actor) == 216,
+               "es_actor: mind the idle-actor memory");
 
 /* Values of es_actor.transit. */
 enum {
