@@ -665,3 +665,32 @@ Test(http_metrics, route_errors_and_head, .timeout = ES_TEST_TIMEOUT)
     hr_release(&r);
     hts_fini(&t);
 }
+
+Test(http_metrics, body_limits_told_apart, .timeout = ES_TEST_TIMEOUT)
+{
+    es_http_server_opts_t o = {
+        .max_body = 1000, .max_body_buffer = 64, .body_read_timeout_ms = 100};
+    struct hts t;
+
+    hts_init(&t, 1, &o);
+    hts_route(&t, NULL, "/echo", h_echo_body, NULL);
+    hts_start(&t);
+    /* over max_body: refused at the head */
+    refused(&t,
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n",
+            413);
+    /* under max_body but past what max_body_buffer could ever hold */
+    refused(&t, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n",
+            413);
+    /* a body that stalls */
+    refused(&t,
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+            408);
+    es_http_server_stats_t st = hts_stats(&t);
+    cr_assert_eq(st.limit_hits[ES_HTTP_LIMIT_BODY], 1);
+    cr_assert_eq(st.limit_hits[ES_HTTP_LIMIT_BODY_BUFFER], 1);
+    cr_assert_eq(st.limit_hits[ES_HTTP_LIMIT_BODY_READ_TIMEOUT], 1);
+    cr_assert_eq(st.limit_hits[ES_HTTP_LIMIT_BODY_TIMEOUT], 0);
+    cr_assert_eq(st.responses[3], 3);
+    hts_fini(&t);
+}
