@@ -18,6 +18,9 @@ packages=(
     # tests/http drives the server with curl and Python's http.client and
     # runs the HTTP client against nginx (each test skips if one is missing)
     curl python3 nginx-light
+    # tests/http/test_http_metrics.c parses /metrics with prometheus_client
+    # (the test skips, loudly, without it)
+    python3-prometheus-client
     # perf/http_bench.sh: the load generators
     wrk apache2-utils
     # make fuzz: clang and its runtimes (libFuzzer, ASan, UBSan)

@@ -208,6 +208,44 @@ void es__http_exchange_gone(es_http_response_t *x)
 
 /* --- Writing -------------------------------------------------------------- */
 
+/* es_conn_write() and es_conn_write_ref() that count the bytes sent. */
+static int out_copy(es_actor_t *self, const es_http_response_t *x,
+                    const void *p, size_t n)
+{
+    int rc = es_conn_write(self, p, n);
+    if (rc == 0)
+        es__http_add(&x->srv->loops[x->loop].bytes_out, n);
+    return rc;
+}
+
+static int out_ref(es_actor_t *self, const es_http_response_t *x, void *p,
+                   size_t n, es_msg_free_cb free_cb)
+{
+    int rc = es_conn_write_ref(self, p, n, free_cb);
+    if (rc == 0)
+        es__http_add(&x->srv->loops[x->loop].bytes_out, n);
+    return rc;
+}
+
+void es__http_send_continue(es_actor_t *self, es_http_server_t *srv,
+                            unsigned loop)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (es_conn_write(self, cont, sizeof(cont) - 1) == 0) {
+        es__http_add(&srv->loops[loop].bytes_out, sizeof(cont) - 1);
+        es__http_add(&srv->loops[loop].responses[0], 1);
+    }
+}
+
+/* Counts a response head by its status class (es_http_server_stats_t). */
+static void count_status(const es_http_response_t *x)
+{
+    unsigned c = x->status / 100u - 1u;
+    if (c >= ES_HTTP_STATUS_CLASSES - 1)
+        c = ES_HTTP_STATUS_CLASSES - 1; /* 600..999 */
+    es__http_add(&x->srv->loops[x->loop].responses[c], 1);
+}
+
 static char *put(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -243,6 +281,7 @@ static size_t head_max(const es_http_response_t *x)
 /* Writes the head into p; body_len < 0: streamed. Returns the end. */
 static char *put_head(es_http_response_t *x, char *p, int64_t body_len)
 {
+    count_status(x); /* each response's head is made once */
     const char *reason = es_http_status_text(x->status);
     p = put(p, "HTTP/1.1 ", 9);
     p = put_u64(p, x->status);
@@ -272,9 +311,10 @@ static char *put_head(es_http_response_t *x, char *p, int64_t body_len)
 }
 
 /* Writes the head (in buf, n bytes) and, unless small, the body apart. */
-static void write_head(es_actor_t *self, const char *buf, size_t n)
+static void write_head(es_actor_t *self, const es_http_response_t *x,
+                       const char *buf, size_t n)
 {
-    if (es_conn_write(self, buf, n))
+    if (out_copy(self, x, buf, n))
         (void)es_conn_close(self);
 }
 
@@ -282,12 +322,12 @@ static void write_body_apart(es_actor_t *self, es_http_response_t *x)
 {
     int rc = 0;
     if (x->ref) {
-        rc = es_conn_write_ref(self, x->ref, x->ref_len, x->ref_free);
+        rc = out_ref(self, x, x->ref, x->ref_len, x->ref_free);
         if (rc == 0)
             x->ref = NULL; /* the connection owns it now */
         ref_drop(x);
     } else if (x->body.len) {
-        rc = es_conn_write_ref(self, x->body.data, x->body.len, es_free);
+        rc = out_ref(self, x, x->body.data, x->body.len, es_free);
         if (rc == 0)
             x->body = (struct es__buf){0};
     }
@@ -306,7 +346,7 @@ static void send_plain(es_actor_t *self, es_http_response_t *x)
         char *e = put_head(x, out_buf, (int64_t)blen);
         if (send_body)
             e = put(e, body, blen);
-        write_head(self, out_buf, (size_t)(e - out_buf));
+        write_head(self, x, out_buf, (size_t)(e - out_buf));
         ref_drop(x);
         return;
     }
@@ -315,7 +355,7 @@ static void send_plain(es_actor_t *self, es_http_response_t *x)
         (void)es_conn_abort(self);
         return;
     }
-    write_head(self, h, (size_t)(put_head(x, h, (int64_t)blen) - h));
+    write_head(self, x, h, (size_t)(put_head(x, h, (int64_t)blen) - h));
     if (h != out_buf)
         es_free(h);
     if (send_body)
@@ -337,7 +377,7 @@ void es__http_send_head_streamed(es_actor_t *self, es_http_response_t *x)
         (void)es_conn_abort(self);
         return;
     }
-    write_head(self, h, (size_t)(put_head(x, h, -1) - h));
+    write_head(self, x, h, (size_t)(put_head(x, h, -1) - h));
     if (h != out_buf)
         es_free(h);
 }
@@ -349,7 +389,7 @@ void es__http_send_whole(es_actor_t *self, es_http_response_t *x)
     if (!x->c_head_sent)
         send_plain(self, x);
     else if (!x->v10 && !x->head_only)
-        write_head(self, "0\r\n\r\n", 5);
+        write_head(self, x, "0\r\n\r\n", 5);
     x->c_done = true;
     if (!x->keep_alive)
         (void)es_conn_close(self);
@@ -423,14 +463,14 @@ static void q_flush(es_actor_t *self, es_http_response_t *x)
     size_t n = b.len - Q_HEAD;
     int rc;
     if (x->v10) {
-        rc = es_conn_write_ref(self, b.data + Q_HEAD, n, q_data_free);
+        rc = out_ref(self, x, b.data + Q_HEAD, n, q_data_free);
     } else {
         static const char hex[] = "0123456789abcdef";
         for (int i = 7; i >= 0; i--)
             b.data[7 - i] = hex[(n >> (4 * i)) & 15];
         memcpy(b.data + 8, "\r\n", 2);
         memcpy(b.data + b.len, "\r\n", 2); /* room reserved by q_add */
-        rc = es_conn_write_ref(self, b.data, b.len + 2, es_free);
+        rc = out_ref(self, x, b.data, b.len + 2, es_free);
     }
     if (rc) {
         es__buf_free(&b);
@@ -460,13 +500,13 @@ static int write_direct(es_actor_t *self, es_http_response_t *x,
 {
     q_flush(self, x); /* pieces an earlier holder thread queued go first */
     if (len + 20 <= OUT_SMALL)
-        return es_conn_write(self, out_buf, frame(x, out_buf, data, len))
+        return out_copy(self, x, out_buf, frame(x, out_buf, data, len))
                    ? -ECONNRESET
                    : 0;
     char *b = es_malloc(len + 20);
     if (!b)
         return -ENOMEM;
-    int rc = es_conn_write_ref(self, b, frame(x, b, data, len), es_free);
+    int rc = out_ref(self, x, b, frame(x, b, data, len), es_free);
     if (rc)
         es_free(b);
     return rc == -ENOMEM ? rc : rc ? -ECONNRESET : 0;

@@ -478,8 +478,53 @@ int es_http_server_stats(const es_http_server_t *s, es_http_server_stats_t *out)
             atomic_load_explicit(&l->rejected, memory_order_relaxed);
         out->deferred_gone +=
             atomic_load_explicit(&l->deferred_gone, memory_order_relaxed);
+        out->bytes_in +=
+            atomic_load_explicit(&l->bytes_in, memory_order_relaxed);
+        out->bytes_out +=
+            atomic_load_explicit(&l->bytes_out, memory_order_relaxed);
+        for (unsigned c = 0; c < ES_HTTP_STATUS_CLASSES; c++)
+            out->responses[c] +=
+                atomic_load_explicit(&l->responses[c], memory_order_relaxed);
+        for (unsigned k = 0; k < ES_HTTP_LIMITS; k++)
+            out->limit_hits[k] +=
+                atomic_load_explicit(&l->limit_hits[k], memory_order_relaxed);
     }
     return 0;
+}
+
+const char *es_http_limit_name(int limit)
+{
+    static const char *const names[ES_HTTP_LIMITS] = {
+        [ES_HTTP_LIMIT_URL] = "max_url",
+        [ES_HTTP_LIMIT_HEADER_BYTES] = "max_header_bytes",
+        [ES_HTTP_LIMIT_HEADERS] = "max_headers",
+        [ES_HTTP_LIMIT_BODY] = "max_body",
+        [ES_HTTP_LIMIT_HEADER_TIMEOUT] = "header_timeout_ms",
+        [ES_HTTP_LIMIT_BODY_TIMEOUT] = "body_timeout_ms",
+        [ES_HTTP_LIMIT_BODY_READ_TIMEOUT] = "body_read_timeout_ms",
+        [ES_HTTP_LIMIT_BODY_BUFFER] = "max_body_buffer",
+        [ES_HTTP_LIMIT_CONNECTIONS] = "max_connections",
+    };
+    return limit >= 0 && limit < ES_HTTP_LIMITS ? names[limit] : NULL;
+}
+
+void es__http_count_in(es_actor_t *self, size_t len)
+{
+    void *st = es_actor_state(self);
+    es_http_server_t *srv = st;
+    switch (es__http_kind(st)) {
+    case ES__HTTP_KIND_CONN:
+        srv = ((struct es__http_conn *)st)->srv;
+        break;
+    case ES__HTTP_KIND_EXCH:
+        srv = ((es_http_response_t *)st)->srv;
+        break;
+    case ES__HTTP_KIND_REJECT:
+        srv = ((struct es__http_reject *)st)->srv;
+        break;
+    }
+    unsigned loop = (unsigned)es_actor_loop_index(self);
+    es__http_add(&srv->loops[loop].bytes_in, len);
 }
 
 /* --- Freeing -------------------------------------------------------------- */

@@ -200,9 +200,9 @@ static int reserve_fixed(struct es__http_conn *hc, size_t len)
 {
     es_http_server_t *s = hc->srv;
     if (len > hc->bs.limit)
-        return 413;
+        return es__http_body_too_big(hc);
     if (!budget_take(s, len + 1, len + 1))
-        return 503;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_BODY_BUFFER, 503);
     hc->bs.charge = len + 1;
     size_t first = len + 1 < ES__HTTP_IN_MAX ? len + 1 : ES__HTTP_IN_MAX;
     char *p = es_malloc(first);
@@ -292,7 +292,7 @@ int es__http_body_data(struct es__http_conn *hc, const char *at, size_t n)
 {
     struct es__http_bodyst *bs = &hc->bs;
     if (n > bs->limit - bs->seen)
-        return 413;
+        return es__http_body_too_big(hc);
     bs->seen += n;
     if (bs->sroute) {
         int st = bs->sroute->on_body(&bs->sx->req, at, n, bs->sroute->arg);
@@ -376,13 +376,23 @@ unsigned es__http_body_due_ms(const struct es__http_conn *hc)
     return due > now ? (unsigned)(due - now) : 1;
 }
 
-int es__http_body_expired(const struct es__http_conn *hc)
+int es__http_body_expired(struct es__http_conn *hc)
 {
     const es_http_server_opts_t *o = &hc->srv->o;
     uint64_t now = now_ms();
     if (now >= hc->bs.start_ms + o->body_timeout_ms)
-        return hc->bs.wait ? 503 : 408;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_BODY_TIMEOUT,
+                                  hc->bs.wait ? 503 : 408);
     if (!hc->bs.wait && now >= hc->bs.read_ms + o->body_read_timeout_ms)
-        return 408;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_BODY_READ_TIMEOUT, 408);
     return 0;
+}
+
+int es__http_body_too_big(struct es__http_conn *hc)
+{
+    /* bs.limit is the smaller of max_body and max_body_buffer - 1 for a
+     * buffered body (es__http_body_begin()), max_body for a streamed one. */
+    bool body = hc->bs.limit == hc->srv->o.max_body;
+    return es__http_limit_hit(
+        hc, body ? ES_HTTP_LIMIT_BODY : ES_HTTP_LIMIT_BODY_BUFFER, 413);
 }

@@ -77,7 +77,8 @@ static int cb_field(llhttp_t *p, const char *at, size_t n)
 {
     struct es__http_conn *hc = p->data;
     if (over_head(hc, n))
-        return fail(hc, 431);
+        return fail(hc,
+                    es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADER_BYTES, 431));
     return es__http_headers_name(&hc->h, at, n) ? fail(hc, 500) : 0;
 }
 
@@ -91,7 +92,8 @@ static int cb_value(llhttp_t *p, const char *at, size_t n)
 {
     struct es__http_conn *hc = p->data;
     if (over_head(hc, n))
-        return fail(hc, 431);
+        return fail(hc,
+                    es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADER_BYTES, 431));
     return es__http_headers_value(&hc->h, at, n) ? fail(hc, 500) : 0;
 }
 
@@ -134,7 +136,7 @@ static int cb_chunk_header(llhttp_t *p)
         return HPE_PAUSED;
     }
     if (p->content_length > hc->bs.limit - hc->bs.seen)
-        return fail(hc, 413);
+        return fail(hc, es__http_body_too_big(hc));
     return 0;
 }
 
@@ -259,7 +261,7 @@ int es__http_check_field(struct es__http_conn *hc, bool trailer)
         !es__http_is_field_value(value, f->value_len))
         return 400;
     if (++hc->nfields > hc->srv->o.max_headers)
-        return 431;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADERS, 431);
     if (trailer) {
         if (trailer_dropped(name, f->name_len)) {
             h->len = f->name;
@@ -350,7 +352,7 @@ int es__http_check_head(struct es__http_conn *hc)
         return codings;
     if ((p->flags & F_CONTENT_LENGTH) &&
         p->content_length > hc->srv->o.max_body)
-        return 413;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_BODY, 413);
     if (hc->expect == ES__EXPECT_OTHER && p->http_minor == 1)
         return 417;
     return 0;
@@ -473,7 +475,7 @@ static int trailer_add(struct es__http_conn *hc, const char *name,
     }
     hc->field_bytes += name_len + value_len;
     if (hc->url.len + hc->field_bytes > hc->srv->o.max_header_bytes)
-        return 431;
+        return es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADER_BYTES, 431);
     struct es_http_headers *h = &hc->h;
     if (es__http_headers_name(h, name, name_len) ||
         es__http_headers_name_done(h) ||
@@ -490,7 +492,9 @@ int es__http_trailer_line(struct es__http_conn *hc, const char *p, size_t n,
     const char *nl = memchr(p, '\n', n < max ? n : max);
     *used = 0;
     if (!nl)
-        return n < max ? 0 : 431;
+        return n < max
+                   ? 0
+                   : es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADER_BYTES, 431);
     size_t len = (size_t)(nl - p) + 1;
     if (len < 2 || nl[-1] != '\r')
         return 400; /* bare LF */

@@ -31,12 +31,6 @@
 
 /* --- Helpers -------------------------------------------------------------- */
 
-static void count(_Atomic uint64_t *c)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
 static struct es__http_loop *loop_of(const struct es__http_conn *hc)
 {
     return &hc->srv->loops[hc->loop];
@@ -177,7 +171,7 @@ static void send_error(es_actor_t *self, es_http_server_t *srv, unsigned loop,
         (void)es_conn_abort(self);
         return;
     }
-    count(&srv->loops[loop].rejected);
+    es__http_add(&srv->loops[loop].rejected, 1);
     x->is_error = true;
     x->status = (uint16_t)status;
     x->keep_alive = own ? false : x->keep_alive && !closes(status);
@@ -203,6 +197,9 @@ static void reject(es_actor_t *self, struct es__http_conn *hc, int status)
                                            : "-");
     hc->closing = true;
     timer_stop(self, hc);
+    if (hc->limit)
+        es__http_add(&loop_of(hc)->limit_hits[hc->limit - 1], 1);
+    hc->limit = 0;
     send_error(self, hc->srv, hc->loop, status, NULL, NULL);
     (void)es_conn_close(self);
 }
@@ -234,7 +231,7 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
         send_error(self, srv, hc->loop, rc, x, allow);
         return;
     }
-    count(&loop_of(hc)->requests);
+    es__http_add(&loop_of(hc)->requests, 1);
     r->cb(&x->req, x, r->arg);
     if (!x->deferred && !x->c_done)
         es__http_send_whole(self, x);
@@ -260,10 +257,8 @@ static void on_head(es_actor_t *self, struct es__http_conn *hc, size_t rest)
         return;
     }
     if (hc->expect == ES__EXPECT_CONTINUE && p->http_minor == 1 && body &&
-        rest == 0) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        (void)es_conn_write(self, cont, sizeof(cont) - 1);
-    }
+        rest == 0)
+        es__http_send_continue(self, hc->srv, hc->loop);
 }
 
 static void on_pause(es_actor_t *self, struct es__http_conn *hc, size_t rest)
@@ -338,6 +333,11 @@ static long run(es_actor_t *self, struct es__http_conn *hc, const char *p,
         return -1;
     }
     if (err == HPE_OK && guard) {
+        if (guard != 400)
+            es__http_limit_hit(hc,
+                               guard == 414 ? ES_HTTP_LIMIT_URL
+                                            : ES_HTTP_LIMIT_HEADER_BYTES,
+                               guard);
         reject(self, hc, guard);
         return -1;
     }
@@ -626,8 +626,9 @@ static void on_open(es_actor_t *self)
             (void)es_conn_close(self);
         return;
     }
-    send_error(self, r->srv, (unsigned)es_actor_loop_index(self), 503, NULL,
-               NULL);
+    unsigned loop = (unsigned)es_actor_loop_index(self);
+    es__http_add(&r->srv->loops[loop].limit_hits[ES_HTTP_LIMIT_CONNECTIONS], 1);
+    send_error(self, r->srv, loop, 503, NULL, NULL);
     (void)es_conn_close(self);
 }
 
@@ -670,7 +671,10 @@ static void on_timer(es_actor_t *self, const es_msg_t *msg)
         return;
     /* The body timer fires at the earlier of its two deadlines; when
      * neither is due yet, settle() arms it again. */
-    int status = tag == ES__HTTP_TAG_BODY ? es__http_body_expired(hc) : 408;
+    int status =
+        tag == ES__HTTP_TAG_BODY
+            ? es__http_body_expired(hc)
+            : es__http_limit_hit(hc, ES_HTTP_LIMIT_HEADER_TIMEOUT, 408);
     if (status)
         reject(self, hc, status);
 }
@@ -716,6 +720,7 @@ int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg)
         on_open(self);
         break;
     case ES_MSG_CONN_DATA:
+        es__http_count_in(self, msg->len);
         on_data(self, msg->ptr, msg->len);
         break;
     case ES_MSG_CONN_HIGH_WATER:

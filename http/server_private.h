@@ -107,6 +107,9 @@ struct es__http_budget {
  */
 struct es__http_loop {
     _Atomic uint64_t requests, rejected, deferred_gone;
+    _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t responses[ES_HTTP_STATUS_CLASSES];
+    _Atomic uint64_t limit_hits[ES_HTTP_LIMITS];
     struct es__http_conn *cache;
     unsigned ncache;
     char pad[64]; /* keeps the next thread's counters off this line */
@@ -240,6 +243,9 @@ struct es__http_conn {
     bool want_crlf;                  /* the CRLF after a chunk's data is next */
     uint8_t nhost, nte, ncl, expect; /* fields seen (capped) */
     int reject; /* status to answer a rejected request with */
+    /* The limit behind the refusal being made, es_http_limit_t + 1 (0:
+     * none); counted, and cleared, when the refusal is sent. */
+    uint8_t limit;
     uint16_t loop;
     es_http_server_t *srv;
     es_http_response_t *x; /* the exchange in flight, or NULL */
@@ -275,6 +281,23 @@ static inline uint32_t es__http_kind(const void *state)
     return *(const uint32_t *)state;
 }
 
+/* Adds n to a per-thread counter of struct es__http_loop: only that
+ * thread writes it, so a relaxed load and store suffice (no RMW). */
+static inline void es__http_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* Notes that `limit` makes hc refuse the request with status (counted
+ * when the refusal is sent). Returns: status. */
+static inline int es__http_limit_hit(struct es__http_conn *hc,
+                                     es_http_limit_t limit, int status)
+{
+    hc->limit = (uint8_t)(limit + 1);
+    return status;
+}
+
 /* --- server.c ----------------------------------------------------------- */
 
 /* Drops one reference to the server; the last one frees it. */
@@ -284,6 +307,8 @@ void es__http_server_unref(es_http_server_t *s);
 int es__http_route_find(const es_http_server_t *s, const char *method,
                         const char *path, const struct es__http_route **route,
                         char *allow, size_t allow_len);
+/* Counts len bytes read by self, a connection in any of its states. */
+void es__http_count_in(es_actor_t *self, size_t len);
 /* The connection actors' behaviour and state hooks (server_conn.c). */
 int es__http_conn_behaviour(es_actor_t *self, es_msg_t *msg);
 void *es__http_conn_state_new(void *srv);
@@ -361,8 +386,12 @@ void es__http_body_read(struct es__http_conn *hc);
 /* Milliseconds until the next body deadline check is due. */
 unsigned es__http_body_due_ms(const struct es__http_conn *hc);
 /* The body timer fired. Returns: 0 (not due yet: re-arm), 408, or 503
- * when the deadline passed while the server held the body back. */
-int es__http_body_expired(const struct es__http_conn *hc);
+ * when the deadline passed while the server held the body back (the
+ * deadline that passed is noted as the limit hit). */
+int es__http_body_expired(struct es__http_conn *hc);
+/* n more body bytes than this request may have: notes which limit
+ * (max_body or max_body_buffer) bounds it. Returns: 413. */
+int es__http_body_too_big(struct es__http_conn *hc);
 /* The wake message: true if hc was waiting and may parse again. */
 bool es__http_body_woken(struct es__http_conn *hc);
 /* Moves the charge of hc->body (being taken into x) to x. */
@@ -384,6 +413,9 @@ void es__http_exchange_unref(es_http_response_t *x);
 void es__http_send_whole(es_actor_t *self, es_http_response_t *x);
 /* Writes the head of a streamed response. */
 void es__http_send_head_streamed(es_actor_t *self, es_http_response_t *x);
+/* Writes "100 Continue" on self, a connection of srv on thread loop. */
+void es__http_send_continue(es_actor_t *self, es_http_server_t *srv,
+                            unsigned loop);
 /* Handles ES__HTTP_MSG_OP on the connection whose current exchange is cur
  * (NULL if none); ops for any other exchange are dropped. */
 void es__http_on_op(es_actor_t *self, es_msg_t *msg, es_http_response_t *cur);

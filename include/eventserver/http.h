@@ -236,7 +236,41 @@ ES_EXTERN int es_http_server_start(es_http_server_t *s);
  */
 ES_EXTERN int es_http_server_port(const es_http_server_t *s, unsigned index);
 
-/* Server counters (monotonic, except connections). */
+/*
+ * The limits of es_http_server_opts_t that refuse a request or a
+ * connection, as counted in es_http_server_stats_t.limit_hits (the status
+ * each one answers with in brackets).
+ */
+typedef enum es_http_limit {
+    ES_HTTP_LIMIT_URL,            /* max_url [414] */
+    ES_HTTP_LIMIT_HEADER_BYTES,   /* max_header_bytes [431] */
+    ES_HTTP_LIMIT_HEADERS,        /* max_headers [431] */
+    ES_HTTP_LIMIT_BODY,           /* max_body [413] */
+    ES_HTTP_LIMIT_HEADER_TIMEOUT, /* header_timeout_ms [408] */
+    /* body_timeout_ms [408; 503 when the server held the body back] */
+    ES_HTTP_LIMIT_BODY_TIMEOUT,
+    ES_HTTP_LIMIT_BODY_READ_TIMEOUT, /* body_read_timeout_ms [408] */
+    /* max_body_buffer [503 if the body does not fit now; 413 if a body
+     * that large never can, because max_body_buffer < max_body] */
+    ES_HTTP_LIMIT_BODY_BUFFER,
+    ES_HTTP_LIMIT_CONNECTIONS, /* max_connections [503] */
+    ES_HTTP_LIMITS             /* the number of kinds */
+} es_http_limit_t;
+
+/*
+ * The name of a limit: its field in es_http_server_opts_t ("max_url",
+ * "header_timeout_ms", ...).
+ * Returns: a static string, or NULL outside 0..ES_HTTP_LIMITS-1.
+ * Thread: any.
+ */
+ES_EXTERN const char *es_http_limit_name(int limit);
+
+/* Classes of responses counted in es_http_server_stats_t.responses:
+ * 1xx (100 Continue), 2xx, 3xx, 4xx, 5xx, and 600..999. */
+#define ES_HTTP_STATUS_CLASSES 6
+
+/* Server counters (monotonic, except connections, body_bytes and
+ * body_bytes_peak). */
 typedef struct es_http_server_stats {
     uint64_t connections;     /* open now */
     uint64_t accepted;        /* ever */
@@ -246,11 +280,38 @@ typedef struct es_http_server_stats {
     uint64_t body_bytes;      /* request-body bytes reserved now */
     uint64_t body_bytes_peak; /* most ever reserved at once */
     uint64_t body_waits;      /* times a body paused for max_body_buffer */
+    /* Bytes read from the connections' sockets (every byte a client sent,
+     * refused requests included). */
+    uint64_t bytes_in;
+    /* Bytes of responses (status lines, fields, bodies, chunk framing)
+     * handed to the connections for sending: what a client that reads
+     * everything receives. */
+    uint64_t bytes_out;
+    /* Response heads written, by status class: [0] 1xx ... [4] 5xx,
+     * [5] 600..999. A response the server makes itself counts too. */
+    uint64_t responses[ES_HTTP_STATUS_CLASSES];
+    /* Requests or connections refused by each limit (es_http_limit_t). */
+    uint64_t limit_hits[ES_HTTP_LIMITS];
 } es_http_server_stats_t;
 
 /* Reads the counters. Returns: 0, -EINVAL. Thread: any. */
 ES_EXTERN int es_http_server_stats(const es_http_server_t *s,
                                    es_http_server_stats_t *out);
+
+/*
+ * Adds a GET (and HEAD) route at path that serves the counters of the
+ * server and of its runtime in the Prometheus text exposition format
+ * 0.0.4 (Content-Type "text/plain; version=0.0.4; charset=utf-8"):
+ * es_runtime_stats() for the whole runtime (eventserver_<field>) and per
+ * demux thread (eventserver_loop_<field>{loop="i"}), and
+ * es_http_server_stats() (eventserver_http_*). docs/http.md lists the
+ * names. The page is built on the connection's demux thread when asked
+ * for; nothing is kept between requests.
+ * Returns: as es_http_server_route() (-EEXIST if path already has a GET
+ * route, -EBUSY after start).
+ * Thread: any, before es_http_server_start().
+ */
+ES_EXTERN int es_http_server_metrics(es_http_server_t *s, const char *path);
 
 /*
  * Stops accepting and frees the server once its last connection has
