@@ -11,8 +11,11 @@
 
 enum { GO = ES_MSG_USER, PING, PONG, DONE };
 
+/* One cache line each: neighbours may live on different threads, and
+ * state that shares a line would bounce between them on every message (a
+ * runtime allocates each actor's state apart; so do CAF and the others). */
 struct member {
-    uint64_t index;
+    _Alignas(64) uint64_t index;
     uint64_t rng;
     uint64_t left;
     uint64_t sum;

@@ -18,8 +18,9 @@ struct mall {
     uint64_t meetings;
 };
 
+/* One cache line each, as in es_big.c. */
 struct creature {
-    es_actor_id_t mall;
+    _Alignas(64) es_actor_id_t mall;
     uint64_t colour; /* 0, 1 or 2 */
     uint64_t meetings;
 };

@@ -60,8 +60,9 @@ int main(int argc, char **argv)
     if (es_bench_init(argc, argv, "counting", 2000000) < 0)
         return 2;
     int loop = es_bench.args.placed ? ES_LOOP(0) : 0;
-    static uint64_t count;
-    static struct producer producer;
+    /* Apart, as in es_big.c: the two may run on different threads. */
+    static _Alignas(64) uint64_t count;
+    static _Alignas(64) struct producer producer;
     producer.counter = es_bench_spawn(counter_cb, &count, NULL, loop);
     es_bench_spawn(producer_cb, &producer, NULL, loop);
     return es_bench_end(es_bench.args.n);

@@ -16,8 +16,11 @@
 
 enum { WORK = ES_MSG_USER, DONE, NEXT };
 
+/* One cache line each: neighbours may live on different threads, and
+ * state that shares a line would bounce between them on every message (a
+ * runtime allocates each actor's state apart; so do CAF and the others). */
 struct worker {
-    uint64_t count;
+    _Alignas(64) uint64_t count;
     double acc;
 };
 
