@@ -28,6 +28,17 @@ static void name_of(char *buf, size_t size, es_actor_id_t id, unsigned k)
     snprintf(buf, size, "actor-%016llx-%u", (unsigned long long)id, k);
 }
 
+/* n scaled by ES_TEST_SCALE (sanitizer builds run fewer rounds), at least
+ * `least`. The tests below need many rounds, not many actors, so
+ * es_test_scaled()'s floor of 1000 does not suit them. */
+static unsigned rounds_scaled(unsigned n, unsigned least)
+{
+    const char *s = getenv("ES_TEST_SCALE");
+    double f = s ? strtod(s, NULL) : 1.0;
+    unsigned r = f > 0.0 && f < 1.0 ? (unsigned)(n * f) : n;
+    return r < least ? least : r;
+}
+
 static uint64_t names_now(es_runtime_t *rt)
 {
     es_stats_t st;
@@ -188,7 +199,8 @@ Test(names, churn_through_rebuilds, .timeout = ES_TEST_TIMEOUT)
 
     memset(p, 0, sizeof(p));
     ES_OK(es_runtime_start(rt));
-    for (int round = 0; round < 3; round++) {
+    int rounds = (int)rounds_scaled(3, 1);
+    for (int round = 0; round < rounds; round++) {
         for (int i = 0; i < N; i++) {
             p[i] = (struct es_test_probe){0};
             id[i] = es_test_spawn_probe(rt, &p[i], ES_LOOP(0));
@@ -333,12 +345,12 @@ static void released_before_down(int tloop, unsigned rounds)
 
 Test(names, released_before_down_cross_thread, .timeout = ES_TEST_TIMEOUT)
 {
-    released_before_down(1, 200);
+    released_before_down(1, rounds_scaled(200, 20));
 }
 
 Test(names, released_before_down_same_thread, .timeout = ES_TEST_TIMEOUT)
 {
-    released_before_down(0, 20);
+    released_before_down(0, rounds_scaled(20, 5));
 }
 
 /* --- concurrency ---------------------------------------------------------- */
@@ -498,7 +510,7 @@ Test(names, concurrent_register_lookup_while_actors_stop,
     es_runtime_t *rt = new_rt(2);
     static struct churner ch[2];
     pthread_t th[FOREIGN];
-    unsigned rounds = (unsigned)es_test_scaled(400);
+    unsigned rounds = rounds_scaled(400, 40);
 
     memset(&pool, 0, sizeof(pool));
     for (unsigned i = 0; i < POOL; i++)
