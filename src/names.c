@@ -145,7 +145,7 @@ static void tab_reclaim(ck_epoch_entry_t *e)
     es__free(t);
 }
 
-/* Frees p's object once no reader can see it (lock held). The fence
+/* Frees e's object once no reader can see it (lock held). The fence
  * orders the store that unpublished it before ck_epoch_call()'s load of
  * the global epoch (see the invariants above). */
 static void defer(struct es__names *n, ck_epoch_entry_t *e, ck_epoch_cb_t *cb)
@@ -176,18 +176,22 @@ static struct es__names *names_get(es_runtime_t *rt)
     atomic_init(&n->tab, t);
     atomic_init(&n->count, 0);
     pthread_mutex_init(&n->lock, NULL);
+    /* Published locked: the record is registered only once the table is
+     * ours (a record stays on the epoch's list for the runtime's life),
+     * and no writer may defer on it before that. */
+    pthread_mutex_lock(&n->lock);
     struct es__names *none = NULL;
     if (!atomic_compare_exchange_strong_explicit(
             &rt->names, &none, n, memory_order_acq_rel, memory_order_acquire)) {
+        pthread_mutex_unlock(&n->lock);
         pthread_mutex_destroy(&n->lock);
         es__free(t);
         es__afree(rec);
         es__free(n);
         return none;
     }
-    /* Registered only once it is ours: a record stays on the epoch's list
-     * for the runtime's life. */
     ck_epoch_register(&rt->epoch, rec, NULL);
+    pthread_mutex_unlock(&n->lock);
     return n;
 }
 
