@@ -71,6 +71,7 @@ static const struct rt_row rt_rows[] = {
     RT(monitors, GAUGE, true, "Monitors set now (es_monitor())."),
     RT(links, GAUGE, true, "Links between two live actors now."),
     RT(downs, COUNTER, true, "ES_MSG_DOWN messages sent."),
+    RT(names, GAUGE, true, "Names registered now (es_register())."),
 };
 
 #define NROWS(t) (sizeof(t) / sizeof((t)[0]))

@@ -402,6 +402,7 @@ void es__actor_finalize(es_actor_t *a, int reason)
     while (es__msgq_pop(&a->q, &m))
         es__dead_letter(rt, loop, &m);
     es__msgq_reset(&a->q);
+    es__names_stop(a);         /* before any DOWN: see names.c */
     es__links_stop(a, reason); /* after what it sent in its STOP */
     runq_remove(loop, a);
     if (!a->is_loop) {

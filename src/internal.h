@@ -355,8 +355,8 @@ struct es_actor {
     _Atomic uint64_t muters;
     int io_head;           /* first watched fd + 1, 0 if none */
     uint16_t transit_from; /* the loop it is migrating from */
-    /* ES__X_* (link.c): monitors or links name it; it has stopped. Any
-     * thread, atomic ORs, rarely. */
+    /* ES__X_* (link.c, names.c): monitors or links name it; it has
+     * stopped; it has been given a name. Any thread, atomic ORs, rarely. */
     _Atomic uint8_t xflags;
     /* The sender that dominated the last window, or 0; home thread
      * writes, other loops read (relaxed: a hint). */
@@ -364,7 +364,7 @@ struct es_actor {
 };
 
 /* Bits of es_actor.xflags. */
-enum { ES__X_USED = 1, ES__X_DEAD = 2 };
+enum { ES__X_USED = 1, ES__X_DEAD = 2, ES__X_NAMED = 4 };
 
 _Static_assert(offsetof(struct es_actor, id) == 64 &&
                    offsetof(struct es_actor, done_local) == 128,
@@ -472,6 +472,13 @@ bool es__link_exit_take(es_actor_t *a, es_actor_id_t from, bool *trap);
 void es__links_free(es_runtime_t *rt);
 /* Fills the monitor and link counters of es_stats_t (index -1). */
 void es__links_stats(const es_runtime_t *rt, es_stats_t *out);
+/* Names (names.c). es__names_stop(): a stops (home thread, once, before
+ * es__links_stop()): sets ES__X_DEAD and releases a's names, so no DOWN
+ * for a is sent while a name still points at it. */
+void es__names_stop(es_actor_t *a);
+void es__names_free(es_runtime_t *rt);
+/* Fills es_stats_t.names (index -1). */
+void es__names_stats(const es_runtime_t *rt, es_stats_t *out);
 /* Routes a message taken from an inbound ring on its target's loop; src is
  * the loop index of the ring's producer, -1 for a foreign thread. */
 void es__actor_route(struct es__loop *loop, es_msg_t *m, int src);
@@ -754,6 +761,8 @@ struct es_runtime {
     _Atomic uint64_t drained_dead_letters; /* dead letters outside loops */
     /* Monitors and links (link.c), made on first use. */
     _Atomic(struct es__links *) links;
+    /* Names (names.c), made on first use. */
+    _Atomic(struct es__names *) names;
 
     /* The thread that starts, waits for and frees the runtime (the
      * caller serialises those calls, as runtime.h says). */

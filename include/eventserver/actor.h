@@ -342,6 +342,55 @@ ES_EXTERN int es_unlink(es_actor_t *self, es_actor_id_t other);
  */
 ES_EXTERN void es_actor_trap_exits(es_actor_t *self, int on);
 
+/* --- names (docs/design.md, "Names") ----------------------------------- */
+
+/* Longest name es_register() accepts, in bytes (without the NUL). */
+#define ES_NAME_MAX 255
+
+/*
+ * Gives actor `id` the name `name` (a NUL-terminated string of 1 ..
+ * ES_NAME_MAX bytes, compared byte for byte). An actor may have several
+ * names; a name names one actor. The runtime releases an actor's names
+ * when it stops, before any monitor of it receives ES_MSG_DOWN, so after a
+ * DOWN es_whereis() no longer finds the dead actor under them.
+ * Returns: 0; -EEXIST if the name is taken; -EINVAL (name NULL, empty or
+ * longer than ES_NAME_MAX, id is ES_ACTOR_NONE or a loop actor); -ESRCH if
+ * id has stopped (or is stopping) or never existed; -ENOMEM.
+ * Ownership: the runtime copies the name; the caller keeps its string.
+ * Thread: any.
+ */
+ES_EXTERN int es_register(es_runtime_t *rt, const char *name, es_actor_id_t id);
+
+/*
+ * Removes a name (whichever actor it points at).
+ * Returns: 0; -ENOENT if no actor has that name; -EINVAL (name NULL,
+ * empty or longer than ES_NAME_MAX).
+ * Ownership: nothing changes hands. Thread: any.
+ */
+ES_EXTERN int es_unregister(es_runtime_t *rt, const char *name);
+
+/*
+ * Looks a name up without taking a lock.
+ * Returns: 0 and *out, the actor the name points at (it may stop at any
+ * moment: a send to it then answers -ESRCH); -ENOENT if no actor has that
+ * name; -EINVAL (rt or out NULL, name NULL, empty or longer than
+ * ES_NAME_MAX); -ENOMEM if this is the calling thread's first call into rt
+ * and its sender context could not be made.
+ * Ownership: nothing changes hands. Thread: any.
+ */
+ES_EXTERN int es_whereis(const es_runtime_t *rt, const char *name,
+                         es_actor_id_t *out);
+
+/*
+ * es_send() to the actor `name` points at.
+ * Returns: -ENOENT if no actor has that name (or -EINVAL, -ENOMEM as
+ * es_whereis()); otherwise what es_send() returns (-ESRCH if the actor
+ * stopped between the lookup and the send).
+ * Ownership: as es_send(). Thread: any.
+ */
+ES_EXTERN int es_send_named(es_runtime_t *rt, const char *name,
+                            const es_msg_t *msg);
+
 #ifdef __cplusplus
 }
 #endif

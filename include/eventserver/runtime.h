@@ -168,6 +168,7 @@ typedef struct es_stats {
     uint64_t monitors; /* monitors set now (es_monitor()) */
     uint64_t links;    /* links between two live actors now */
     uint64_t downs;    /* ES_MSG_DOWN messages sent */
+    uint64_t names;    /* names registered now (es_register()) */
 } es_stats_t;
 
 /*
