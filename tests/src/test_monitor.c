@@ -380,8 +380,10 @@ Test(monitor, monitors_follow_migrations, .timeout = ES_TEST_TIMEOUT)
 #define CHAIN 1000
 
 /* CHAIN actors linked in a line over two threads; actor `fail` stops with
- * -EIO. trap: the index that traps exits, or -1. Returns how many stopped. */
-static unsigned run_chain(int fail, int trap, int reason)
+ * `reason` (0: es_stop()). trap: the index that traps exits, or -1. Waits
+ * until `expect` have stopped (or the wait times out), then a little
+ * longer for any more. Returns how many stopped. */
+static unsigned run_chain(int fail, int trap, int reason, unsigned expect)
 {
     es_runtime_t *rt = new_rt(2);
     static struct probe p[CHAIN];
@@ -408,8 +410,16 @@ static unsigned run_chain(int fail, int trap, int reason)
     else
         ES_OK(es_stop(rt, id[fail]));
     ES_WAIT_GE(p[fail].freed, 1);
-    es_test_sleep_ms(100);
-    unsigned stopped = 0;
+    double until = es_test_now() + ES_TEST_WAIT_S;
+    unsigned stopped;
+    do {
+        stopped = 0;
+        for (int i = 0; i < CHAIN; i++)
+            stopped += atomic_load(&p[i].freed) != 0;
+    } while (stopped < expect && es_test_now() < until &&
+             (es_test_sleep_ms(1), true));
+    es_test_sleep_ms(50); /* room for one too many */
+    stopped = 0;
     for (int i = 0; i < CHAIN; i++)
         stopped += atomic_load(&p[i].freed) != 0;
     if (trap >= 0) {
@@ -424,13 +434,13 @@ static unsigned run_chain(int fail, int trap, int reason)
 
 Test(link, abnormal_stop_stops_the_whole_chain, .timeout = ES_TEST_TIMEOUT)
 {
-    unsigned stopped = run_chain(CHAIN / 2, -1, -EIO);
+    unsigned stopped = run_chain(CHAIN / 2, -1, -EIO, CHAIN);
     cr_assert_eq(stopped, CHAIN, "%u of %d stopped", stopped, CHAIN);
 }
 
 Test(link, normal_stop_stops_nothing_else, .timeout = ES_TEST_TIMEOUT)
 {
-    cr_assert_eq(run_chain(CHAIN / 2, -1, 0), 1);
+    cr_assert_eq(run_chain(CHAIN / 2, -1, 0, 1), 1);
 }
 
 /* The trapper stops the spread on its side: actors 0 .. 9 stop (9 fails,
@@ -438,7 +448,7 @@ Test(link, normal_stop_stops_nothing_else, .timeout = ES_TEST_TIMEOUT)
  * everything past it. */
 Test(link, a_trapping_actor_stops_the_spread, .timeout = ES_TEST_TIMEOUT)
 {
-    cr_assert_eq(run_chain(9, 10, -EIO), 10);
+    cr_assert_eq(run_chain(9, 10, -EIO, 10), 10);
 }
 
 Test(link, unlink_and_errors, .timeout = ES_TEST_TIMEOUT)
