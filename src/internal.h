@@ -43,6 +43,7 @@ enum {
     ES__MSG_MARK_REQ,  /* to a loop actor: send a MARK back to loop u64[1] */
     ES__MSG_MARK,      /* to a loop actor: its MARK_REQ u64[0] came back */
     ES__MSG_LINK_EXIT, /* to a linked actor: `from` stopped, reason i64[1] */
+    ES__MSG_SUP_SHUTDOWN, /* to a supervisor: es_supervisor_stop() */
 };
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's

@@ -12,6 +12,7 @@
 #include <eventserver/signal.h>
 #include <eventserver/io.h>
 #include <eventserver/conn.h>
+#include <eventserver/supervisor.h>
 
 #define ES_VERSION_MAJOR 0
 #define ES_VERSION_MINOR 1
