@@ -615,6 +615,8 @@ struct es__watch {
 
 struct epoll_event;
 
+#define ES__QCACHE_MAX 32u
+
 struct es__loop {
     /* Set by es__loop_init() before any thread starts; read-only after. */
     es_runtime_t *rt;
@@ -667,6 +669,9 @@ struct es__loop {
     struct es__msgq parked;
     struct es__migration *migrations;
     unsigned nmigrating;
+    /* Spare queue buffers of the smallest size (actor.c, msgq). */
+    es_msg_t *qcache[ES__QCACHE_MAX];
+    unsigned nqcache;
     /* Load shedding (actor.c): actors in the run queue, and es__now_ns()
      * of the last actor shed. */
     uint32_t runq_len;

@@ -103,6 +103,8 @@ void es__loop_destroy(struct es__loop *loop)
     loop->nmutes = loop->mutes_cap = 0;
     es__migrations_free(loop);
     es__msgq_reset(&loop->parked);
+    while (loop->nqcache)
+        es__free(loop->qcache[--loop->nqcache]);
     es__free(loop->events);
     loop->events = NULL;
     es__wheel_destroy(loop);
