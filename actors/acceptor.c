@@ -31,7 +31,7 @@
 
 struct es_listener {
     es_runtime_t *rt;
-    es_conn_opts_t conn;
+    struct es__conn_cfg *conn; /* shared by its connections */
     es_placement_t placement;
     bool reuseport, is_tcp;
     int port;
@@ -58,6 +58,7 @@ static void listener_unref(es_listener_t *l)
     if (l->unix_bound)
         unlink(l->unix_path);
     es__free(l->unix_path);
+    es__conn_cfg_unref(l->conn);
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->cond);
     es__free(l->acc);
@@ -80,7 +81,7 @@ static void acceptor_free(void *arg)
 /* Gives one accepted socket its connection actor. */
 static void hand_off(es_actor_t *self, es_listener_t *l, int fd)
 {
-    struct es__conn *c = es__conn_new(&l->conn, fd, l->is_tcp);
+    struct es__conn *c = es__conn_new(l->conn, fd, l->is_tcp);
     int loop = l->reuseport ? ES_LOOP(es_actor_loop_index(self)) : ES_LOOP_ANY;
     es_actor_id_t id;
     int rc = c ? es__conn_spawn(l->rt, c, loop, l->placement, &id) : -ENOMEM;
@@ -265,12 +266,17 @@ static int listener_new(es_runtime_t *rt, const es_listen_opts_t *opts,
     unsigned n = opts->reuseport ? es_runtime_threads(rt) : 1;
     if (l)
         l->acc = es__calloc(n, sizeof(*l->acc));
-    if (!l || !l->acc) {
+    if (l)
+        l->conn = es__conn_cfg_new(&opts->conn);
+    if (!l || !l->acc || !l->conn) {
+        if (l) {
+            es__free(l->acc);
+            es__conn_cfg_unref(l->conn);
+        }
         es__free(l);
         return -ENOMEM;
     }
     l->rt = rt;
-    l->conn = opts->conn;
     l->placement = opts->placement;
     l->reuseport = opts->reuseport != 0;
     l->is_tcp = ss->ss_family != AF_UNIX;

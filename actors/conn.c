@@ -75,29 +75,49 @@ static uint32_t clamp32(size_t v)
     return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
-struct es__conn *es__conn_new(const es_conn_opts_t *opts, int fd, bool is_tcp)
+struct es__conn_cfg *es__conn_cfg_new(const es_conn_opts_t *opts)
 {
     if (!opts || !opts->behaviour)
+        return NULL;
+    struct es__conn_cfg *cfg = es__calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    atomic_init(&cfg->refs, 1);
+    cfg->user = opts->behaviour;
+    cfg->state_new = opts->state_new;
+    cfg->state_free = opts->state_free;
+    cfg->arg = opts->arg;
+    cfg->write_high = clamp32(opts->write_high ? opts->write_high
+                                               : ES_CONN_WRITE_HIGH_DEFAULT);
+    cfg->write_low = clamp32(opts->write_low);
+    if (!cfg->write_low || cfg->write_low > cfg->write_high)
+        cfg->write_low = cfg->write_high / 4;
+    cfg->idle_timeout_ms = opts->idle_timeout_ms;
+    cfg->mailbox_capacity = opts->mailbox_capacity;
+    cfg->no_delay = opts->no_delay >= 0;
+    return cfg;
+}
+
+void es__conn_cfg_unref(struct es__conn_cfg *cfg)
+{
+    if (cfg &&
+        atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        es__free(cfg);
+}
+
+struct es__conn *es__conn_new(struct es__conn_cfg *cfg, int fd, bool is_tcp)
+{
+    if (!cfg)
         return NULL;
     struct es__conn *c = es__calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    c->cfg = cfg;
     c->fd = fd;
     c->is_tcp = is_tcp;
-    c->user = opts->behaviour;
-    c->opts = (struct es__conn_cfg){
-        .state_new = opts->state_new,
-        .state_free = opts->state_free,
-        .arg = opts->arg,
-        .write_high = clamp32(opts->write_high ? opts->write_high
-                                               : ES_CONN_WRITE_HIGH_DEFAULT),
-        .idle_timeout_ms = opts->idle_timeout_ms,
-        .mailbox_capacity = opts->mailbox_capacity,
-    };
-    c->no_delay = opts->no_delay >= 0;
-    c->opts.write_low = clamp32(opts->write_low);
-    if (!c->opts.write_low || c->opts.write_low > c->opts.write_high)
-        c->opts.write_low = c->opts.write_high / 4;
+    c->idle_timeout_ms = cfg->idle_timeout_ms;
+    c->no_delay = cfg->no_delay;
     return c;
 }
 
@@ -123,6 +143,7 @@ void es__conn_free(void *arg)
         close(c->fd);
     if (c->cx)
         es__connect_free(c->cx);
+    es__conn_cfg_unref(c->cfg);
     es__free(c);
 }
 
@@ -159,7 +180,7 @@ int es__conn_timer(es_actor_t *self, struct es__conn *c,
 static int deliver(es_actor_t *self, struct es__conn *c, es_msg_t *m)
 {
     m->to = self->id;
-    return c->user(self, m);
+    return c->cfg->user(self, m);
 }
 
 static void deliver_simple(es_actor_t *self, struct es__conn *c, uint32_t type,
@@ -272,8 +293,8 @@ static void settle(es_actor_t *self, struct es__conn *c)
 /* Activity: the idle timeout starts again from now. */
 static void touch(es_actor_t *self, struct es__conn *c)
 {
-    if (c->opts.idle_timeout_ms &&
-        es__deadline_set(self, &c->idle, c->opts.idle_timeout_ms))
+    if (c->idle_timeout_ms &&
+        es__deadline_set(self, &c->idle, c->idle_timeout_ms))
         es__conn_fail(c, ES_CONN_ERROR, -ENOMEM);
 }
 
@@ -383,7 +404,7 @@ static void flush(es_actor_t *self, struct es__conn *c)
         c->sent_since = 0;
         deliver_simple(self, c, ES_MSG_CONN_SENT, sent);
     }
-    if (c->above_high && c->queued <= c->opts.write_low) {
+    if (c->above_high && c->queued <= c->cfg->write_low) {
         c->above_high = false;
         deliver_simple(self, c, ES_MSG_CONN_LOW_WATER, c->queued);
     }
@@ -430,11 +451,11 @@ static bool is_our_timer(const struct es__conn *c, const es_msg_t *m)
 
 static int on_start(es_actor_t *self, struct es__conn *c, es_msg_t *msg)
 {
-    if (c->opts.state_new) {
-        self->state = c->opts.state_new(c->opts.arg);
-        self->state_free = c->opts.state_free;
+    if (c->cfg->state_new) {
+        self->state = c->cfg->state_new(c->cfg->arg);
+        self->state_free = c->cfg->state_free;
     } else {
-        self->state = c->opts.arg;
+        self->state = c->cfg->arg;
     }
     int rc = deliver(self, c, msg);
     if (rc < 0 || c->closed)
@@ -465,7 +486,7 @@ static int conn_behaviour(es_actor_t *self, es_msg_t *msg)
     case ES_MSG_TIMER:
         if (es_msg_timer_tag(msg) == ES__DEADLINE_TAG &&
             !es_msg_timer_id(msg)) {
-            if (c->opts.idle_timeout_ms && !c->closed)
+            if (c->idle_timeout_ms && !c->closed)
                 es__conn_fail(c, ES_CONN_TIMEOUT, 0);
         } else if (!is_our_timer(c, msg)) {
             rc = deliver(self, c, msg);
@@ -492,7 +513,7 @@ int es__conn_spawn(es_runtime_t *rt, struct es__conn *c, int loop,
         .behaviour = conn_behaviour,
         .loop = loop,
         .placement = placement,
-        .mailbox_capacity = c->opts.mailbox_capacity,
+        .mailbox_capacity = c->cfg->mailbox_capacity,
     };
     return es__spawn(rt, &so, c, es__conn_free, out);
 }
@@ -566,7 +587,7 @@ static bool writable(const struct es__conn *c)
 static void after_queue(struct es__conn *c)
 {
     c->sent_notify = true;
-    if (!c->above_high && c->queued > c->opts.write_high) {
+    if (!c->above_high && c->queued > c->cfg->write_high) {
         c->above_high = true;
         c->high_notify = true;
     }
@@ -669,7 +690,7 @@ int es_conn_set_idle_timeout(es_actor_t *self, unsigned ms)
     struct es__conn *c = conn_of(self);
     if (!c)
         return -EINVAL;
-    c->opts.idle_timeout_ms = ms;
+    c->idle_timeout_ms = ms;
     if (!ms) {
         es__deadline_clear(&c->idle);
         return 0;
@@ -703,7 +724,7 @@ static void bcast_run(struct es__loop *loop, struct es__call *call)
     struct bcast *b = (struct bcast *)call;
     for (es_actor_t *a = loop->actors; a; a = a->next) {
         struct es__conn *c = a->ext_free == es__conn_free ? a->ext : NULL;
-        if (c && c->user == b->behaviour && !c->closed && !a->stopped)
+        if (c && c->cfg->user == b->behaviour && !c->closed && !a->stopped)
             (void)es_send(loop->rt, a->id, &b->msg); /* full: skipped */
     }
 }

@@ -212,7 +212,9 @@ int es_connect(es_runtime_t *rt, const es_connect_opts_t *opts,
     if (!rt || !opts || !out || !opts->conn.behaviour ||
         (!opts->host == !opts->unix_path) || (opts->host && !opts->port))
         return -EINVAL;
-    struct es__conn *c = es__conn_new(&opts->conn, -1, opts->host != NULL);
+    struct es__conn_cfg *cfg = es__conn_cfg_new(&opts->conn);
+    struct es__conn *c = es__conn_new(cfg, -1, opts->host != NULL);
+    es__conn_cfg_unref(cfg); /* c has its own reference */
     if (!c)
         return -ENOMEM;
     c->cx = connect_new(opts);
