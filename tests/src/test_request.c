@@ -16,6 +16,8 @@ enum {
                              i64[2] timeout_ms */
     OP_REQ,               /* a request: u64[0] mode, u64[1] value */
     OP_CALL,              /* to a client: es_call() from a behaviour */
+    OP_FEED,              /* to a feeder: send u64[1] OP_NOISE to u64[0] */
+    OP_NOISE,             /* to a client: ignored */
 };
 
 enum { MODE_REPLY, MODE_KEEP, MODE_IGNORE, MODE_CRASH, MODE_TWICE };
@@ -38,6 +40,7 @@ struct client {
     atomic_ullong asked, replies, timeouts, esrch, other, dup, bad_payload;
     atomic_ullong stopped;
     atomic_int call_rc;
+    atomic_int loop;     /* es_actor_loop_index() at the last message */
     double first_fail_s; /* es_test_now() of the first failure */
     es_ref_t ids[MAX_IDS];
     unsigned char seen[MAX_IDS];
@@ -126,6 +129,7 @@ static void client_outcome(struct client *c, es_msg_t *msg)
 static int client_cb(es_actor_t *self, es_msg_t *msg)
 {
     struct client *c = es_actor_state(self);
+    atomic_store(&c->loop, es_actor_loop_index(self));
     switch (msg->type) {
     case OP_ASK:
         c->target = msg->inl.u64[0];
@@ -559,4 +563,65 @@ Test(request, stress_targets_dying, .timeout = ES_TEST_TIMEOUT_LONG)
                  (unsigned long long)s.late_replies,
                  (unsigned long long)atomic_load(&dead_replies));
     cr_assert_eq(atomic_load(&srv.bad), 0);
+}
+
+/* --- migration ----------------------------------------------------------- */
+
+static int feeder_cb(es_actor_t *self, es_msg_t *msg)
+{
+    if (msg->type == OP_FEED)
+        for (uint64_t i = 0; i < msg->inl.u64[1]; i++) {
+            es_msg_t n = es_msg_make(OP_NOISE);
+            (void)es_send(es_actor_runtime(self), msg->inl.u64[0], &n);
+        }
+    return 0;
+}
+
+static void feed(es_runtime_t *rt, es_actor_id_t feeder, es_actor_id_t to)
+{
+    for (int i = 0; i < 20; i++) {
+        es_msg_t m = es_msg_u64(OP_FEED, to);
+        m.inl.u64[1] = 100;
+        m.len = 16;
+        ES_OK(es_send(rt, feeder, &m));
+        es_test_sleep_ms(2);
+    }
+}
+
+/* An actor waiting for replies stays on its thread although co-location
+ * would move it next to its hot sender; once they are in, it moves. */
+Test(request, pending_requests_pin_the_requester, .timeout = ES_TEST_TIMEOUT)
+{
+    memset(&dead, 0, sizeof(dead));
+    es_runtime_t *rt = es_test_runtime_new(&(es_runtime_opts_t){.threads = 2});
+    static struct client c;
+    memset(&c, 0, sizeof(c));
+    memset(&srv, 0, sizeof(srv));
+    c.mode = MODE_KEEP;
+    es_actor_id_t cid = spawn(rt, client_cb, &c, 0);
+    es_actor_id_t sid = spawn(rt, server_cb, &srv, 1);
+    es_actor_id_t fid = spawn(rt, feeder_cb, NULL, 1);
+    ES_OK(es_runtime_start(rt));
+    ask(rt, cid, sid, 4, 10000);
+    ES_WAIT_GE(srv.ntokens, 4);
+    /* Longer than the control below needs to move it. */
+    for (double end = es_test_now() + 1.0;
+         atomic_load(&c.loop) == 0 && es_test_now() < end;)
+        feed(rt, fid, cid);
+    cr_assert_eq(atomic_load(&c.loop), 0, "it moved with requests pending");
+    cr_assert_eq(stats(rt).migrations, 0);
+    for (unsigned i = 0; i < 4; i++) {
+        es_msg_t r = es_msg_u64(ES_MSG_USER, i + 1);
+        ES_OK(es_reply_to(rt, &srv.tokens[i], &r));
+    }
+    ES_WAIT_GE(c.replies, 4);
+    assert_exactly_once(&c, 4);
+    /* Nothing pending now: co-location may move it. */
+    double t0 = es_test_now();
+    for (double end = t0 + ES_TEST_WAIT_S;
+         atomic_load(&c.loop) != 1 && es_test_now() < end;)
+        feed(rt, fid, cid);
+    cr_assert_eq(atomic_load(&c.loop), 1, "it never moved (control)");
+    cr_log_info("moved after %.3f s", es_test_now() - t0);
+    es_test_free(rt);
 }
