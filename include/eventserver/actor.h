@@ -236,7 +236,8 @@ ES_EXTERN int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts,
  * mailbox or a full ring answers -EAGAIN; es_send_wait() blocks instead.
  *
  * Returns: 0; -EAGAIN (foreign threads only, see above); -ESRCH if the actor
- * stopped or never existed; -EINVAL for a system type; -ENOMEM.
+ * stopped or never existed; -EINVAL for a system type or a type with bit 31
+ * set (it marks requests in transit: user types end at 0x7fffffff); -ENOMEM.
  * Ownership: on success the message (and what it owns) belongs to the
  * runtime; on failure the caller keeps it.
  * Thread: any, including threads the runtime has never seen.
