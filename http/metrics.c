@@ -72,6 +72,9 @@ static const struct rt_row rt_rows[] = {
     RT(links, GAUGE, true, "Links between two live actors now."),
     RT(downs, COUNTER, true, "ES_MSG_DOWN messages sent."),
     RT(names, GAUGE, true, "Names registered now (es_register())."),
+    RT(late_replies, COUNTER, true,
+       "Replies dropped: their request had an outcome already."),
+    RT(requests_timed_out, COUNTER, true, "Requests failed with -ETIMEDOUT."),
 };
 
 #define NROWS(t) (sizeof(t) / sizeof((t)[0]))

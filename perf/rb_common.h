@@ -213,6 +213,10 @@ int case_es_cross_thread(const struct bench_cfg *cfg, struct run_out *out);
 int case_es_cross_thread_4senders(const struct bench_cfg *cfg,
                                   struct run_out *out);
 int case_es_same_thread(const struct bench_cfg *cfg, struct run_out *out);
+int case_es_request_cross_thread(const struct bench_cfg *cfg,
+                                 struct run_out *out);
+int case_es_request_same_thread(const struct bench_cfg *cfg,
+                                struct run_out *out);
 int case_es_pingpong(const struct bench_cfg *cfg, struct run_out *out);
 int case_es_sparse(const struct bench_cfg *cfg, struct run_out *out);
 

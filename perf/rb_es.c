@@ -342,6 +342,159 @@ int case_es_same_thread(const struct bench_cfg *cfg, struct run_out *out)
     return run_flow(cfg, out, 1, 0, 0);
 }
 
+/* --- es_request_cross_thread, es_request_same_thread: request/reply ------- */
+
+/* Requests a client keeps outstanding: enough that the cost per completed
+ * request, not the round-trip latency, is what is measured. */
+#define REQ_WINDOW 1024u
+/* Completions between two looks at the clock. */
+#define REQ_CLOCK_EVERY 1024u
+/* Deadline of each request: armed and cleared on every one, never due. */
+#define REQ_TIMEOUT_MS 60000
+
+/* Keeps REQ_WINDOW es_request()s to `server` outstanding until `target`
+ * have completed. */
+struct req_client {
+    es_actor_id_t server;
+    uint64_t target, issued, completed, start_ns, end_ns;
+    uint64_t deadline_ns, give_up_ns; /* set by main before MSG_GO */
+    int home;
+    bool capped;
+    struct gate *done;
+    struct fault fault;
+};
+
+struct req_server {
+    int home;
+    struct fault fault;
+};
+
+static void req_issue(es_actor_t *self, struct req_client *c)
+{
+    es_msg_t m = es_msg_u64(MSG_DATA, c->issued);
+    int rc = es_request(self, c->server, &m, REQ_TIMEOUT_MS, NULL);
+
+    if (rc)
+        fault_set(&c->fault, rc, "es_request");
+    else
+        c->issued++;
+}
+
+static void req_finish(struct req_client *c)
+{
+    c->end_ns = now_ns();
+    gate_count(c->done);
+}
+
+static void req_completed(es_actor_t *self, struct req_client *c)
+{
+    c->completed++;
+    if (c->completed % REQ_CLOCK_EVERY == 0 && !c->capped &&
+        now_ns() > c->deadline_ns) {
+        c->capped = true; /* over budget: finish what is outstanding */
+        c->target = c->issued;
+    }
+    if (c->issued < c->target && !c->fault.rc)
+        req_issue(self, c);
+    if (c->completed == c->target)
+        req_finish(c);
+}
+
+static int req_client_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct req_client *c = es_actor_state(self);
+
+    switch (msg->type) {
+    case ES_MSG_START:
+        check_home(self, c->home, &c->fault);
+        break;
+    case MSG_GO:
+        c->start_ns = now_ns();
+        for (unsigned i = 0; i < REQ_WINDOW && c->issued < c->target; i++)
+            req_issue(self, c);
+        if (c->fault.rc)
+            gate_count(c->done);
+        break;
+    case ES_MSG_REPLY:
+        req_completed(self, c);
+        break;
+    case ES_MSG_REQUEST_FAILED:
+        fault_set(&c->fault, es_msg_reason(msg), "request failed");
+        c->completed++;
+        if (c->completed == c->target)
+            req_finish(c);
+        break;
+    }
+    return 0;
+}
+
+static int req_server_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct req_server *s = es_actor_state(self);
+
+    if (msg->type == MSG_DATA) {
+        es_msg_t r = es_msg_u64(MSG_DATA, msg->inl.u64[0]);
+        int rc = es_reply(self, msg, &r);
+
+        if (rc)
+            fault_set(&s->fault, rc, "es_reply");
+    } else if (msg->type == ES_MSG_START) {
+        check_home(self, s->home, &s->fault);
+    }
+    return 0;
+}
+
+static int run_request(const struct bench_cfg *cfg, struct run_out *out,
+                       unsigned threads, int client_loop, int server_loop)
+{
+    struct gate done;
+    struct req_server s = {.home = server_loop};
+    /* A request is two messages: as many messages as the flow cases. */
+    struct req_client c = {
+        .target = cfg->mode->msgs / 2, .home = client_loop, .done = &done};
+    es_actor_id_t client;
+    es_runtime_t *rt;
+    int rc = gate_init(&done);
+
+    if (rc)
+        return rc;
+    rc = rt_open(threads, &rt);
+    if (rc) {
+        fault_set(&out->fault, rc, "es_runtime_new/start");
+        goto close_gate;
+    }
+    rc = rt_spawn(rt, req_server_cb, &s, server_loop, &c.server);
+    if (!rc)
+        rc = rt_spawn(rt, req_client_cb, &c, client_loop, &client);
+    if (rc)
+        fault_set(&out->fault, rc, "es_spawn");
+    else if ((rc = es_measure(rt, client, &done, &c.deadline_ns, &c.give_up_ns,
+                              cfg, out)))
+        fault_set(&out->fault, rc, "waiting for the replies");
+    if ((rc = rt_close(rt)))
+        fault_set(&out->fault, rc, "es_runtime_stop/wait");
+    out->msgs = c.completed;
+    out->elapsed_ns = c.end_ns - c.start_ns;
+    out->capped = c.capped;
+    if (!fault_merge(out, &c.fault))
+        (void)fault_merge(out, &s.fault);
+close_gate:
+    gate_close(&done);
+    return rc ? rc : out->fault.rc;
+}
+
+int case_es_request_cross_thread(const struct bench_cfg *cfg,
+                                 struct run_out *out)
+{
+    return run_request(cfg, out, 2, 0, 1);
+}
+
+int case_es_request_same_thread(const struct bench_cfg *cfg,
+                                struct run_out *out)
+{
+    return run_request(cfg, out, 1, 0, 0);
+}
+
 /* --- es_cross_thread_4senders: foreign threads fan in --------------------- */
 
 /* A foreign thread sending its quota to its own receiver. */

@@ -62,6 +62,8 @@ static const struct bench_case cases[] = {
     {"es_cross_thread", case_es_cross_thread, 0},
     {"es_cross_thread_4senders", case_es_cross_thread_4senders, 0},
     {"es_same_thread", case_es_same_thread, 0},
+    {"es_request_cross_thread", case_es_request_cross_thread, 0},
+    {"es_request_same_thread", case_es_request_same_thread, 0},
     {"es_pingpong", case_es_pingpong, 0},
     {"es_sparse", case_es_sparse, CASE_PACED},
     {"socketpair_per_msg", case_socketpair, 0},
@@ -187,6 +189,12 @@ static const struct ratio_def ratio_defs[] = {
      FIELD_RATE, 10e6, false, 1e-6, " M/s"},
     {"es_same_thread msgs/s", "es_same_thread", NULL, FIELD_RATE, 50e6, false,
      1e-6, " M/s"},
+    /* ns per completed request/reply over ns per one-way send, halved:
+     * a request/reply against two one-way sends (issue 10: <= 2.5). */
+    {"es_request_cross_thread ns / 2 sends", "es_cross_thread",
+     "es_request_cross_thread", FIELD_RATE, 5.0, true, 0.5, ""},
+    {"es_request_same_thread ns / 2 sends", "es_same_thread",
+     "es_request_same_thread", FIELD_RATE, 5.0, true, 0.5, ""},
     {"steady-load wakeups/msg (es_cross_thread)", "es_cross_thread", NULL,
      FIELD_WAKEUPS, 0.001, true, 1, ""},
 };

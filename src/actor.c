@@ -319,11 +319,21 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
         return; /* demonitored: see link.c */
     } else if (m->type == ES__MSG_LINK_EXIT) {
         link_exit(a, m, &reason);
+    } else if ((m->type == ES__MSG_REQ_REPLY || m->type == ES__MSG_REQ_FAIL) &&
+               !es__request_settle(a, m)) {
+        return; /* its request had an outcome already: see request.c */
     } else {
         if (m->type == ES_MSG_START)
             a->started = true;
         es_actor_id_t from = m->from;
-        behave(a, m, &reason);
+        if (m->type & ES__MSG_REQUEST_BIT) {
+            struct es__cur_req save;
+            es__request_begin(a, m, &save);
+            behave(a, m, &reason);
+            es__request_end(a, &save);
+        } else {
+            behave(a, m, &reason);
+        }
         if (m->free_cb)
             es_msg_release(m);
         if (m->type >= ES_MSG_USER) {
@@ -420,6 +430,7 @@ void es__actor_finalize(es_actor_t *a, int reason)
         es__dead_letter(rt, loop, &m);
     es__msgq_reset(&a->q);
     es__names_stop(a);         /* before any DOWN: see names.c */
+    es__requests_stop(a);      /* before links: request watches are its own */
     es__links_stop(a, reason); /* after what it sent in its STOP */
     runq_remove(loop, a);
     if (!a->is_loop) {
@@ -682,7 +693,7 @@ static struct es__loop *shed_target(struct es__loop *loop)
 static bool shed(struct es__loop *loop, es_actor_t *a, struct es__loop *to)
 {
     if (a->is_loop || a->stop_requested || a->mute_count || a->io_head ||
-        a->ext || !a->started || a->talks_back ||
+        a->ext || !a->started || a->talks_back || es__requests_pending(a) ||
         atomic_load_explicit(&a->transit, memory_order_relaxed) ||
         atomic_load_explicit(&loop->rt->stopping, memory_order_relaxed))
         return false;
@@ -710,7 +721,7 @@ static void maybe_migrate(struct es__loop *loop, es_actor_t *a)
 {
     if (a->stopped || a->stop_requested || a->mute_count || a->q.count ||
         a->in_runq || a->io_head || a->ext || !a->started || loop->stopping ||
-        loop->nmigrating >= MIGRATE_MAX ||
+        es__requests_pending(a) || loop->nmigrating >= MIGRATE_MAX ||
         atomic_load_explicit(&a->transit, memory_order_relaxed) ||
         atomic_load_explicit(&loop->rt->stopping, memory_order_relaxed)) {
         a->move_to = 0;
@@ -847,12 +858,16 @@ void es__migrations_free(struct es__loop *loop)
 
 void es__dead_letter(es_runtime_t *rt, struct es__loop *loop, es_msg_t *m)
 {
-    if (es__msg_is_internal(m->type)) {
+    if (m->type == ES__MSG_REQ_REPLY) {
+        m->type = ES_MSG_REPLY; /* a reply to a stopped requester */
+    } else if (es__msg_is_internal(m->type)) {
         if (m->type == ES__MSG_MIGRATE)
             migrate_in(((es_actor_t *)m->ptr)->loop, m);
         else
             es_msg_release(m);
         return;
+    } else if (m->type & ES__MSG_REQUEST_BIT) {
+        es__request_undeliverable(rt, m); /* -ESRCH to its requester */
     }
     ES__STAT_ADD(loop->dead_letters, 1);
     if (rt->opts.dead_letter)
@@ -877,6 +892,10 @@ static int loop_behaviour(es_actor_t *self, es_msg_t *msg)
         (void)es__send(rt, rt->loops[msg->inl.u64[1]].self_id, &mark, false);
     } else if (msg->type == ES__MSG_MARK) {
         ((struct es__migration *)(uintptr_t)msg->inl.u64[0])->marks++;
+    } else if (msg->type == ES_MSG_TIMER && msg->inl.u64[2]) {
+        /* A request's deadline (request.c): loop actors own no other. */
+        es__request_expire(self->loop,
+                           (struct es__deadline *)(uintptr_t)msg->inl.u64[2]);
     }
     return 0;
 }
@@ -1271,7 +1290,8 @@ int es__send(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
 
 static bool user_msg_ok(const es_runtime_t *rt, const es_msg_t *msg)
 {
-    if (!rt || !msg || msg->type < ES_MSG_USER)
+    if (!rt || !msg || msg->type < ES_MSG_USER ||
+        (msg->type & ES__MSG_REQUEST_BIT))
         return false;
     /* actor.h: the payload is inline (at most ES_MSG_INLINE bytes) or at
      * ptr; a destructor needs something to free. */
@@ -1297,6 +1317,12 @@ int es_send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
 {
     if (!user_msg_ok(rt, msg))
         return -EINVAL;
+    return es__send_wait(rt, to, msg, timeout_ms);
+}
+
+int es__send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                  int timeout_ms)
+{
     struct es__tctx *t = es__tctx_current(rt);
     if (t && t->loop_index >= 0)
         return -EDEADLK; /* a demux thread would wait for itself */

@@ -106,6 +106,7 @@ static void fire(struct es__loop *loop, struct es__deadline *d)
     es_msg_t m = es_msg_make(ES_MSG_TIMER);
     m.to = owner->id;
     m.inl.u64[0] = ES__DEADLINE_TAG;
+    m.inl.u64[2] = (uint64_t)(uintptr_t)d; /* which one (request.c) */
     m.len = 2 * sizeof(uint64_t);
     ES__STAT_ADD(loop->timers_fired, 1);
     es__actor_dispatch(owner, &m);

@@ -44,7 +44,14 @@ enum {
     ES__MSG_MARK,      /* to a loop actor: its MARK_REQ u64[0] came back */
     ES__MSG_LINK_EXIT, /* to a linked actor: `from` stopped, reason i64[1] */
     ES__MSG_SUP_SHUTDOWN, /* to a supervisor: es_supervisor_stop() */
+    ES__MSG_REQ_REPLY,    /* to a requester: a reply, id u64[2] (request.c) */
+    ES__MSG_REQ_FAIL,     /* to a requester: failed, id u64[2], reason i64[1] */
 };
+
+/* Set in `type` while a request travels (request.c): dispatch clears it
+ * before the behaviour sees the message, es__dead_letter() before the
+ * hook. es_send() refuses user types with it set. */
+#define ES__MSG_REQUEST_BIT 0x80000000u
 
 /* Work run by a loop actor on its thread: fn(loop, call). The message's
  * free_cb releases the call, delivered or dead-lettered. */
@@ -471,6 +478,16 @@ void es__links_stop(es_actor_t *a, int reason);
 bool es__down_take(es_actor_t *a, es_ref_t ref);
 bool es__link_exit_take(es_actor_t *a, es_actor_id_t from, bool *trap);
 void es__links_free(es_runtime_t *rt);
+/* Request watches (link.c, for request.c): target `a` keeps request `ref`
+ * of `requester` (ES_ACTOR_NONE for es_call()). watch: a's home thread;
+ * unwatch: any thread, true if it was there; take: a stops (its home
+ * thread, before es__links_stop()), fn is called for each. */
+int es__request_watch(es_actor_t *a, es_ref_t ref, es_actor_id_t requester);
+bool es__request_unwatch(es_runtime_t *rt, es_actor_id_t target, es_ref_t ref);
+void es__request_watches_take(es_actor_t *a,
+                              void (*fn)(es_runtime_t *rt, es_ref_t ref,
+                                         es_actor_id_t requester,
+                                         es_actor_id_t target));
 /* Fills the monitor and link counters of es_stats_t (index -1). */
 void es__links_stats(const es_runtime_t *rt, es_stats_t *out);
 /* Names (names.c). es__names_stop(): a stops (home thread, once, before
@@ -480,6 +497,32 @@ void es__names_stop(es_actor_t *a);
 void es__names_free(es_runtime_t *rt);
 /* Fills es_stats_t.names (index -1). */
 void es__names_stats(const es_runtime_t *rt, es_stats_t *out);
+/* Requests (request.c). es__request_begin/_end: around the behaviour call
+ * of a request (type has ES__MSG_REQUEST_BIT), which begin clears; *save
+ * keeps the thread's previous current request. es__request_settle(): an
+ * ES__MSG_REQ_REPLY / _FAIL reached a; true to deliver it (its type is
+ * now ES_MSG_REPLY / ES_MSG_REQUEST_FAILED), false if it was dropped.
+ * es__request_undeliverable(): a request is dead-lettered (bit cleared,
+ * the requester told -ESRCH). es__requests_stop(): a stops (finalize).
+ * es__requests_pending(): a has requests waiting for an outcome (it must
+ * not migrate). es__request_expire(): the deadline d of the loop actor's
+ * wheel fired. */
+struct es__cur_req {
+    uint64_t opaque[4];
+};
+void es__request_begin(es_actor_t *a, es_msg_t *m, struct es__cur_req *save);
+void es__request_end(es_actor_t *a, const struct es__cur_req *save);
+bool es__request_settle(es_actor_t *a, es_msg_t *m);
+void es__request_undeliverable(es_runtime_t *rt, es_msg_t *m);
+void es__requests_stop(es_actor_t *a);
+bool es__requests_pending(const es_actor_t *a);
+struct es__deadline;
+void es__request_expire(struct es__loop *loop, struct es__deadline *d);
+void es__requests_free(es_runtime_t *rt);
+void es__requests_stats(const es_runtime_t *rt, es_stats_t *out);
+/* es_send_wait() without the check of the message type. */
+int es__send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                  int timeout_ms);
 /* Routes a message taken from an inbound ring on its target's loop; src is
  * the loop index of the ring's producer, -1 for a foreign thread. */
 void es__actor_route(struct es__loop *loop, es_msg_t *m, int src);
@@ -769,6 +812,8 @@ struct es_runtime {
     _Atomic(struct es__links *) links;
     /* Names (names.c), made on first use. */
     _Atomic(struct es__names *) names;
+    /* Requests (request.c), made on first use. */
+    _Atomic(struct es__requests *) requests;
 
     /* The thread that starts, waits for and frees the runtime (the
      * caller serialises those calls, as runtime.h says). */

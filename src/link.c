@@ -576,3 +576,95 @@ void es__links_stats(const es_runtime_t *rt, es_stats_t *out)
         atomic_load_explicit(&l->link_halves, memory_order_relaxed) / 2;
     out->downs = atomic_load_explicit(&l->downs, memory_order_relaxed);
 }
+
+/* --- request watches (internal, for request.c) -----------------------------
+ *
+ * A request its target keeps unanswered after its behaviour returned (a
+ * reply token, or simply not answered) is a watch: an entry in the
+ * target's `monitors` list whose ref is the request id (request ids and
+ * call refs have bit 62 or 63 set; monitor refs are counters from 1) and
+ * whose peer is the requester (ES_ACTOR_NONE for es_call()). They are not
+ * monitors: not counted in `monitors`, never a DOWN. Only the target's home
+ * thread adds them (es__request_watch()) and takes them when it stops
+ * (es__request_watches_take(), which finalize runs before es__links_stop(),
+ * so that function never meets one); any thread may remove one
+ * (es__request_unwatch(): a reply through a token, a deadline). Whoever
+ * removes an entry under the shard lock owns its outcome; the requester's
+ * side drops the other (request.c).
+ */
+
+#define REQUEST_REFS (UINT64_C(3) << 62)
+
+int es__request_watch(es_actor_t *a, es_ref_t ref, es_actor_id_t requester)
+{
+    struct es__links *l = links_get(a->rt);
+    if (!l)
+        return -ENOMEM;
+    struct es__mon *w = es__malloc(sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    struct es__shard *s = shard_of(l, a->id);
+    pthread_mutex_lock(&s->lock);
+    struct es__xnode *n = node_get(s, a->id);
+    if (n) {
+        *w = (struct es__mon){
+            .ref = ref, .peer = requester, .next = n->monitors};
+        n->monitors = w;
+        (void)mark_used(a);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!n) {
+        es__free(w);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+bool es__request_unwatch(es_runtime_t *rt, es_actor_id_t target, es_ref_t ref)
+{
+    struct es__links *l =
+        atomic_load_explicit(&rt->links, memory_order_acquire);
+    if (!l)
+        return false;
+    struct es__shard *s = shard_of(l, target);
+    pthread_mutex_lock(&s->lock);
+    struct es__xnode *n = node_find(s, target);
+    struct es__mon *w = n ? mon_unlink(&n->monitors, ref) : NULL;
+    node_trim(s, target);
+    pthread_mutex_unlock(&s->lock);
+    es__free(w);
+    return w != NULL;
+}
+
+void es__request_watches_take(es_actor_t *a,
+                              void (*fn)(es_runtime_t *rt, es_ref_t ref,
+                                         es_actor_id_t requester,
+                                         es_actor_id_t target))
+{
+    if (!(atomic_load_explicit(&a->xflags, memory_order_acquire) & ES__X_USED))
+        return;
+    struct es__links *l =
+        atomic_load_explicit(&a->rt->links, memory_order_acquire);
+    struct es__shard *s = shard_of(l, a->id);
+    struct es__mon *taken = NULL;
+    pthread_mutex_lock(&s->lock);
+    struct es__xnode *n = node_find(s, a->id);
+    for (struct es__mon **p = n ? &n->monitors : NULL; p && *p;) {
+        struct es__mon *m = *p;
+        if (!(m->ref & REQUEST_REFS)) {
+            p = &m->next;
+            continue;
+        }
+        *p = m->next;
+        m->next = taken;
+        taken = m;
+    }
+    node_trim(s, a->id);
+    pthread_mutex_unlock(&s->lock);
+    while (taken) {
+        struct es__mon *m = taken;
+        taken = m->next;
+        fn(a->rt, m->ref, m->peer, a->id);
+        es__free(m);
+    }
+}

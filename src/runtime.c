@@ -242,6 +242,7 @@ void es_runtime_free(es_runtime_t *rt)
     es__table_free(rt->table);
     es__links_free(rt);
     es__names_free(rt);
+    es__requests_free(rt);
     pthread_mutex_destroy(&rt->tctx_lock);
     pthread_mutex_destroy(&rt->cleanup_lock);
     es__free(rt);
@@ -330,5 +331,6 @@ int es_runtime_stats(const es_runtime_t *rt, int index, es_stats_t *out)
     pthread_mutex_unlock(&mrt->tctx_lock);
     es__links_stats(rt, out);
     es__names_stats(rt, out);
+    es__requests_stats(rt, out);
     return 0;
 }

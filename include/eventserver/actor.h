@@ -236,7 +236,8 @@ ES_EXTERN int es_spawn(es_runtime_t *rt, const es_spawn_opts_t *opts,
  * mailbox or a full ring answers -EAGAIN; es_send_wait() blocks instead.
  *
  * Returns: 0; -EAGAIN (foreign threads only, see above); -ESRCH if the actor
- * stopped or never existed; -EINVAL for a system type; -ENOMEM.
+ * stopped or never existed; -EINVAL for a system type or a type with bit 31
+ * set (it marks requests in transit: user types end at 0x7fffffff); -ENOMEM.
  * Ownership: on success the message (and what it owns) belongs to the
  * runtime; on failure the caller keeps it.
  * Thread: any, including threads the runtime has never seen.
@@ -390,6 +391,92 @@ ES_EXTERN int es_whereis(const es_runtime_t *rt, const char *name,
  */
 ES_EXTERN int es_send_named(es_runtime_t *rt, const char *name,
                             const es_msg_t *msg);
+
+/* --- requests (docs/design.md, "Requests") ------------------------------ */
+
+/* The right to answer a request later, from any thread (es_reply_token()).
+ * Plain data: copy it freely; it holds no memory. */
+typedef struct es_reply_token {
+    uint64_t _private[3];
+} es_reply_token_t;
+
+/*
+ * Sends *msg to `to` as a request. The receiver sees an ordinary message of
+ * msg->type (es_msg_ref() of it is the request id) and answers it with
+ * es_reply() or, later, es_reply_token() + es_reply_to(). `self` then
+ * receives exactly one of:
+ * - ES_MSG_REPLY: from = the replier, es_msg_ref() = *req_id, the payload
+ *   the replier sent (inline bytes 0..15, or ptr/len/free_cb);
+ * - ES_MSG_REQUEST_FAILED: es_msg_ref() = *req_id, es_msg_reason()
+ *   -ETIMEDOUT once timeout_ms passed (< 0: no deadline; deadlines run on
+ *   a 16 ms wheel and fire up to one tick late, never early), or -ESRCH at
+ *   once when `to` is gone before it answered: already gone at the call
+ *   (the request is then dead-lettered), gone before it handled the
+ *   request, or stopped while keeping it unanswered.
+ * A reply that comes after the outcome is dropped and counted
+ * (es_stats_t.late_replies). Like es_send() from a behaviour, a request
+ * counts against the receiver's mailbox, mutes self when it is full and is
+ * never refused for capacity. While it has requests pending, self does not
+ * migrate to another thread (co-location, load shedding).
+ * Returns: 0 and *req_id (may be NULL); -EINVAL (a system type or one with
+ * bit 31 set, an inline payload over ES_MSG_REQUEST_INLINE bytes: inline
+ * bytes 16..23 carry the id); -ESHUTDOWN (the runtime is stopping);
+ * -ENOMEM. Ownership: as es_send(): on 0 the runtime owns the message.
+ * Thread: owning loop only, inside self's behaviour.
+ */
+ES_EXTERN int es_request(es_actor_t *self, es_actor_id_t to,
+                         const es_msg_t *msg, int timeout_ms, es_ref_t *req_id);
+
+/*
+ * Answers `request`, the message self's behaviour is handling now: the
+ * requester receives ES_MSG_REPLY with reply's payload (reply->type is
+ * ignored; inline payload at most ES_MSG_REQUEST_INLINE bytes, or ptr).
+ * Answering twice (or after the requester's deadline) is allowed: the
+ * later reply is dropped at the requester and counted as late.
+ * Returns: 0; -EINVAL if request is not a request self is handling now (or
+ * reply is malformed); -ESRCH if the requesting actor has stopped;
+ * -ENOMEM. Ownership: on 0 the runtime owns reply's payload.
+ * Thread: owning loop only, inside self's behaviour.
+ */
+ES_EXTERN int es_reply(es_actor_t *self, const es_msg_t *request,
+                       const es_msg_t *reply);
+
+/*
+ * Keeps the right to answer `request` (the message self's behaviour is
+ * handling now) after the behaviour returns, with es_reply_to(). Until it
+ * is answered, the requester gets -ESRCH at once if self stops.
+ * Returns: 0 and *tok; -EINVAL as es_reply(); -ENOMEM.
+ * Thread: owning loop only, inside self's behaviour.
+ */
+ES_EXTERN int es_reply_token(es_actor_t *self, const es_msg_t *request,
+                             es_reply_token_t *tok);
+
+/*
+ * Answers the request of *tok, as es_reply() (a second answer is late).
+ * Returns: 0; -EINVAL; -ESRCH if the requesting actor has stopped;
+ * -EAGAIN (foreign threads: the ring to the requester's thread is full,
+ * retry); -ENOMEM. Ownership: on 0 the runtime owns reply's payload.
+ * Thread: any.
+ */
+ES_EXTERN int es_reply_to(es_runtime_t *rt, const es_reply_token_t *tok,
+                          const es_msg_t *reply);
+
+/*
+ * es_request() for a thread that is not one of rt's: sends *msg to `to`
+ * as a request and blocks until the answer, at most timeout_ms
+ * milliseconds (< 0: no limit; waiting for mailbox room counts too). The
+ * receiver answers with es_reply() as for an actor.
+ * Returns: 0 and *reply (type ES_MSG_REPLY, from = the replier, the
+ * payload as sent); -ETIMEDOUT; -ESRCH (to is gone, or stopped before it
+ * answered); -EINVAL (as es_request()); -EDEADLK on a demux thread of rt
+ * (a behaviour must not block: use es_request()); -ENOMEM.
+ * Ownership: the runtime owns msg's payload once this returns 0,
+ * -ETIMEDOUT or -ESRCH (the caller keeps it on -EINVAL, -EDEADLK,
+ * -ENOMEM); on 0 the caller owns reply's (es_msg_release() it).
+ * Thread: any thread that is not one of rt's.
+ */
+ES_EXTERN int es_call(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
+                      es_msg_t *reply, int timeout_ms);
 
 #ifdef __cplusplus
 }

@@ -165,10 +165,13 @@ typedef struct es_stats {
     uint64_t shed;          /* of those, moved off a saturated thread to an
                                idle one (load shedding) */
     /* Whole runtime only (index -1; 0 for one thread): */
-    uint64_t monitors; /* monitors set now (es_monitor()) */
-    uint64_t links;    /* links between two live actors now */
-    uint64_t downs;    /* ES_MSG_DOWN messages sent */
-    uint64_t names;    /* names registered now (es_register()) */
+    uint64_t monitors;           /* monitors set now (es_monitor()) */
+    uint64_t links;              /* links between two live actors now */
+    uint64_t downs;              /* ES_MSG_DOWN messages sent */
+    uint64_t names;              /* names registered now (es_register()) */
+    uint64_t late_replies;       /* replies dropped: their request had an
+                                    outcome already (es_reply()) */
+    uint64_t requests_timed_out; /* requests failed with -ETIMEDOUT */
 } es_stats_t;
 
 /*
