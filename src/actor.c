@@ -241,10 +241,18 @@ static void mailbox_done(es_actor_t *a)
 static int call_behaviour(es_actor_t *a, es_msg_t *m)
 {
     es_actor_t *prev = tls_current;
+    struct es__loop *loop = a->loop;
     tls_current = a;
-    int rc = a->behaviour(a, m);
+    int rc;
+    if (++loop->prof.tick % ES_PROF_EVERY) {
+        rc = a->behaviour(a, m);
+    } else { /* one call in ES_PROF_EVERY is timed: see introspect.c */
+        uint64_t t0 = es__now_ns();
+        rc = a->behaviour(a, m);
+        es__prof_add(loop, a->id, (es__now_ns() - t0) * ES_PROF_EVERY);
+    }
     tls_current = prev;
-    ES__STAT_ADD(a->loop->received, 1);
+    ES__STAT_ADD(loop->received, 1);
     return rc;
 }
 
@@ -432,6 +440,7 @@ void es__actor_finalize(es_actor_t *a, int reason)
     es__names_stop(a);         /* before any DOWN: see names.c */
     es__requests_stop(a);      /* before links: request watches are its own */
     es__links_stop(a, reason); /* after what it sent in its STOP */
+    (void)es__prof_take(loop, a->id);
     runq_remove(loop, a);
     if (!a->is_loop) {
         list_unlink(loop, a);
@@ -628,6 +637,7 @@ static bool migrate_out(struct es__loop *x, es_actor_t *a)
     slot->to = y->self_id;
     slot->ptr = a;
     slot->inl.u64[0] = (uint64_t)(uintptr_t)timers;
+    slot->inl.u64[1] = es__prof_take(x, a->id); /* its time goes along */
     es__chan_commit(&x->tctx, y->index);
     ck_epoch_call(x->tctx.rec, &mg->entry, migration_graced);
     mg->next = x->migrations;
@@ -737,6 +747,8 @@ static void migrate_in(struct es__loop *y, es_msg_t *m)
     a->installed = true;
     list_link(y, a);
     es__timers_adopt(y, a, (struct es__timer *)(uintptr_t)m->inl.u64[0]);
+    if (m->inl.u64[1])
+        es__prof_add(y, a->id, m->inl.u64[1]);
     atomic_store_explicit(&a->transit, ES__TRANSIT_ARRIVED,
                           memory_order_relaxed);
     if (y->stopping)

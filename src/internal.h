@@ -495,6 +495,9 @@ void es__links_stats(const es_runtime_t *rt, es_stats_t *out);
  * for a is sent while a name still points at it. */
 void es__names_stop(es_actor_t *a);
 void es__names_free(es_runtime_t *rt);
+/* Copies one of id's names into buf (NUL-terminated); false if it has
+ * none (or size is too small for it). */
+bool es__names_of(es_runtime_t *rt, es_actor_id_t id, char *buf, size_t size);
 /* Fills es_stats_t.names (index -1). */
 void es__names_stats(const es_runtime_t *rt, es_stats_t *out);
 /* Requests (request.c). es__request_begin/_end: around the behaviour call
@@ -660,6 +663,21 @@ struct epoll_event;
 
 #define ES__QCACHE_MAX 32u
 
+/* Sampled behaviour time per actor, one table per loop (introspect.c). */
+struct es__prof_ent;
+struct es__prof {
+    pthread_mutex_t lock; /* the loop writes under it; readers take it */
+    struct es__prof_ent *ent;
+    uint32_t cap, count;
+    uint32_t tick; /* the loop thread: behaviour calls, for sampling */
+};
+void es__prof_init(struct es__prof *p);
+void es__prof_destroy(struct es__prof *p);
+/* The loop thread: adds ns to id's account; takes (removes and returns)
+ * id's account. */
+void es__prof_add(struct es__loop *loop, es_actor_id_t id, uint64_t ns);
+uint64_t es__prof_take(struct es__loop *loop, es_actor_id_t id);
+
 struct es__loop {
     /* Set by es__loop_init() before any thread starts; read-only after. */
     es_runtime_t *rt;
@@ -712,6 +730,7 @@ struct es__loop {
     struct es__msgq parked;
     struct es__migration *migrations;
     unsigned nmigrating;
+    struct es__prof prof; /* sampled behaviour time (introspect.c) */
     /* Spare queue buffers of the smallest size (actor.c, msgq). */
     es_msg_t *qcache[ES__QCACHE_MAX];
     unsigned nqcache;

@@ -64,6 +64,7 @@ int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
     loop->index = index;
     loop->wake_rd = loop->wake_wr = -1;
     es__timers_init(&loop->timers);
+    es__prof_init(&loop->prof);
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
         return -errno;
@@ -103,6 +104,7 @@ void es__loop_destroy(struct es__loop *loop)
     loop->nmutes = loop->mutes_cap = 0;
     es__migrations_free(loop);
     es__msgq_reset(&loop->parked);
+    es__prof_destroy(&loop->prof);
     while (loop->nqcache)
         es__free(loop->qcache[--loop->nqcache]);
     es__free(loop->events);

@@ -534,6 +534,26 @@ void es__names_stop(es_actor_t *a)
     pthread_mutex_unlock(&n->lock);
 }
 
+bool es__names_of(es_runtime_t *rt, es_actor_id_t id, char *buf, size_t size)
+{
+    struct es__names *n =
+        atomic_load_explicit(&rt->names, memory_order_acquire);
+    bool found = false;
+    if (!n)
+        return false;
+    pthread_mutex_lock(&n->lock);
+    for (struct name_ent *e = n->nbyid ? n->byid[byid_bucket(n, id)] : NULL; e;
+         e = e->id_next) {
+        if (e->id == id && e->len < size) {
+            memcpy(buf, e->name, e->len + 1);
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    return found;
+}
+
 void es__names_stats(const es_runtime_t *rt, es_stats_t *out)
 {
     struct es__names *n = atomic_load_explicit(&((es_runtime_t *)rt)->names,

@@ -174,6 +174,36 @@ typedef struct es_stats {
     uint64_t requests_timed_out; /* requests failed with -ETIMEDOUT */
 } es_stats_t;
 
+/* One live actor in es_runtime_actors()'s snapshot. */
+typedef struct es_actor_info {
+    es_actor_id_t id;
+    const char *name; /* one of its names (valid during the callback), or
+                         NULL */
+    int loop;         /* its home demux thread */
+    uint32_t mailbox; /* user messages queued for it, not yet handled */
+    uint64_t handled; /* user messages handled (a 32-bit counter: modulo
+                         2^32) */
+    /* Time in its behaviour, estimated: a loop times one behaviour call in
+     * ES_PROF_EVERY and counts it ES_PROF_EVERY times. */
+    uint64_t busy_ns;
+} es_actor_info_t;
+
+#define ES_PROF_EVERY 16u
+
+/* Called once per actor; return nonzero to stop the walk. */
+typedef int (*es_actor_info_cb)(void *arg, const es_actor_info_t *info);
+
+/*
+ * A snapshot of the live actors (loop actors excluded): cb runs for each,
+ * after the snapshot was taken, on the calling thread, and may call into
+ * the runtime. The figures of one actor are read at slightly different
+ * moments while it keeps running.
+ * Returns: how many times cb ran; -EINVAL (rt or cb NULL); -ENOMEM.
+ * Thread: any.
+ */
+ES_EXTERN int es_runtime_actors(es_runtime_t *rt, es_actor_info_cb cb,
+                                void *arg);
+
 /*
  * Reads the counters of demux thread `index`, or with index -1 the sum of all
  * threads plus the senders that are not demux threads.
