@@ -63,15 +63,23 @@ struct es__conn {
     size_t queued, sent_since;
     struct es__deadline idle; /* the idle timeout, on the loop's wheel */
 
-    int close_reason; /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
-    int fail_reason, fail_err; /* close now */
+    /* es_conn_reason_t values (small): one byte each, so that the state
+     * fits a 112-byte malloc chunk. */
+    uint8_t
+        close_reason;    /* close once flushed (ES_CONN_LOCAL / _PEER_CLOSED) */
+    uint8_t fail_reason; /* close now, with fail_err */
     /* One bit each: an idle connection's size is what counts. */
     bool is_tcp : 1, no_delay : 1; /* no_delay: wanted, not set yet */
     bool connecting : 1, closed : 1, peer_eof : 1, above_high : 1;
     bool high_notify : 1, sent_notify : 1;
     bool paused_user : 1, paused_mailbox : 1, shut_pending : 1;
     bool shut_done : 1, abort_pending : 1, sent_once : 1;
+    int fail_err;
 };
+
+_Static_assert(ES_CONN_STOPPED <= UINT8_MAX, "close reasons fit a byte");
+_Static_assert(sizeof(struct es__conn) <= 104,
+               "an idle connection's state fits a 112-byte malloc chunk");
 
 /* A connection actor's state for cfg (it takes a reference of its own);
  * fd is -1 for an outbound one. */
