@@ -217,6 +217,13 @@ int case_es_request_cross_thread(const struct bench_cfg *cfg,
                                  struct run_out *out);
 int case_es_request_same_thread(const struct bench_cfg *cfg,
                                 struct run_out *out);
+/* Monitor set + es_stop + DOWN, watcher and targets on two threads (ns per
+ * monitor), and one failure stopping a chain of 1,000 linked actors over
+ * two threads (ns per actor stopped): issue 10's monitor and link costs. */
+int case_es_monitor_down(const struct bench_cfg *cfg, struct run_out *out);
+int case_es_link_chain(const struct bench_cfg *cfg, struct run_out *out);
+int case_es_link_chain_same_thread(const struct bench_cfg *cfg,
+                                   struct run_out *out);
 int case_es_pingpong(const struct bench_cfg *cfg, struct run_out *out);
 int case_es_sparse(const struct bench_cfg *cfg, struct run_out *out);
 

@@ -20,7 +20,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* --- es runtime helpers --------------------------------------------------- */
 
@@ -905,4 +908,198 @@ close_gate:
 int case_es_sparse(const struct bench_cfg *cfg, struct run_out *out)
 {
     return run_sparse(cfg, out);
+}
+
+/* --- es_monitor_down: monitor set + stop + DOWN, across threads ----------- */
+
+/* Targets a watcher monitors and stops per run: spawned before the clock
+ * starts, idle until stopped. */
+#define MON_TARGETS 20000u
+
+struct mon_watcher {
+    es_actor_id_t *targets;
+    uint64_t n, downs, start_ns, end_ns;
+    int home;
+    struct gate *done;
+    struct fault fault;
+};
+
+static int mon_watcher_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct mon_watcher *w = es_actor_state(self);
+    es_runtime_t *rt = es_actor_runtime(self);
+
+    if (msg->type == ES_MSG_START) {
+        check_home(self, w->home, &w->fault);
+    } else if (msg->type == MSG_GO) {
+        w->start_ns = now_ns();
+        for (uint64_t i = 0; i < w->n; i++) {
+            es_ref_t ref;
+            int rc = es_monitor(self, w->targets[i], &ref);
+            if (!rc)
+                rc = es_stop(rt, w->targets[i]);
+            if (rc) {
+                fault_set(&w->fault, rc, "es_monitor/es_stop");
+                gate_count(w->done);
+                return 0;
+            }
+        }
+    } else if (msg->type == ES_MSG_DOWN) {
+        if (es_msg_reason(msg) != 0)
+            fault_set(&w->fault, es_msg_reason(msg), "DOWN reason");
+        if (++w->downs == w->n) {
+            w->end_ns = now_ns();
+            gate_count(w->done);
+        }
+    }
+    return 0;
+}
+
+static int idle_cb(es_actor_t *self, es_msg_t *msg)
+{
+    (void)self;
+    (void)msg;
+    return 0;
+}
+
+int case_es_monitor_down(const struct bench_cfg *cfg, struct run_out *out)
+{
+    struct gate done;
+    uint64_t n = cfg->mode->msgs / 100 < MON_TARGETS ? cfg->mode->msgs / 100
+                                                     : MON_TARGETS;
+    es_actor_id_t *targets = calloc(n, sizeof(*targets));
+    struct mon_watcher w = {
+        .targets = targets, .n = n, .home = 0, .done = &done};
+    es_actor_id_t wid;
+    es_runtime_t *rt;
+    uint64_t deadline, give_up;
+    int rc = targets ? gate_init(&done) : -ENOMEM;
+
+    if (rc) {
+        free(targets);
+        return rc;
+    }
+    rc = rt_open(2, &rt);
+    if (rc) {
+        fault_set(&out->fault, rc, "es_runtime_new/start");
+        goto close_gate;
+    }
+    for (uint64_t i = 0; i < n && !rc; i++)
+        rc = rt_spawn(rt, idle_cb, NULL, 1, &targets[i]);
+    if (!rc)
+        rc = rt_spawn(rt, mon_watcher_cb, &w, 0, &wid);
+    if (rc)
+        fault_set(&out->fault, rc, "es_spawn");
+    else if ((rc = es_measure(rt, wid, &done, &deadline, &give_up, cfg, out)))
+        fault_set(&out->fault, rc, "waiting for the DOWNs");
+    if ((rc = rt_close(rt)))
+        fault_set(&out->fault, rc, "es_runtime_stop/wait");
+    out->msgs = w.downs;
+    out->elapsed_ns = w.end_ns - w.start_ns;
+    (void)fault_merge(out, &w.fault);
+close_gate:
+    gate_close(&done);
+    free(targets);
+    return rc ? rc : out->fault.rc;
+}
+
+/* --- es_link_chain: one failure stops 1,000 linked actors ----------------- */
+
+#define CHAIN_LEN 1000u
+
+struct chain {
+    es_actor_id_t ids[CHAIN_LEN];
+    atomic_uint linked, stopped;
+    uint64_t start_ns;
+    _Atomic uint64_t end_ns;
+    struct gate *done;
+};
+
+struct chain_link {
+    struct chain *chain;
+    unsigned index;
+};
+
+enum { MSG_CHAIN_LINK = ES_MSG_USER + 1000, MSG_CHAIN_FAIL };
+
+static int chain_cb(es_actor_t *self, es_msg_t *msg)
+{
+    struct chain_link *l = es_actor_state(self);
+    struct chain *c = l->chain;
+
+    if (msg->type == MSG_CHAIN_LINK) {
+        int rc = es_link(self, c->ids[l->index + 1]);
+        if (rc)
+            return rc;
+        atomic_fetch_add(&c->linked, 1);
+    } else if (msg->type == MSG_CHAIN_FAIL) {
+        c->start_ns = now_ns();
+        return -EIO; /* the failure the links carry down the chain */
+    } else if (msg->type == ES_MSG_STOP) {
+        if (atomic_fetch_add(&c->stopped, 1) + 1 == CHAIN_LEN) {
+            atomic_store(&c->end_ns, now_ns());
+            gate_count(c->done);
+        }
+    }
+    return 0;
+}
+
+/* The chain alternates between `threads` loops (1 or 2). */
+static int run_chain(struct run_out *out, unsigned threads)
+{
+    static struct chain c;
+    static struct chain_link links[CHAIN_LEN];
+    struct gate done;
+    es_runtime_t *rt;
+    int rc = gate_init(&done);
+
+    if (rc)
+        return rc;
+    memset(&c, 0, sizeof(c));
+    c.done = &done;
+    rc = rt_open(threads, &rt);
+    if (rc) {
+        fault_set(&out->fault, rc, "es_runtime_new/start");
+        goto close_gate;
+    }
+    for (unsigned i = 0; i < CHAIN_LEN && !rc; i++) {
+        links[i] = (struct chain_link){.chain = &c, .index = i};
+        rc = rt_spawn(rt, chain_cb, &links[i], (int)(i % threads), &c.ids[i]);
+    }
+    es_msg_t link = es_msg_make(MSG_CHAIN_LINK);
+    for (unsigned i = 0; i + 1 < CHAIN_LEN && !rc; i++)
+        rc = es_send(rt, c.ids[i], &link);
+    uint64_t give_up = now_ns() + 10 * NS_PER_SEC;
+    while (!rc && atomic_load(&c.linked) < CHAIN_LEN - 1 && now_ns() < give_up)
+        sched_yield();
+    if (!rc && atomic_load(&c.linked) < CHAIN_LEN - 1)
+        rc = -ETIMEDOUT;
+    es_msg_t fail = es_msg_make(MSG_CHAIN_FAIL);
+    if (!rc)
+        rc = es_send(rt, c.ids[0], &fail);
+    if (!rc && !gate_await(&done, 1, now_ns() + 10 * NS_PER_SEC))
+        rc = -ETIMEDOUT;
+    if (rc)
+        fault_set(&out->fault, rc, "the chain");
+    int rc_close = rt_close(rt);
+    if (rc_close)
+        fault_set(&out->fault, rc_close, "es_runtime_stop/wait");
+    out->msgs = atomic_load(&c.stopped);
+    out->elapsed_ns = atomic_load(&c.end_ns) - c.start_ns;
+close_gate:
+    gate_close(&done);
+    return rc ? rc : out->fault.rc;
+}
+
+int case_es_link_chain(const struct bench_cfg *cfg, struct run_out *out)
+{
+    (void)cfg;
+    return run_chain(out, 2);
+}
+
+int case_es_link_chain_same_thread(const struct bench_cfg *cfg,
+                                   struct run_out *out)
+{
+    (void)cfg;
+    return run_chain(out, 1);
 }

@@ -37,7 +37,9 @@
 struct es__mon {
     es_ref_t ref;
     es_actor_id_t peer; /* the watcher (in monitors) or target (watching) */
-    struct es__mon *next;
+    struct es__mon *next, **pprev; /* its list: monitors or watching */
+    struct es__mon *hnext;         /* the node's index by ref */
+    bool held;                     /* in watching (else in monitors) */
 };
 
 struct es__xnode {
@@ -45,6 +47,10 @@ struct es__xnode {
     struct es__xnode *next;   /* hash chain */
     struct es__mon *monitors; /* watching this actor */
     struct es__mon *watching; /* held by this actor */
+    /* Every entry of both lists by ref, so that a DOWN, a demonitor or a
+     * reply finds its entry at once however many the actor has. */
+    struct es__mon **idx;
+    uint32_t idx_cap, nmon;
     es_actor_id_t *links;
     uint32_t nlinks, links_cap;
     bool trap_exits;
@@ -201,6 +207,7 @@ static struct es__xnode *node_take(struct es__shard *s, es_actor_id_t id)
 
 static void node_free(struct es__xnode *n)
 {
+    es__free(n->idx);
     es__free(n->links);
     es__free(n);
 }
@@ -213,12 +220,74 @@ static void node_trim(struct es__shard *s, es_actor_id_t id)
         node_free(node_take(s, id));
 }
 
-static struct es__mon *mon_unlink(struct es__mon **list, es_ref_t ref)
+/* --- monitor entries of a node (its shard locked) ------------------------- */
+
+static uint32_t ref_bucket(es_ref_t ref, uint32_t cap)
 {
-    for (struct es__mon **p = list; *p; p = &(*p)->next) {
-        if ((*p)->ref == ref) {
-            struct es__mon *m = *p;
-            *p = m->next;
+    return (uint32_t)mix(ref) & (cap - 1);
+}
+
+/* Room in n's index for one more entry. */
+static int mon_reserve(struct es__xnode *n)
+{
+    if (n->nmon < n->idx_cap)
+        return 0;
+    uint32_t cap = n->idx_cap ? n->idx_cap * 2 : 4;
+    struct es__mon **idx = es__calloc(cap, sizeof(*idx));
+    if (!idx)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n->idx_cap; i++) {
+        while (n->idx[i]) {
+            struct es__mon *m = n->idx[i];
+            n->idx[i] = m->hnext;
+            struct es__mon **h = &idx[ref_bucket(m->ref, cap)];
+            m->hnext = *h;
+            *h = m;
+        }
+    }
+    es__free(n->idx);
+    n->idx = idx;
+    n->idx_cap = cap;
+    return 0;
+}
+
+/* Adds m to `list` of n and to n's index (after mon_reserve()). */
+static void mon_add(struct es__xnode *n, struct es__mon **list,
+                    struct es__mon *m)
+{
+    m->held = list == &n->watching;
+    m->next = *list;
+    if (*list)
+        (*list)->pprev = &m->next;
+    *list = m;
+    m->pprev = list;
+    struct es__mon **h = &n->idx[ref_bucket(m->ref, n->idx_cap)];
+    m->hnext = *h;
+    *h = m;
+    n->nmon++;
+}
+
+static void mon_del(struct es__xnode *n, struct es__mon *m)
+{
+    *m->pprev = m->next;
+    if (m->next)
+        m->next->pprev = m->pprev;
+    struct es__mon **p = &n->idx[ref_bucket(m->ref, n->idx_cap)];
+    while (*p != m)
+        p = &(*p)->hnext;
+    *p = m->hnext;
+    n->nmon--;
+}
+
+/* Takes the entry `ref` of n's watching list (held) or monitors list. */
+static struct es__mon *mon_take(struct es__xnode *n, es_ref_t ref, bool held)
+{
+    if (!n || !n->idx_cap)
+        return NULL;
+    for (struct es__mon *m = n->idx[ref_bucket(ref, n->idx_cap)]; m;
+         m = m->hnext) {
+        if (m->ref == ref && m->held == held) {
+            mon_del(n, m);
             return m;
         }
     }
@@ -230,7 +299,7 @@ static void target_drop(struct es__links *l, struct es__shard *ts,
                         es_actor_id_t target, es_ref_t ref)
 {
     struct es__xnode *tn = node_find(ts, target);
-    struct es__mon *m = tn ? mon_unlink(&tn->monitors, ref) : NULL;
+    struct es__mon *m = mon_take(tn, ref, false);
     if (m) {
         atomic_fetch_sub_explicit(&l->monitors, 1, memory_order_relaxed);
         es__free(m);
@@ -353,22 +422,21 @@ int es_monitor(es_actor_t *self, es_actor_id_t target, es_ref_t *ref)
     struct es__xnode *wn = node_get(ws, self->id);
     struct es__mon *held = es__malloc(sizeof(*held));
     struct es__mon *watch = es__malloc(sizeof(*watch));
-    if (!wn || !held || !watch)
+    if (!wn || !held || !watch || mon_reserve(wn))
         goto fail;
     bool alive = t && mark_used(t);
     if (alive) {
         struct es__xnode *tn = node_get(ts, target);
-        if (!tn)
+        if (!tn || mon_reserve(tn))
             goto fail;
-        *watch =
-            (struct es__mon){.ref = r, .peer = self->id, .next = tn->monitors};
-        tn->monitors = watch;
+        *watch = (struct es__mon){.ref = r, .peer = self->id};
+        mon_add(tn, &tn->monitors, watch);
         atomic_fetch_add_explicit(&l->monitors, 1, memory_order_relaxed);
     } else {
         es__free(watch);
     }
-    *held = (struct es__mon){.ref = r, .peer = target, .next = wn->watching};
-    wn->watching = held;
+    *held = (struct es__mon){.ref = r, .peer = target};
+    mon_add(wn, &wn->watching, held);
     (void)mark_used(self);
     unlock2(ts, ws);
     if (!alive)
@@ -394,7 +462,7 @@ int es_demonitor(es_actor_t *self, es_ref_t ref)
     struct es__shard *ws = shard_of(l, self->id);
     pthread_mutex_lock(&ws->lock);
     struct es__xnode *wn = node_find(ws, self->id);
-    struct es__mon *held = wn ? mon_unlink(&wn->watching, ref) : NULL;
+    struct es__mon *held = mon_take(wn, ref, true);
     node_trim(ws, self->id);
     pthread_mutex_unlock(&ws->lock);
     if (!held)
@@ -493,7 +561,7 @@ bool es__down_take(es_actor_t *a, es_ref_t ref)
     struct es__shard *s = shard_of(l, a->id);
     pthread_mutex_lock(&s->lock);
     struct es__xnode *n = node_find(s, a->id);
-    struct es__mon *held = n ? mon_unlink(&n->watching, ref) : NULL;
+    struct es__mon *held = mon_take(n, ref, true);
     node_trim(s, a->id);
     pthread_mutex_unlock(&s->lock);
     es__free(held);
@@ -606,10 +674,13 @@ int es__request_watch(es_actor_t *a, es_ref_t ref, es_actor_id_t requester)
     struct es__shard *s = shard_of(l, a->id);
     pthread_mutex_lock(&s->lock);
     struct es__xnode *n = node_get(s, a->id);
+    if (n && mon_reserve(n) != 0) {
+        node_trim(s, a->id);
+        n = NULL;
+    }
     if (n) {
-        *w = (struct es__mon){
-            .ref = ref, .peer = requester, .next = n->monitors};
-        n->monitors = w;
+        *w = (struct es__mon){.ref = ref, .peer = requester};
+        mon_add(n, &n->monitors, w);
         (void)mark_used(a);
     }
     pthread_mutex_unlock(&s->lock);
@@ -629,7 +700,7 @@ bool es__request_unwatch(es_runtime_t *rt, es_actor_id_t target, es_ref_t ref)
     struct es__shard *s = shard_of(l, target);
     pthread_mutex_lock(&s->lock);
     struct es__xnode *n = node_find(s, target);
-    struct es__mon *w = n ? mon_unlink(&n->monitors, ref) : NULL;
+    struct es__mon *w = mon_take(n, ref, false);
     node_trim(s, target);
     pthread_mutex_unlock(&s->lock);
     es__free(w);
@@ -649,13 +720,11 @@ void es__request_watches_take(es_actor_t *a,
     struct es__mon *taken = NULL;
     pthread_mutex_lock(&s->lock);
     struct es__xnode *n = node_find(s, a->id);
-    for (struct es__mon **p = n ? &n->monitors : NULL; p && *p;) {
-        struct es__mon *m = *p;
-        if (!(m->ref & REQUEST_REFS)) {
-            p = &m->next;
+    for (struct es__mon *m = n ? n->monitors : NULL, *next; m; m = next) {
+        next = m->next;
+        if (!(m->ref & REQUEST_REFS))
             continue;
-        }
-        *p = m->next;
+        mon_del(n, m);
         m->next = taken;
         taken = m;
     }
