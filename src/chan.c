@@ -306,6 +306,9 @@ void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
         atomic_compare_exchange_strong_explicit(&loop->sleeping, &expected, 0,
                                                 memory_order_relaxed,
                                                 memory_order_relaxed)) {
+        /* When work came, for the woken loop's adaptive spin (loop.c). */
+        atomic_store_explicit(&loop->wake_sent_ns, es__now_ns(),
+                              memory_order_relaxed);
         /* EAGAIN: the socket already holds unread bytes, enough to wake. */
         (void)send(loop->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         ES__STAT_ADD(t->wakeups_written, 1);

@@ -700,6 +700,9 @@ struct es__loop {
     /* es__now_ns() when it last woke from epoll_wait() (placement reads it
      * to see a loop that has been busy for long: relaxed, a hint). */
     _Atomic uint64_t awake_since;
+    /* es__now_ns() when a sender last wrote its wakeup byte (chan.c), for
+     * the adaptive spin's gaps (relaxed: a hint). */
+    _Atomic uint64_t wake_sent_ns;
     _Atomic(struct es__chan *) inbound; /* push-only: senders CAS, loop reads */
     atomic_uint
         nactors; /* actors assigned here: spawners add, loop subtracts */

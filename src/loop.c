@@ -249,9 +249,9 @@ static ES__TLS struct {
 
 /* Accounts one idle gap that began at `since` and ended with work found;
  * `ran_out` tells whether a spin ran out first. */
-static void spin_learn(uint64_t since, bool spun, bool ran_out)
+static void spin_learn(uint64_t since, uint64_t end, bool spun, bool ran_out)
 {
-    uint64_t gap = es__now_ns() - since;
+    uint64_t gap = end - since;
     if (gap > SPIN_SAMPLE_CAP_NS)
         gap = SPIN_SAMPLE_CAP_NS;
     int64_t delta = (int64_t)gap - (int64_t)tls_spin.gap_avg_ns;
@@ -334,6 +334,7 @@ static void sleep_until_work(struct es__loop *loop)
         timeout = timeout < 0 || timeout > 1 ? 1 : timeout;
     if (timeout == 0)
         return; /* a timer is due: no gap that a spin could have caught */
+    atomic_store_explicit(&loop->wake_sent_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&loop->sleeping, 1, memory_order_relaxed);
     /* Dekker, loop side: orders the store of `sleeping` before the loads
      * of the ring indices and `stopping`. Pairs with the sender's fence in
@@ -343,16 +344,25 @@ static void sleep_until_work(struct es__loop *loop)
     if (rings_nonempty(loop) || stop_requested(loop)) {
         atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
         if (adaptive)
-            spin_learn(since, spin_ns != 0, ran_out);
+            spin_learn(since, es__now_ns(), spin_ns != 0, ran_out);
         return;
     }
     ES__STAT_ADD(loop->sleeps, 1);
     poll_events(loop, timeout);
     atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
-    atomic_store_explicit(&loop->awake_since, es__now_ns(),
-                          memory_order_relaxed);
-    if (adaptive)
-        spin_learn(since, spin_ns != 0, ran_out);
+    uint64_t now = es__now_ns();
+    atomic_store_explicit(&loop->awake_since, now, memory_order_relaxed);
+    if (adaptive) {
+        /* Work came when the sender wrote the wakeup, not when this thread
+         * got to run: the wakeup's own latency (tens of microseconds on a
+         * VM) is no gap a spin would have waited through. Counting it made
+         * a loop that slept once stop spinning for good, and sleep at every
+         * gap after (Savina's big, bimodal). */
+        uint64_t sent =
+            atomic_load_explicit(&loop->wake_sent_ns, memory_order_relaxed);
+        uint64_t end = sent > since && sent < now ? sent : now;
+        spin_learn(since, end, spin_ns != 0, ran_out);
+    }
 }
 
 /* Stops every actor here; later arrivals are stopped as they install. */
