@@ -238,19 +238,24 @@ static void mailbox_done(es_actor_t *a)
         unmute_waiters(a, false);
 }
 
-static int call_behaviour(es_actor_t *a, es_msg_t *m)
+/* One call in ES_PROF_EVERY, timed: see introspect.c. */
+__attribute__((noinline)) static int call_timed(struct es__loop *loop,
+                                                es_actor_t *a, es_msg_t *m)
+{
+    uint64_t t0 = es__now_ns();
+    int rc = a->behaviour(a, m);
+    es__prof_add(loop, a->id, (es__now_ns() - t0) * ES_PROF_EVERY);
+    return rc;
+}
+
+static inline int call_behaviour(es_actor_t *a, es_msg_t *m)
 {
     es_actor_t *prev = tls_current;
     struct es__loop *loop = a->loop;
     tls_current = a;
-    int rc;
-    if (++loop->prof.tick % ES_PROF_EVERY) {
-        rc = a->behaviour(a, m);
-    } else { /* one call in ES_PROF_EVERY is timed: see introspect.c */
-        uint64_t t0 = es__now_ns();
-        rc = a->behaviour(a, m);
-        es__prof_add(loop, a->id, (es__now_ns() - t0) * ES_PROF_EVERY);
-    }
+    int rc = __builtin_expect(++loop->prof.tick % ES_PROF_EVERY != 0, 1)
+                 ? a->behaviour(a, m)
+                 : call_timed(loop, a, m);
     tls_current = prev;
     ES__STAT_ADD(loop->received, 1);
     return rc;
@@ -281,16 +286,22 @@ void es__actor_drop_timer(es_actor_t *a, uint64_t timer_id)
 
 /* The behaviour's answer to m: a negative errno stops a, with that as the
  * reason (*reason). */
-static void behave(es_actor_t *a, es_msg_t *m, int *reason)
+__attribute__((noinline, cold)) static void
+behaviour_failed(es_actor_t *a, int rc, int *reason)
+{
+    if (a->stop_requested)
+        return;
+    es__log(ES_LOG_WARN, "actor %#llx stopped: its behaviour returned %d (%s)",
+            (unsigned long long)a->id, rc, es_strerror(rc));
+    a->stop_requested = true;
+    *reason = rc;
+}
+
+static inline void behave(es_actor_t *a, es_msg_t *m, int *reason)
 {
     int rc = call_behaviour(a, m);
-    if (rc < 0 && !a->stop_requested) {
-        es__log(ES_LOG_WARN,
-                "actor %#llx stopped: its behaviour returned %d (%s)",
-                (unsigned long long)a->id, rc, es_strerror(rc));
-        a->stop_requested = true;
-        *reason = rc;
-    }
+    if (__builtin_expect(rc < 0, 0))
+        behaviour_failed(a, rc, reason);
 }
 
 /* A link signal reached a (ES__MSG_LINK_EXIT, see link.c). If the link is
@@ -321,7 +332,18 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
         es__msgq_push(&a->q, m, false) == 0)
         return;
     int reason = 0; /* why it stops, if it does (es_msg_reason()) */
-    if (m->type == ES__MSG_STOP_REQ) {
+    uint32_t type = m->type;
+    if (__builtin_expect(type >= ES_MSG_USER && !(type & ES__MSG_REQUEST_BIT),
+                         1)) {
+        /* The common case first: a plain user message. */
+        es_actor_id_t from = m->from;
+        behave(a, m, &reason);
+        if (m->free_cb)
+            es_msg_release(m);
+        mailbox_done(a);
+        if (!a->is_loop && a->rt->opts.colocate >= 0)
+            sample_sender(a, from); /* no vote when nothing moves */
+    } else if (type == ES__MSG_STOP_REQ) {
         a->stop_requested = true;
     } else if (m->type == ES_MSG_DOWN && !es__down_take(a, es_msg_ref(m))) {
         return; /* demonitored: see link.c */

@@ -188,7 +188,7 @@ typedef struct es_actor_info {
     uint64_t busy_ns;
 } es_actor_info_t;
 
-#define ES_PROF_EVERY 16u
+#define ES_PROF_EVERY 64u
 
 /* Called once per actor; return nonzero to stop the walk. */
 typedef int (*es_actor_info_cb)(void *arg, const es_actor_info_t *info);
