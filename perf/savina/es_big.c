@@ -5,7 +5,9 @@
  * answered by a pong, which triggers the next ping. An actor reports the sum
  * of the neighbours it drew after its n-th pong. check = the sum over all
  * actors (savina_big_expected()). --placed: actor i on loop i mod threads,
- * the driver on loop 0.
+ * the driver on loop 0. --request: a ping is an es_request() and its pong
+ * the es_reply() (issue 10: the waiting programs on request/reply, at no
+ * loss).
  */
 #include "es_common.h"
 
@@ -32,11 +34,25 @@ static struct member members[SAVINA_BIG_ACTORS];
  * before every read. */
 static es_actor_id_t member_ids[SAVINA_BIG_ACTORS];
 
-static void ping_next(struct member *m)
+static int ping_next(es_actor_t *self, struct member *m)
 {
     uint64_t to = savina_big_pick(&m->rng, m->index, SAVINA_BIG_ACTORS);
     m->sum += to;
-    es_bench_send3(member_ids[to], PING, 0, 0, 0);
+    if (!es_bench.args.request) {
+        es_bench_send3(member_ids[to], PING, 0, 0, 0);
+        return 0;
+    }
+    es_msg_t ping = es_msg_make(PING);
+    return es_request(self, member_ids[to], &ping, -1, NULL);
+}
+
+static int pong(es_actor_t *self, struct member *m)
+{
+    if (--m->left == 0) {
+        es_bench_send3(m->driver, DONE, m->sum, 0, 0);
+        return 0;
+    }
+    return ping_next(self, m);
 }
 
 static int member_cb(es_actor_t *self, es_msg_t *msg)
@@ -45,17 +61,19 @@ static int member_cb(es_actor_t *self, es_msg_t *msg)
     switch (msg->type) {
     case GO:
         m->driver = msg->from;
-        ping_next(m);
-        break;
+        return ping_next(self, m);
     case PING:
+        if (es_bench.args.request) {
+            es_msg_t r = es_msg_make(PONG);
+            return es_reply(self, msg, &r);
+        }
         es_bench_send3(msg->from, PONG, 0, 0, 0);
         break;
     case PONG:
-        if (--m->left == 0)
-            es_bench_send3(m->driver, DONE, m->sum, 0, 0);
-        else
-            ping_next(m);
-        break;
+    case ES_MSG_REPLY:
+        return pong(self, m);
+    case ES_MSG_REQUEST_FAILED:
+        return es_msg_reason(msg); /* no answer: the check will fail */
     }
     return 0;
 }

@@ -24,6 +24,7 @@ struct savina_args {
     uint64_t n;       /* the benchmark's main size parameter */
     int placed;       /* es only: hand-placed actors */
     int split;        /* es pingpong only: the two actors on two loops */
+    int request;      /* es big only: pings are es_request()s */
 };
 
 /* Parses argv into *a (n defaults to default_n, threads to 2).
@@ -35,12 +36,15 @@ static inline int savina_parse(int argc, char **argv, uint64_t default_n,
     a->n = default_n;
     a->placed = 0;
     a->split = 0;
+    a->request = 0;
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (strcmp(argv[i], "--placed") == 0) {
             a->placed = 1;
         } else if (strcmp(argv[i], "--split") == 0) {
             a->split = 1;
+        } else if (strcmp(argv[i], "--request") == 0) {
+            a->request = 1;
         } else if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) {
             unsigned long v = strtoul(argv[++i], &end, 10);
             if (*end || v == 0 || v > 1024)
@@ -57,7 +61,9 @@ static inline int savina_parse(int argc, char **argv, uint64_t default_n,
     }
     return 0;
 usage:
-    fprintf(stderr, "usage: %s [--threads N] [--n N] [--placed] [--split]\n",
+    fprintf(stderr,
+            "usage: %s [--threads N] [--n N] [--placed] [--split] "
+            "[--request]\n",
             argv[0]);
     return -1;
 }
