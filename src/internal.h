@@ -366,6 +366,9 @@ struct es_actor {
     /* ES__X_* (link.c, names.c): monitors or links name it; it has
      * stopped; it has been given a name. Any thread, atomic ORs, rarely. */
     _Atomic uint8_t xflags;
+    /* Requests it made that wait for an outcome (request.c; home thread):
+     * up to 255 here, the rest in its loop's overflow map. */
+    uint8_t req_pending;
     /* The sender that dominated the last window, or 0; home thread
      * writes, other loops read (relaxed: a hint). */
     _Atomic es_actor_id_t hot;

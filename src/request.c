@@ -37,7 +37,14 @@
 
 #define REF_REQUEST (UINT64_C(1) << 62) /* an actor's request id */
 #define REF_CALL (UINT64_C(1) << 63)    /* an es_call() slot */
-#define LOOP_BITS 10u                   /* request ids: seq << 10 | loop */
+/* An actor's request id: REF_REQUEST | generation << 32 | index of its
+ * pending entry << LOOP_BITS | loop. The index finds the entry without a
+ * lookup; the generation (the loop's request count, 30 bits) tells a
+ * reused entry from the one a late reply was for. */
+#define LOOP_BITS 10u
+#define INDEX_BITS 22u
+#define GEN_SHIFT 32u
+#define GEN_MASK ((UINT64_C(1) << 30) - 1)
 #define PEND_CHUNK 64u
 #define MAP_MIN 16u
 #define CALL_CHUNK 64u
@@ -142,6 +149,7 @@ static void map_free(struct map *m)
  * wheel links `dl`), reused through the loop's free list. */
 struct pend {
     es_ref_t id;
+    uint32_t index;    /* in its loop's chunks: chunk * PEND_CHUNK + i */
     es_actor_t *owner; /* the requester */
     es_actor_id_t target;
     struct es__deadline dl; /* owned by the loop actor */
@@ -150,8 +158,9 @@ struct pend {
 
 /* One loop's pending requests: its thread only. */
 struct reqloop {
-    struct map ids;    /* request id -> struct pend * */
-    struct map owners; /* requester id -> pending count */
+    /* requester id -> its pending requests past the 255 that
+     * es_actor.req_pending counts */
+    struct map owners;
     struct pend **chunks;
     uint32_t nchunks;
     struct pend *free;
@@ -215,7 +224,6 @@ void es__requests_free(es_runtime_t *rt)
         for (uint32_t c = 0; c < l->nchunks; c++)
             es__free(l->chunks[c]);
         es__free(l->chunks);
-        map_free(&l->ids);
         map_free(&l->owners);
     }
     for (unsigned i = 0; i < CALL_CHUNKS; i++)
@@ -249,6 +257,8 @@ static void count_late(es_runtime_t *rt, es_msg_t *reply)
 static struct pend *pend_alloc(struct reqloop *l)
 {
     if (!l->free) {
+        if (l->nchunks >= (1u << INDEX_BITS) / PEND_CHUNK)
+            return NULL; /* 4 M requests pending on one loop */
         struct pend **v =
             es__realloc(l->chunks, (l->nchunks + 1) * sizeof(*l->chunks));
         if (!v)
@@ -257,25 +267,42 @@ static struct pend *pend_alloc(struct reqloop *l)
         struct pend *c = es__calloc(PEND_CHUNK, sizeof(*c));
         if (!c)
             return NULL;
-        l->chunks[l->nchunks++] = c;
         for (uint32_t i = PEND_CHUNK; i-- > 0;) {
+            c[i].index = l->nchunks * PEND_CHUNK + i;
             c[i].next_free = l->free;
             l->free = &c[i];
         }
+        l->chunks[l->nchunks++] = c;
     }
     struct pend *p = l->free;
     l->free = p->next_free;
     return p;
 }
 
+/* The pending entry request `id` was made with, if it still waits. */
+static struct pend *pend_find(const struct reqloop *l, es_ref_t id)
+{
+    uint32_t idx = (uint32_t)(id >> LOOP_BITS) & ((1u << INDEX_BITS) - 1);
+    if (idx / PEND_CHUNK >= l->nchunks)
+        return NULL;
+    struct pend *p = &l->chunks[idx / PEND_CHUNK][idx % PEND_CHUNK];
+    return p->owner && p->id == id ? p : NULL;
+}
+
 /* Takes p out of its loop's tables (the requester's home thread). */
 static void pend_remove(struct reqloop *l, struct pend *p)
 {
     es__deadline_clear(&p->dl);
-    map_del(&l->ids, p->id);
-    uint64_t *n = map_find(&l->owners, p->owner->id);
-    if (n && --*n == 0)
-        map_del(&l->owners, p->owner->id);
+    es_actor_t *a = p->owner;
+    uint64_t *n = a->req_pending == UINT8_MAX && l->owners.n
+                      ? map_find(&l->owners, a->id)
+                      : NULL;
+    if (n) {
+        if (--*n == 0)
+            map_del(&l->owners, a->id);
+    } else {
+        a->req_pending--;
+    }
     p->owner = NULL;
     p->next_free = l->free;
     l->free = p;
@@ -290,8 +317,7 @@ static struct reqloop *reqloop_of(const es_actor_t *a)
 
 bool es__requests_pending(const es_actor_t *a)
 {
-    struct reqloop *l = reqloop_of(a);
-    return l && l->owners.n && map_find(&l->owners, a->id);
+    return a->req_pending != 0;
 }
 
 /* --- messages ------------------------------------------------------------ */
@@ -431,7 +457,7 @@ void es__requests_stop(es_actor_t *a)
     es__request_watches_take(a, watch_gone);
     /* Requests it made: nobody is left to receive their outcome. */
     struct reqloop *l = reqloop_of(a);
-    if (!l || !l->owners.n || !map_find(&l->owners, a->id))
+    if (!l || !a->req_pending)
         return;
     for (uint32_t c = 0; c < l->nchunks; c++) {
         for (uint32_t i = 0; i < PEND_CHUNK; i++) {
@@ -447,8 +473,7 @@ void es__requests_stop(es_actor_t *a)
 bool es__request_settle(es_actor_t *a, es_msg_t *m)
 {
     struct reqloop *l = reqloop_of(a);
-    uint64_t *v = l ? map_find(&l->ids, es_msg_ref(m)) : NULL;
-    struct pend *p = v ? (struct pend *)(uintptr_t)*v : NULL;
+    struct pend *p = l ? pend_find(l, es_msg_ref(m)) : NULL;
     if (!p || p->owner != a) {
         if (m->type == ES__MSG_REQ_REPLY)
             count_late(a->rt, m);
@@ -538,17 +563,18 @@ int es_request(es_actor_t *self, es_actor_id_t to, const es_msg_t *msg,
     struct pend *p = pend_alloc(l);
     if (!p)
         return -ENOMEM;
-    es_ref_t id = REF_REQUEST | ++l->seq << LOOP_BITS | loop->index;
-    uint64_t *slot = map_get(&l->ids, id), *n;
-    if (!slot)
-        goto nomem;
-    *slot = (uint64_t)(uintptr_t)p;
-    if (!(n = map_get(&l->owners, self->id))) {
-        map_del(&l->ids, id);
-        goto nomem;
+    es_ref_t id = REF_REQUEST | (++l->seq & GEN_MASK) << GEN_SHIFT |
+                  (uint64_t)p->index << LOOP_BITS | loop->index;
+    if (self->req_pending == UINT8_MAX) {
+        uint64_t *n = map_get(&l->owners, self->id);
+        if (!n)
+            goto nomem;
+        ++*n;
+    } else {
+        self->req_pending++;
     }
-    ++*n;
-    *p = (struct pend){.id = id, .owner = self, .target = to};
+    *p =
+        (struct pend){.id = id, .index = p->index, .owner = self, .target = to};
     if (timeout_ms >= 0 &&
         es__deadline_set(loop->self, &p->dl, (uint64_t)timeout_ms) != 0) {
         pend_remove(l, p);
