@@ -626,3 +626,87 @@ Test(request, pending_requests_pin_the_requester, .timeout = ES_TEST_TIMEOUT)
     cr_assert_eq(atomic_load(&c.loop), 1, "it never moved (control)");
     es_test_free(rt);
 }
+
+/* --- es_call() from several threads at once -------------------------------
+ */
+
+#define CALLERS 4
+#define CALLS 2000u
+
+struct caller {
+    es_runtime_t *rt;
+    es_actor_id_t servers[2];
+    unsigned index;
+    atomic_ullong ok, esrch, other, wrong;
+};
+
+static void *caller_main(void *arg)
+{
+    struct caller *c = arg;
+
+    for (uint64_t i = 0; i < CALLS; i++) {
+        es_actor_id_t to = c->servers[(i + c->index) % 2];
+        es_msg_t q = es_msg_u64(OP_REQ, MODE_REPLY), r;
+        q.inl.u64[1] = i * CALLERS + c->index;
+        q.len = 16;
+        int rc = es_call(c->rt, to, &q, &r, 30000);
+        if (rc == 0) {
+            if (r.type != ES_MSG_REPLY || r.from != to ||
+                r.inl.u64[0] != i * CALLERS + c->index + 1)
+                atomic_fetch_add(&c->wrong, 1);
+            es_msg_release(&r);
+            atomic_fetch_add(&c->ok, 1);
+        } else if (rc == -ESRCH) {
+            atomic_fetch_add(&c->esrch, 1);
+        } else {
+            atomic_fetch_add(&c->other, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Four threads call two servers on two loops at once; one server stops
+ * half way. Every call returns exactly its own answer, or -ESRCH once its
+ * server is gone; none waits for its deadline. */
+Test(request, calls_from_many_threads, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = new_rt(2);
+    static struct server a, b;
+    static struct caller c[CALLERS];
+    pthread_t t[CALLERS];
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    es_actor_id_t sa = spawn(rt, server_cb, &a, 0);
+    es_actor_id_t sb = spawn(rt, server_cb, &b, 1);
+    ES_OK(es_runtime_start(rt));
+    for (unsigned i = 0; i < CALLERS; i++) {
+        c[i] = (struct caller){.rt = rt, .servers = {sa, sb}, .index = i};
+        cr_assert_eq(pthread_create(&t[i], NULL, caller_main, &c[i]), 0);
+    }
+    ES_WAIT_GE(b.handled, CALLS); /* about half way for b */
+    ES_OK(es_stop(rt, sb));
+    unsigned long long ok = 0, esrch = 0;
+    for (unsigned i = 0; i < CALLERS; i++) {
+        cr_assert(es_test_join(t[i], NULL, ES_TEST_JOIN_S));
+        cr_assert_eq(atomic_load(&c[i].wrong), 0,
+                     "a call got another's answer");
+        cr_assert_eq(atomic_load(&c[i].other), 0,
+                     "a call neither answered nor "
+                     "refused with -ESRCH");
+        ok += atomic_load(&c[i].ok);
+        esrch += atomic_load(&c[i].esrch);
+    }
+    cr_assert_eq(ok + esrch, (unsigned long long)CALLERS * CALLS);
+    cr_assert_geq(ok, (unsigned long long)CALLERS * CALLS / 2,
+                  "every call to the server that stayed is answered");
+    cr_assert_gt(esrch, 0);
+    cr_assert_eq(stats(rt).requests_timed_out, 0);
+    /* The call slots came back: more calls still work. */
+    es_msg_t q = es_msg_u64(OP_REQ, MODE_REPLY), r;
+    q.inl.u64[1] = 7;
+    q.len = 16;
+    ES_OK(es_call(rt, sa, &q, &r, 10000));
+    cr_assert_eq(r.inl.u64[0], 8);
+    es_test_free(rt);
+}
