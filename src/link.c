@@ -294,10 +294,11 @@ static struct es__mon *mon_take(struct es__xnode *n, es_ref_t ref, bool held)
     return NULL;
 }
 
-/* Removes monitor `ref` from target's node, if there (its shard locked). */
-static void target_drop(struct es__links *l, struct es__shard *ts,
-                        es_actor_id_t target, es_ref_t ref)
+/* Removes monitor `ref` from target's node, if there (takes its lock). */
+static void target_drop(struct es__links *l, es_actor_id_t target, es_ref_t ref)
 {
+    struct es__shard *ts = shard_of(l, target);
+    pthread_mutex_lock(&ts->lock);
     struct es__xnode *tn = node_find(ts, target);
     struct es__mon *m = mon_take(tn, ref, false);
     if (m) {
@@ -305,6 +306,20 @@ static void target_drop(struct es__links *l, struct es__shard *ts,
         es__free(m);
     }
     node_trim(ts, target);
+    pthread_mutex_unlock(&ts->lock);
+}
+
+/* Takes monitor `ref` out of what a holds (a's home thread); NULL if a
+ * does not hold it (any more). */
+static struct es__mon *held_take(struct es__links *l, es_actor_t *a,
+                                 es_ref_t ref)
+{
+    struct es__shard *s = shard_of(l, a->id);
+    pthread_mutex_lock(&s->lock);
+    struct es__mon *held = mon_take(node_find(s, a->id), ref, true);
+    node_trim(s, a->id);
+    pthread_mutex_unlock(&s->lock);
+    return held;
 }
 
 static bool link_has(const struct es__xnode *n, es_actor_id_t peer)
@@ -459,18 +474,10 @@ int es_demonitor(es_actor_t *self, es_ref_t ref)
         atomic_load_explicit(&self->rt->links, memory_order_acquire);
     if (!l)
         return -ENOENT;
-    struct es__shard *ws = shard_of(l, self->id);
-    pthread_mutex_lock(&ws->lock);
-    struct es__xnode *wn = node_find(ws, self->id);
-    struct es__mon *held = mon_take(wn, ref, true);
-    node_trim(ws, self->id);
-    pthread_mutex_unlock(&ws->lock);
+    struct es__mon *held = held_take(l, self, ref);
     if (!held)
         return -ENOENT;
-    struct es__shard *ts = shard_of(l, held->peer);
-    pthread_mutex_lock(&ts->lock);
-    target_drop(l, ts, held->peer, ref);
-    pthread_mutex_unlock(&ts->lock);
+    target_drop(l, held->peer, ref);
     es__free(held);
     return 0;
 }
@@ -558,12 +565,7 @@ bool es__down_take(es_actor_t *a, es_ref_t ref)
         atomic_load_explicit(&a->rt->links, memory_order_acquire);
     if (!l)
         return false;
-    struct es__shard *s = shard_of(l, a->id);
-    pthread_mutex_lock(&s->lock);
-    struct es__xnode *n = node_find(s, a->id);
-    struct es__mon *held = mon_take(n, ref, true);
-    node_trim(s, a->id);
-    pthread_mutex_unlock(&s->lock);
+    struct es__mon *held = held_take(l, a, ref);
     es__free(held);
     return held != NULL;
 }
@@ -610,10 +612,7 @@ void es__links_stop(es_actor_t *a, int reason)
     /* What it watched: nothing may stay behind on the targets. */
     for (struct es__mon *m; (m = n->watching);) {
         n->watching = m->next;
-        struct es__shard *ts = shard_of(l, m->peer);
-        pthread_mutex_lock(&ts->lock);
-        target_drop(l, ts, m->peer, m->ref);
-        pthread_mutex_unlock(&ts->lock);
+        target_drop(l, m->peer, m->ref);
         es__free(m);
     }
     /* Links: an abnormal stop signals each peer, which takes its half of
