@@ -666,13 +666,24 @@ struct epoll_event;
 
 #define ES__QCACHE_MAX 32u
 
+/* A small u64 -> u64 map (map.c); key 0 is never a key. */
+struct es__map {
+    uint64_t *keys, *vals; /* key 0: empty */
+    uint32_t cap, n;
+};
+/* The value of key, or NULL. */
+uint64_t *es__map_find(const struct es__map *m, uint64_t key);
+/* The value of key, made (0) if absent; NULL when out of memory. */
+uint64_t *es__map_get(struct es__map *m, uint64_t key);
+/* Removes key, which must be present. */
+void es__map_del(struct es__map *m, uint64_t key);
+void es__map_free(struct es__map *m);
+
 /* Sampled behaviour time per actor, one table per loop (introspect.c). */
-struct es__prof_ent;
 struct es__prof {
     pthread_mutex_t lock; /* the loop writes under it; readers take it */
-    struct es__prof_ent *ent;
-    uint32_t cap, count;
-    uint32_t tick; /* the loop thread: behaviour calls, for sampling */
+    struct es__map busy;  /* actor id -> ns */
+    uint32_t tick;        /* the loop thread: behaviour calls, for sampling */
 };
 void es__prof_init(struct es__prof *p);
 void es__prof_destroy(struct es__prof *p);

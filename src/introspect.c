@@ -5,10 +5,10 @@
  *
  * Time. Reading the clock around every behaviour call would cost more than
  * the call itself on the hot path (two reads of about 20 ns against a
- * message of 60 ns). So a loop times one call in ES__PROF_EVERY and adds
- * ES__PROF_EVERY times what it measured to the actor's account: an
+ * message of 60 ns). So a loop times one call in ES_PROF_EVERY and adds
+ * ES_PROF_EVERY times what it measured to the actor's account: an
  * unbiased estimate whose error shrinks with the number of calls. The
- * accounts live in a per-loop open-addressing table keyed by handle, not
+ * accounts live in a per-loop map keyed by handle (map.c), not
  * in the actor, so an idle actor (one that never ran a timed call) costs
  * nothing. The loop thread is the only writer; it takes the table's mutex
  * only on a timed call, when an actor with an account stops, and when one
@@ -25,87 +25,25 @@
 #include <errno.h>
 #include <string.h>
 
-#define PROF_MIN 64u
-
-struct es__prof_ent {
-    es_actor_id_t id; /* ES_ACTOR_NONE: empty */
-    uint64_t busy_ns;
-};
-
-static uint32_t prof_hash(es_actor_id_t id, uint32_t mask)
-{
-    uint64_t x = id * UINT64_C(0x9e3779b97f4a7c15);
-    return (uint32_t)(x >> 32) & mask;
-}
-
-static struct es__prof_ent *prof_slot(struct es__prof *p, es_actor_id_t id)
-{
-    uint32_t mask = p->cap - 1;
-    for (uint32_t i = prof_hash(id, mask);; i = (i + 1) & mask)
-        if (p->ent[i].id == id || p->ent[i].id == ES_ACTOR_NONE)
-            return &p->ent[i];
-}
-
-static int prof_grow(struct es__prof *p)
-{
-    uint32_t cap = p->cap ? p->cap * 2 : PROF_MIN;
-    struct es__prof_ent *old = p->ent, *ent = es__calloc(cap, sizeof(*ent));
-    if (!ent)
-        return -ENOMEM;
-    uint32_t ocap = p->cap;
-    p->ent = ent;
-    p->cap = cap;
-    for (uint32_t i = 0; i < ocap; i++)
-        if (old[i].id != ES_ACTOR_NONE)
-            *prof_slot(p, old[i].id) = old[i];
-    es__free(old);
-    return 0;
-}
-
-/* Adds ns to id's account (the loop thread, lock held). */
-static void prof_add_locked(struct es__prof *p, es_actor_id_t id, uint64_t ns)
-{
-    if (p->count * 4 >= p->cap * 3 && prof_grow(p) != 0)
-        return; /* no memory: this sample is lost, nothing else */
-    struct es__prof_ent *e = prof_slot(p, id);
-    if (e->id == ES_ACTOR_NONE) {
-        e->id = id;
-        p->count++;
-    }
-    e->busy_ns += ns;
-}
-
+/* Adds ns to id's account (the loop thread). */
 void es__prof_add(struct es__loop *loop, es_actor_id_t id, uint64_t ns)
 {
     pthread_mutex_lock(&loop->prof.lock);
-    prof_add_locked(&loop->prof, id, ns);
+    uint64_t *v = es__map_get(&loop->prof.busy, id);
+    if (v) /* no memory: this sample is lost, nothing else */
+        *v += ns;
     pthread_mutex_unlock(&loop->prof.lock);
 }
 
 uint64_t es__prof_take(struct es__loop *loop, es_actor_id_t id)
 {
     struct es__prof *p = &loop->prof;
-    if (!p->count) /* the loop thread is the only writer */
+    if (!p->busy.n) /* the loop thread is the only writer */
         return 0;
     pthread_mutex_lock(&p->lock);
-    struct es__prof_ent *e = prof_slot(p, id);
-    uint64_t ns = e->busy_ns;
-    if (e->id == id) {
-        /* Backward-shift deletion keeps every probe chain unbroken. */
-        uint32_t mask = p->cap - 1, i = (uint32_t)(e - p->ent);
-        for (uint32_t j = (i + 1) & mask; p->ent[j].id != ES_ACTOR_NONE;
-             j = (j + 1) & mask) {
-            uint32_t h = prof_hash(p->ent[j].id, mask);
-            if (((j - h) & mask) >= ((j - i) & mask)) {
-                p->ent[i] = p->ent[j];
-                i = j;
-            }
-        }
-        p->ent[i] = (struct es__prof_ent){0};
-        p->count--;
-    } else {
-        ns = 0;
-    }
+    uint64_t *v = es__map_find(&p->busy, id), ns = v ? *v : 0;
+    if (v)
+        es__map_del(&p->busy, id);
     pthread_mutex_unlock(&p->lock);
     return ns;
 }
@@ -114,11 +52,7 @@ static uint64_t prof_read(struct es__loop *loop, es_actor_id_t id)
 {
     struct es__prof *p = &loop->prof;
     pthread_mutex_lock(&p->lock);
-    uint64_t ns = 0;
-    if (p->cap) {
-        struct es__prof_ent *e = prof_slot(p, id);
-        ns = e->id == id ? e->busy_ns : 0;
-    }
+    uint64_t *v = es__map_find(&p->busy, id), ns = v ? *v : 0;
     pthread_mutex_unlock(&p->lock);
     return ns;
 }
@@ -131,7 +65,7 @@ void es__prof_init(struct es__prof *p)
 
 void es__prof_destroy(struct es__prof *p)
 {
-    es__free(p->ent);
+    es__map_free(&p->busy);
     pthread_mutex_destroy(&p->lock);
     *p = (struct es__prof){0};
 }

@@ -46,102 +46,8 @@
 #define GEN_SHIFT 32u
 #define GEN_MASK ((UINT64_C(1) << 30) - 1)
 #define PEND_CHUNK 64u
-#define MAP_MIN 16u
 #define CALL_CHUNK 64u
 #define CALL_CHUNKS 1024u /* 65536 es_call()s waiting at once */
-
-/* --- a small open-addressing map, u64 -> u64 (home thread) -------------- */
-
-struct map {
-    uint64_t *keys, *vals; /* key 0: empty */
-    uint32_t cap, n;
-};
-
-static inline uint32_t hash(uint64_t x)
-{
-    x ^= x >> 31;
-    x *= UINT64_C(0x9e3779b97f4a7c15);
-    return (uint32_t)(x >> 32);
-}
-
-static uint64_t *map_find(const struct map *m, uint64_t key)
-{
-    if (!m->n)
-        return NULL;
-    for (uint32_t i = hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        if (m->keys[i] == key)
-            return &m->vals[i];
-        if (!m->keys[i])
-            return NULL;
-    }
-}
-
-static void map_put_new(struct map *m, uint64_t key, uint64_t val)
-{
-    uint32_t i = hash(key) & (m->cap - 1);
-    while (m->keys[i])
-        i = (i + 1) & (m->cap - 1);
-    m->keys[i] = key;
-    m->vals[i] = val;
-    m->n++;
-}
-
-static int map_grow(struct map *m)
-{
-    struct map g = {.cap = m->cap ? m->cap * 2 : MAP_MIN};
-    g.keys = es__calloc(g.cap, sizeof(*g.keys));
-    g.vals = es__malloc((size_t)g.cap * sizeof(*g.vals));
-    if (!g.keys || !g.vals) {
-        es__free(g.keys);
-        es__free(g.vals);
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < m->cap; i++)
-        if (m->keys[i])
-            map_put_new(&g, m->keys[i], m->vals[i]);
-    es__free(m->keys);
-    es__free(m->vals);
-    *m = g;
-    return 0;
-}
-
-/* The value slot of key, made (0) if absent; NULL when out of memory. */
-static uint64_t *map_get(struct map *m, uint64_t key)
-{
-    uint64_t *v = map_find(m, key);
-    if (v)
-        return v;
-    if ((m->n + 1) * 2 > m->cap && map_grow(m) != 0)
-        return NULL;
-    map_put_new(m, key, 0);
-    return map_find(m, key);
-}
-
-/* Removes key (present), shifting back the run after it. */
-static void map_del(struct map *m, uint64_t key)
-{
-    uint32_t mask = m->cap - 1, i = hash(key) & mask;
-    while (m->keys[i] != key)
-        i = (i + 1) & mask;
-    for (uint32_t j = (i + 1) & mask; m->keys[j]; j = (j + 1) & mask) {
-        uint32_t home = hash(m->keys[j]) & mask;
-        /* j's key may fill the hole at i if i lies on its probe path. */
-        if (((j - home) & mask) >= ((j - i) & mask)) {
-            m->keys[i] = m->keys[j];
-            m->vals[i] = m->vals[j];
-            i = j;
-        }
-    }
-    m->keys[i] = 0;
-    m->n--;
-}
-
-static void map_free(struct map *m)
-{
-    es__free(m->keys);
-    es__free(m->vals);
-    *m = (struct map){0};
-}
 
 /* --- tables -------------------------------------------------------------- */
 
@@ -160,7 +66,7 @@ struct pend {
 struct reqloop {
     /* requester id -> its pending requests past the 255 that
      * es_actor.req_pending counts */
-    struct map owners;
+    struct es__map owners;
     struct pend **chunks;
     uint32_t nchunks;
     struct pend *free;
@@ -224,7 +130,7 @@ void es__requests_free(es_runtime_t *rt)
         for (uint32_t c = 0; c < l->nchunks; c++)
             es__free(l->chunks[c]);
         es__free(l->chunks);
-        map_free(&l->owners);
+        es__map_free(&l->owners);
     }
     for (unsigned i = 0; i < CALL_CHUNKS; i++)
         es__free(atomic_load_explicit(&r->calls[i], memory_order_relaxed));
@@ -295,11 +201,11 @@ static void pend_remove(struct reqloop *l, struct pend *p)
     es__deadline_clear(&p->dl);
     es_actor_t *a = p->owner;
     uint64_t *n = a->req_pending == UINT8_MAX && l->owners.n
-                      ? map_find(&l->owners, a->id)
+                      ? es__map_find(&l->owners, a->id)
                       : NULL;
     if (n) {
         if (--*n == 0)
-            map_del(&l->owners, a->id);
+            es__map_del(&l->owners, a->id);
     } else {
         a->req_pending--;
     }
@@ -566,7 +472,7 @@ int es_request(es_actor_t *self, es_actor_id_t to, const es_msg_t *msg,
     es_ref_t id = REF_REQUEST | (++l->seq & GEN_MASK) << GEN_SHIFT |
                   (uint64_t)p->index << LOOP_BITS | loop->index;
     if (self->req_pending == UINT8_MAX) {
-        uint64_t *n = map_get(&l->owners, self->id);
+        uint64_t *n = es__map_get(&l->owners, self->id);
         if (!n)
             goto nomem;
         ++*n;
