@@ -229,14 +229,14 @@ bool es__requests_pending(const es_actor_t *a)
 /* --- messages ------------------------------------------------------------ */
 
 /* An outcome that still has to be decided by the requester's entry. */
-static void send_fail(es_runtime_t *rt, es_actor_id_t requester,
-                      es_actor_id_t target, es_ref_t ref, int reason)
+static int send_fail(es_runtime_t *rt, es_actor_id_t requester,
+                     es_actor_id_t target, es_ref_t ref, int reason)
 {
     es_msg_t f = es_msg_make(ES__MSG_REQ_FAIL);
     f.inl.i64[1] = reason;
     f.inl.u64[2] = ref;
     f.len = ES_MSG_INLINE;
-    (void)es__send_from(rt, requester, &f, target);
+    return es__send_from(rt, requester, &f, target);
 }
 
 /* --- calls -----------------------------------------------------------------
@@ -342,7 +342,7 @@ static void fail(es_runtime_t *rt, es_ref_t ref, es_actor_id_t requester,
     if (ref & REF_CALL)
         (void)call_settle(rt, ref, reason, NULL, target);
     else if (requester != ES_ACTOR_NONE)
-        send_fail(rt, requester, target, ref, reason);
+        (void)send_fail(rt, requester, target, ref, reason);
 }
 
 void es__request_undeliverable(es_runtime_t *rt, es_msg_t *m)
@@ -577,6 +577,27 @@ int es_reply_to(es_runtime_t *rt, const es_reply_token_t *tok,
      * its -ESRCH and this reply race, and the requester takes whichever
      * comes first (the other is dropped). Either way: one outcome. */
     int rc = answer(rt, ref, tok->_private[1], target, reply);
+    if (rc == 0)
+        (void)es__request_unwatch(rt, target, ref);
+    return rc;
+}
+
+int es_reply_error(es_runtime_t *rt, const es_reply_token_t *tok, int reason)
+{
+    if (!rt || !tok || reason >= 0 ||
+        !(tok->_private[0] & (REF_REQUEST | REF_CALL)))
+        return -EINVAL;
+    es_ref_t ref = tok->_private[0];
+    es_actor_id_t target = tok->_private[2];
+    int rc = 0;
+    if (ref & REF_CALL) {
+        if (!call_settle(rt, ref, reason, NULL, target)) {
+            es_msg_t late = es_msg_make(ES_MSG_REQUEST_FAILED);
+            count_late(rt, &late);
+        }
+    } else {
+        rc = send_fail(rt, tok->_private[1], target, ref, reason);
+    }
     if (rc == 0)
         (void)es__request_unwatch(rt, target, ref);
     return rc;

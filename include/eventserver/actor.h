@@ -462,6 +462,18 @@ ES_EXTERN int es_reply_to(es_runtime_t *rt, const es_reply_token_t *tok,
                           const es_msg_t *reply);
 
 /*
+ * Answers the request of *tok with a failure instead of a reply: the
+ * requester receives ES_MSG_REQUEST_FAILED with es_msg_reason() = reason
+ * (a negative errno; a proxy that knows its target is gone uses -ESRCH).
+ * Like a reply, a failure after the outcome is dropped and counted late.
+ * Returns: 0; -EINVAL (reason >= 0, a malformed token); -ESRCH if the
+ * requesting actor has stopped; -EAGAIN (foreign threads, as
+ * es_reply_to()); -ENOMEM. Thread: any.
+ */
+ES_EXTERN int es_reply_error(es_runtime_t *rt, const es_reply_token_t *tok,
+                             int reason);
+
+/*
  * es_request() for a thread that is not one of rt's: sends *msg to `to`
  * as a request and blocks until the answer, at most timeout_ms
  * milliseconds (< 0: no limit; waiting for mailbox room counts too). The

@@ -414,6 +414,65 @@ Test(request, token_reply_from_foreign_thread, .timeout = ES_TEST_TIMEOUT)
     es_test_free(rt);
 }
 
+/* A kept request failed on purpose (a proxy that knows its target is
+ * gone): the requester gets that reason, once; a second answer is late. */
+Test(request, token_error_from_foreign_thread, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = new_rt(2);
+    static struct client c;
+    memset(&c, 0, sizeof(c));
+    memset(&srv, 0, sizeof(srv));
+    c.mode = MODE_KEEP;
+    es_actor_id_t cid = spawn(rt, client_cb, &c, 0);
+    es_actor_id_t sid = spawn(rt, server_cb, &srv, 1);
+    ES_OK(es_runtime_start(rt));
+    ask(rt, cid, sid, 10, 10000);
+    ES_WAIT_GE(srv.ntokens, 10);
+    cr_assert_eq(es_reply_error(rt, &srv.tokens[0], 0), -EINVAL);
+    cr_assert_eq(es_reply_error(rt, &srv.tokens[0], 5), -EINVAL);
+    for (unsigned i = 0; i < 10; i++)
+        ES_OK(es_reply_error(rt, &srv.tokens[i], i < 5 ? -ESRCH : -EPIPE));
+    ES_WAIT_GE(c.esrch, 5);
+    ES_WAIT_GE(c.other, 5);
+    cr_assert_eq(atomic_load(&c.replies), 0);
+    cr_assert_eq(atomic_load(&c.dup), 0);
+    es_msg_t r = es_msg_u64(ES_MSG_USER, 1);
+    ES_OK(es_reply_to(rt, &srv.tokens[0], &r));
+    for (int i = 0; i < 5000 && stats(rt).late_replies < 1; i++)
+        es_test_sleep_ms(1);
+    cr_assert_eq(stats(rt).late_replies, 1);
+    cr_assert_eq(atomic_load(&c.replies), 0);
+    /* Answered with errors: stopping the server fails nothing more. */
+    ES_OK(es_stop(rt, sid));
+    es_test_sleep_ms(30);
+    cr_assert_eq(atomic_load(&c.esrch), 5);
+    es_test_free(rt);
+}
+
+/* es_reply_error() settles an es_call() too. */
+static void *error_answerer(void *arg)
+{
+    es_runtime_t *rt = arg;
+    while (atomic_load(&srv.ntokens) < 1)
+        es_test_sleep_ms(1);
+    (void)es_reply_error(rt, &srv.tokens[0], -ECONNRESET);
+    return NULL;
+}
+
+Test(request, call_settled_by_error, .timeout = ES_TEST_TIMEOUT)
+{
+    es_runtime_t *rt = new_rt(1);
+    memset(&srv, 0, sizeof(srv));
+    es_actor_id_t sid = spawn(rt, server_cb, &srv, 0);
+    ES_OK(es_runtime_start(rt));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, error_answerer, rt), 0);
+    es_msg_t q = es_msg_u64(OP_REQ, MODE_KEEP), r;
+    cr_assert_eq(es_call(rt, sid, &q, &r, 10000), -ECONNRESET);
+    pthread_join(t, NULL);
+    es_test_free(rt);
+}
+
 /* --- es_call ------------------------------------------------------------- */
 
 Test(request, call_from_main, .timeout = ES_TEST_TIMEOUT)
