@@ -267,6 +267,16 @@ req_section() {
     echo "same numbers as in plain mode, so a lost or duplicated answer, or a"
     echo "request that fails, fails the run (counted under failed)."
     echo
+    echo "Two things weigh beyond the bookkeeping. A kept reply token (chameneos)"
+    echo "also holds a watch on the mall for the requester (link.c: an entry"
+    echo "taken under a lock, so that the requester learns at once if the mall"
+    echo "stops), added and removed for every meeting. And a reply does not"
+    echo "count against the requester's mailbox while a plain answer does: where"
+    echo "many answers arrive while the requester is busy (fjcreation's driver"
+    echo "spawning), the plain answers mute their senders and the replies do"
+    echo "not (\`SAVINA_ES_STATS=1\` prints the mutes), so a ratio below 1 is"
+    echo "possible."
+    echo
     echo "| benchmark | n | requests | es1 plain ms | es1 request ms | es1 request/plain | es1 extra ns/request | es2 plain ms | es2 request ms | es2 request/plain | es2 extra ns/request | runs | failed |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for b in "${req_benches[@]}"; do
