@@ -147,11 +147,14 @@ void es__cluster_unref(es_cluster_t *c)
         cluster_free(c);
 }
 
-/* A subscription is done: nats.c will not call its handler again. */
+/* A subscription is done: nats.c will not call its handler again. The
+ * reference goes before the count: es_cluster_leave() holds its own until
+ * the count is 0, so the last reference (and natsConnection_Destroy()) is
+ * never dropped here, on one of nats.c's threads. */
 static void sub_done(es_cluster_t *c)
 {
-    atomic_fetch_sub(&c->subs, 1);
     es__cluster_unref(c);
+    atomic_fetch_sub(&c->subs, 1);
 }
 
 /* Subscribes with a completion callback that releases the cluster's
