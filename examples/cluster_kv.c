@@ -356,8 +356,9 @@ static int send_current(es_actor_t *self, struct client *c)
 static const char *ask_store(es_actor_t *self, struct client *c, char *line)
 {
     snprintf(c->what, sizeof(c->what), "%s", line);
-    char *cmd = strtok(line, " "), *key = strtok(NULL, " ");
-    char *value = strtok(NULL, "");
+    char *save; /* strtok_r: connection actors run on several threads */
+    char *cmd = strtok_r(line, " ", &save), *key = strtok_r(NULL, " ", &save);
+    char *value = strtok_r(NULL, "", &save);
     bool put = cmd && !strcmp(cmd, "PUT");
     if (!cmd || !key || (put ? !value : strcmp(cmd, "GET") || value))
         return "ERR usage: PUT key value | GET key\n";
