@@ -25,12 +25,14 @@
  * two stores to one key may reach the two stores in different orders, and
  * a store that starts late starts empty (there is no state transfer).
  *
- * Failover: when a request fails (-ESRCH at once when no store holds the
- * name, the node-lost reason when the store that had it died, or
- * -ETIMEDOUT), the front looks the name up again and sends it once more;
- * if that fails too, the client gets "ERR no store answered (reason)".
- * A killed store leaves the queue group as soon as the broker sees its
- * connection close, so later requests all reach the stores that are left.
+ * Failover: the front retries once. When a request fails (-ESRCH at once
+ * when no store holds the name, -ETIMEDOUT when the store that had it
+ * died before answering), the front looks the name up again and sends it
+ * once more; if that fails too, the client gets "ERR no store holds
+ * kv.store" or "ERR no store answered (reason)". A killed store leaves the
+ * queue group as soon as the broker sees its connection close, so the
+ * requests sent after that all reach the stores that are left; only one
+ * the dead store had already received waits for its deadline (2 s).
  *
  * All processes stop cleanly on SIGINT or SIGTERM. tests/example_cluster_kv.sh
  * runs the whole scenario (README, "Cluster key-value example").
@@ -434,8 +436,11 @@ static int on_failed(es_actor_t *self, struct client *c, const es_msg_t *msg)
             return 0;
         reason = rc;
     }
-    snprintf(out, sizeof(out), "ERR no store answered (%s)\n",
-             es_strerror(reason));
+    if (reason == -ESRCH) /* no responders: nobody holds the name */
+        snprintf(out, sizeof(out), "ERR no store holds %s\n", STORE_NAME);
+    else
+        snprintf(out, sizeof(out), "ERR no store answered (%s)\n",
+                 es_strerror(reason));
     if (say(self, out) != 0)
         return -ENOMEM;
     return next_lines(self, c);
@@ -630,7 +635,7 @@ static int run_front(const struct args *a)
                es_listener_port(l), a->cluster, a->nats);
         fflush(stdout);
         sigwait(&stop_set, &sig);
-        fprintf(stderr, "front: %lu requests sent a second time\n",
+        fprintf(stderr, "front: requests sent a second time: %lu\n",
                 atomic_load(&front_retries));
     } else {
         fprintf(stderr, "cluster_kv front: %s\n", es_strerror(rc));
