@@ -48,11 +48,14 @@ wait_for() {
     done
 }
 
-# stop_pid PID SIGNAL: signals a process started here and reaps it.
+# stop_pid PID SIGNAL [clean]: signals a process started here and reaps
+# it; with "clean" it must exit 0 (a clean leave, no leak under ASan).
 stop_pid() {
     kill "-$2" "$1"
-    wait "$1" || true
+    rc=0
+    wait "$1" || rc=$?
     pids=$(echo "$pids" | sed "s/\b$1\b//")
+    [ "${3:-}" != clean ] || [ $rc = 0 ] || fail "pid $1 exited $rc after SIG$2"
 }
 
 nats-server -a 127.0.0.1 -p -1 --ports_file_dir "$dir" >"$dir/nats.log" 2>&1 &
@@ -111,7 +114,7 @@ ask "GET shape"
 ask "GET size"
 ask "PUT colour green"
 ask "GET colour"
-stop_pid "$pid_store_b" TERM
+stop_pid "$pid_store_b" TERM clean
 note "store-b stopped (SIGTERM): no store holds kv.store"
 ask "GET colour"
 store store-c
@@ -122,9 +125,9 @@ ask "GET colour"
 exec 3>&-
 wait "$client" || fail "client failed"
 pids=$(echo "$pids" | sed "s/\b$client\b//")
-stop_pid "$front" TERM
-stop_pid "$pid_store_c" TERM
-stop_pid "$nats" TERM
+stop_pid "$front" TERM clean
+stop_pid "$pid_store_c" TERM clean
+stop_pid "$nats" TERM # nats-server exits 1 on SIGTERM
 
 out=$(cat "$dir/client.out")
 echo "$out"
