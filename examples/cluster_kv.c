@@ -20,7 +20,9 @@
  * and every store (itself included) writes it when the topic delivers it.
  * The store answers OK when its own copy comes back, so by then the broker
  * has handed the PUT to every other store's connection too: every store
- * holds every key. This is replication by broadcast, no more: core NATS is
+ * holds every key (a GET racing the OK to another store can still miss it
+ * while that store's nats.c thread hands it in: a short window, not
+ * closed). This is replication by broadcast, no more: core NATS is
  * at most once (a store that misses a publish misses that key), PUTs from
  * two stores to one key may reach the two stores in different orders, and
  * a store that starts late starts empty (there is no state transfer).
