@@ -417,15 +417,13 @@ static void proxy_unlist(es_cluster_t *c, const char *name, es_actor_id_t id)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Nobody holds the name any more: stop with `reason` (its monitors' DOWN). */
+/* Nobody holds the name any more: stop with `reason` (its monitors' DOWN;
+ * requests it still keeps fail with -ESRCH). */
 static int proxy_gone(es_actor_t *self, struct proxy *p, int reason)
 {
     proxy_unlist(p->c, p->name, es_actor_self(self));
-    if (reason == 0) {
-        es_actor_stop(self);
-        return 0;
-    }
-    return reason;
+    es_actor_exit(self, reason);
+    return 0;
 }
 
 static void holder_add(struct proxy *p, const char *node, uint64_t regid)

@@ -284,6 +284,11 @@ void es__actor_drop_timer(es_actor_t *a, uint64_t timer_id)
     q->count = kept;
 }
 
+/* es_actor_exit(): the actor of the behaviour being run and its reason,
+ * taken by es__actor_dispatch() when the call returns. */
+static ES__TLS es_actor_t *exit_actor;
+static ES__TLS int exit_reason;
+
 /* The behaviour's answer to m: a negative errno stops a, with that as the
  * reason (*reason). */
 __attribute__((noinline, cold)) static void
@@ -372,8 +377,14 @@ void es__actor_dispatch(es_actor_t *a, es_msg_t *m)
                 sample_sender(a, from); /* no vote when nothing moves */
         }
     }
-    if (a->stop_requested)
+    if (a->stop_requested) {
+        if (exit_actor == a) {
+            if (reason == 0)
+                reason = exit_reason;
+            exit_actor = NULL;
+        }
         es__actor_finalize(a, reason);
+    }
 }
 
 /* Sends m on to the loop its target moved to (home thread of `loop`). */
@@ -1600,6 +1611,14 @@ void es_actor_stop(es_actor_t *self)
 {
     ES_ASSERT(es__loop_owned(self->loop));
     self->stop_requested = true;
+}
+
+void es_actor_exit(es_actor_t *self, int reason)
+{
+    ES_ASSERT(es__loop_owned(self->loop));
+    self->stop_requested = true;
+    exit_actor = self;
+    exit_reason = reason > 0 ? -reason : reason;
 }
 
 es_actor_id_t es_actor_self(const es_actor_t *self)

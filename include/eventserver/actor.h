@@ -287,6 +287,16 @@ ES_EXTERN void *es_actor_state(const es_actor_t *self);
  * Thread: owning loop only, inside the behaviour.
  */
 ES_EXTERN void es_actor_set_state(es_actor_t *self, void *state);
+/*
+ * Stops self once the current behaviour call returns, as es_actor_stop(),
+ * with `reason` as the reason its monitors and links see (0: a normal
+ * stop; else a negative errno). Returning the errno from the behaviour
+ * does the same but logs a warning: use this where the stop and its reason
+ * are part of the actor's protocol (a cluster proxy whose name is gone).
+ * Returns: nothing. Thread: owning loop only, inside the behaviour.
+ */
+ES_EXTERN void es_actor_exit(es_actor_t *self, int reason);
+
 /* The runtime the actor lives in. Thread: owning loop only. */
 ES_EXTERN es_runtime_t *es_actor_runtime(const es_actor_t *self);
 

@@ -18,6 +18,7 @@ enum {
     OP_HOLD,                  /* busy until probe.release */
     OP_NOP,                   /* just counted */
     OP_PUMP,                  /* pump: the next chunk */
+    OP_EXIT,                  /* es_actor_exit(self, inl.i64[0]) */
 };
 
 #define MAX_EVENTS 64
@@ -73,6 +74,9 @@ static int probe_cb(es_actor_t *self, es_msg_t *msg)
         break;
     case OP_FAIL:
         return (int)msg->inl.i64[0];
+    case OP_EXIT:
+        es_actor_exit(self, (int)msg->inl.i64[0]);
+        break;
     case OP_HOLD:
         atomic_store(&p->holding, 1);
         while (!atomic_load(&p->release))
@@ -164,6 +168,47 @@ Test(monitor, down_carries_the_behaviours_error, .timeout = ES_TEST_TIMEOUT)
 {
     down_with_reason(0, true, -EIO);
     down_with_reason(1, true, -EPROTO);
+}
+
+/* es_actor_exit(): the reason reaches the monitor, and nothing is logged
+ * (returning the errno logs a warning). */
+static atomic_int warnings;
+static void count_warnings(void *arg, es_log_level_t level, const char *line)
+{
+    (void)arg;
+    (void)line;
+    if (level >= ES_LOG_WARN)
+        atomic_fetch_add(&warnings, 1);
+}
+
+static void exit_with(int want, uint32_t how)
+{
+    es_runtime_t *rt = new_rt(2);
+    static struct probe w, t;
+    w = (struct probe){0};
+    t = (struct probe){0};
+    es_actor_id_t wid = spawn_probe(rt, &w, 0), tid = spawn_probe(rt, &t, 1);
+    ES_OK(es_runtime_start(rt));
+    op(rt, wid, &w, OP_MONITOR, tid);
+    atomic_store(&warnings, 0);
+    es_set_log(count_warnings, NULL, ES_LOG_DEBUG);
+    es_msg_t m = es_msg_make(how);
+    m.inl.i64[0] = want;
+    ES_OK(es_send(rt, tid, &m));
+    ES_WAIT_GE(w.downs, 1);
+    ES_WAIT_GE(t.freed, 1);
+    es_set_log(NULL, NULL, ES_LOG_ERROR);
+    cr_assert_eq(w.ev[0].reason, want, "reason %d, want %d", w.ev[0].reason,
+                 want);
+    cr_assert_eq(atomic_load(&warnings), how == OP_FAIL ? 1 : 0);
+    es_test_free(rt);
+}
+
+Test(monitor, exit_gives_its_reason_quietly, .timeout = ES_TEST_TIMEOUT)
+{
+    exit_with(-EHOSTDOWN, OP_EXIT);
+    exit_with(0, OP_EXIT);
+    exit_with(-EPIPE, OP_FAIL); /* the control: a failing behaviour warns */
 }
 
 Test(monitor, dead_target_gives_esrch_at_once, .timeout = ES_TEST_TIMEOUT)
