@@ -1371,7 +1371,7 @@ int es__send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
     struct es__tctx *t = es__tctx_current(rt);
     if (t && t->loop_index >= 0)
         return -EDEADLK; /* a demux thread would wait for itself */
-    uint64_t start = es__now_ns();
+    uint64_t start = 0; /* read only once a send was refused */
     uint64_t limit =
         timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000000u;
     uint64_t ring_nap = 20u * 1000u;
@@ -1381,7 +1381,10 @@ int es__send_wait(es_runtime_t *rt, es_actor_id_t to, const es_msg_t *msg,
         int rc = send_ex(rt, to, msg, SEND_CAPPED | SEND_WAITER);
         if (rc != -EAGAIN && rc != -ENOBUFS)
             return rc;
-        uint64_t waited = es__now_ns() - start;
+        uint64_t now = es__now_ns();
+        if (!start)
+            start = now;
+        uint64_t waited = now - start;
         if (waited >= limit)
             return -ETIMEDOUT;
         uint64_t nap = limit - waited;
