@@ -46,6 +46,68 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
+/*
+ * Servers started and not yet finished, by directory: a test that fails
+ * an assertion never reaches test_nats_fini(), so its process cleans up
+ * at exit (the server itself already died with it, PR_SET_PDEATHSIG; its
+ * directory would stay).
+ */
+#define LIVE_MAX 8
+static struct live {
+    pid_t pid;
+    char dir[64];
+} live[LIVE_MAX];
+static int live_hooked;
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            unlinkat(dirfd(d), e->d_name, 0);
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+static void live_cleanup(void)
+{
+    for (int i = 0; i < LIVE_MAX; i++) {
+        if (!live[i].dir[0])
+            continue;
+        if (live[i].pid > 0) {
+            kill(live[i].pid, SIGKILL);
+            waitpid(live[i].pid, NULL, 0);
+        }
+        remove_dir(live[i].dir);
+        live[i].dir[0] = '\0';
+    }
+}
+
+/* Notes s's pid and directory (pid 0: stopped; dir empty: finished). */
+static void live_note(const struct test_nats *s, const char *dir)
+{
+    int free_slot = -1;
+
+    if (!live_hooked && atexit(live_cleanup) == 0)
+        live_hooked = 1;
+    for (int i = 0; i < LIVE_MAX; i++) {
+        if (live[i].dir[0] && strcmp(live[i].dir, dir) == 0) {
+            live[i].pid = s->pid;
+            if (!s->dir[0])
+                live[i].dir[0] = '\0';
+            return;
+        }
+        if (!live[i].dir[0] && free_slot < 0)
+            free_slot = i;
+    }
+    if (free_slot >= 0 && s->dir[0]) {
+        live[free_slot].pid = s->pid;
+        snprintf(live[free_slot].dir, sizeof(live[free_slot].dir), "%s", dir);
+    }
+}
+
 bool test_nats_find(char *exe, size_t size)
 {
     const char *path = getenv("PATH");
@@ -181,6 +243,7 @@ int test_nats_start(struct test_nats *s, double secs)
         s->pid = 0;
         return rc;
     }
+    live_note(s, s->dir);
     while (!s->port || !accepts(s->port)) {
         if (!s->port)
             s->port = read_ports_file(s);
@@ -201,25 +264,22 @@ void test_nats_stop(struct test_nats *s, bool hard, double secs)
     kill(s->pid, hard ? SIGKILL : SIGTERM);
     reap(s->pid, secs);
     s->pid = 0;
+    live_note(s, s->dir);
 }
 
 void test_nats_fini(struct test_nats *s)
 {
-    DIR *d;
+    char dir[sizeof(s->dir)];
 
     test_nats_stop(s, false, 10.0);
     if (!s->dir[0])
         return;
     /* The log and the ports files of every start (one per pid: a server
      * removes its own on a clean exit, not after SIGKILL). */
-    d = opendir(s->dir);
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
-        if (e->d_name[0] != '.')
-            unlinkat(dirfd(d), e->d_name, 0);
-    if (d)
-        closedir(d);
-    rmdir(s->dir);
+    remove_dir(s->dir);
+    snprintf(dir, sizeof(dir), "%s", s->dir);
     s->dir[0] = '\0';
+    live_note(s, dir);
 }
 
 /* Reads lines from n->out_fd until "ready", EOF or the deadline. */

@@ -160,9 +160,18 @@ Test(cluster_down, node_leaves_while_proxy_asks, .timeout = ES_TEST_TIMEOUT)
     cfx_start(&f, hb, misses);
     cfx_node(&f, 0, "n1", 1, "echo", "svc", NULL);
     watch(&f, &w, "svc");
+    es_cluster_stats_t st;
+
     test_node_stop(&f.nodes[0], false, ES_TEST_JOIN_S);
-    cr_assert(es_test_wait_ge(&w.downs, 1, bound + SLACK_S + 5.0),
-              "no DOWN at all");
+    if (!es_test_wait_ge(&w.downs, 1, bound + SLACK_S + 5.0)) {
+        es_cluster_stats(f.c, &st);
+        cr_assert_fail("no DOWN at all: proxies %llu, nodes %llu, "
+                       "nodes_lost %llu, bad_messages %llu",
+                       (unsigned long long)st.proxies,
+                       (unsigned long long)st.nodes,
+                       (unsigned long long)st.nodes_lost,
+                       (unsigned long long)st.bad_messages);
+    }
     es_test_sleep_ms(100);
     reason = atomic_load(&w.reason);
     cfx_fini(&f);
