@@ -248,3 +248,38 @@ Test(cluster_send, pool_balancing, .timeout = ES_TEST_TIMEOUT)
               "requests not spread over the pool: n1 %u, n2 %u", reply_tag[1],
               reply_tag[2]);
 }
+
+/* The counters of es_cluster_stats() in the Prometheus text format, with
+ * this node's name; a buffer too small is -EOVERFLOW. */
+Test(cluster_send, metrics_text, .timeout = ES_TEST_TIMEOUT)
+{
+    static struct box b;
+    static char buf[16384];
+    struct cfx f;
+    es_spawn_opts_t o = {.behaviour = box_cb, .state = &b};
+    es_actor_id_t id;
+    es_msg_t q = es_msg_make(CN_STAT), r;
+    char small[16];
+    int len, small_rc;
+
+    cfx_start(&f, 0, 0);
+    memset(&b, 0, sizeof(b));
+    ES_OK(es_spawn(f.rt, &o, &id));
+    ES_OK(es_cluster_register(f.c, "box", id));
+    cfx_call_retry(&f, "box", &q, &r);
+    es_msg_release(&r);
+    len = es_cluster_metrics_text(f.c, buf, sizeof(buf));
+    small_rc = es_cluster_metrics_text(f.c, small, sizeof(small));
+    cfx_fini(&f);
+
+    cr_assert_gt(len, 0, "es_cluster_metrics_text: %d", len);
+    cr_assert_eq((size_t)len, strlen(buf));
+    cr_assert_eq(small_rc, -EOVERFLOW);
+    cr_assert_not_null(strstr(buf, "# TYPE es_cluster_registrations gauge\n"),
+                       "%s", buf);
+    cr_assert_not_null(
+        strstr(buf, "\nes_cluster_registrations{node=\"t0\"} 1\n"), "%s", buf);
+    cr_assert_not_null(strstr(buf, "\nes_cluster_lost_mailbox"), "%s", buf);
+    cr_assert_not_null(strstr(buf, "\nes_cluster_lost_slow"), "%s", buf);
+    cr_assert_not_null(strstr(buf, "\nes_cluster_replies"), "%s", buf);
+}
