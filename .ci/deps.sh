@@ -23,6 +23,9 @@ packages=(
     python3-prometheus-client
     # perf/http_bench.sh: the load generators
     wrk apache2-utils
+    # the cluster module (cluster/, nats.c) and its tests, which start
+    # their own nats-server (tests/cluster/)
+    libnats-dev nats-server
     # make fuzz: clang and its runtimes (libFuzzer, ASan, UBSan)
     clang libclang-rt-14-dev
 )
