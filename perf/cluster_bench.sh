@@ -1,0 +1,238 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Runs perf/cluster_bench against a nats-server of its own (127.0.0.1, a
+# free port chosen by the server, stopped by PID at the end): each case
+# (send, rr, fan) on EventServer's cluster module (es) and on bare nats.c
+# (raw), interleaved, for $RUNS rounds (default 5; the order of es and raw
+# alternates by round), then writes docs/perf/cluster.md ($OUT): date,
+# machine, commit, the medians over the rounds with their min-max, the
+# ratios es/raw and each target of issue 11 marked met or missed as
+# measured, plus every result line. The README section is printed at the
+# end (and kept next to the raw lines in perf/results/<UTC stamp>/,
+# gitignored). $CLUSTER_BENCH names the binary (default
+# build/perf/cluster_bench); $CLUSTER_BENCH_ARGS are passed to every run
+# (e.g. "--secs 2 --n 100000"). About 2 minutes with the defaults.
+#
+#   perf/cluster_bench.sh          # 5 rounds
+#   RUNS=3 perf/cluster_bench.sh
+set -euo pipefail
+
+root=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
+# shellcheck source=perf/mem_common.sh
+. "$root/perf/mem_common.sh" # machine
+runs=${RUNS:-5}
+bin=${CLUSTER_BENCH:-$root/build/perf/cluster_bench}
+out=${OUT:-$root/docs/perf/cluster.md}
+read -r -a extra <<<"${CLUSTER_BENCH_ARGS:-}"
+
+case $runs in
+'' | *[!0-9]* | 0)
+    echo "cluster_bench.sh: RUNS must be a positive integer, got '$runs'" >&2
+    exit 2
+    ;;
+esac
+if [ ! -x "$bin" ]; then
+    echo "cluster_bench.sh: $bin not found; build first or set" \
+        "CLUSTER_BENCH" >&2
+    exit 2
+fi
+for tool in nats-server python3; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "cluster_bench.sh: $tool is required" >&2
+        exit 2
+    }
+done
+
+dir=$root/perf/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$dir"
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# The server writes nats-server_<pid>.ports (JSON) once it listens.
+nats-server -a 127.0.0.1 -p -1 --ports_file_dir "$dir" -l "$dir/nats.log" &
+server_pid=$!
+ports=$dir/nats-server_$server_pid.ports
+for _ in $(seq 100); do
+    [ -s "$ports" ] && break
+    sleep 0.05
+done
+url=$(sed -n 's/.*"nats":\["\([^"]*\)".*/\1/p' "$ports" 2>/dev/null || true)
+if [ -z "$url" ]; then
+    echo "cluster_bench.sh: nats-server did not start (see $dir/nats.log)" >&2
+    exit 1
+fi
+echo "cluster_bench.sh: nats-server $server_pid at $url" >&2
+
+started=$(date +%s)
+: >"$dir/lines.txt"
+for round in $(seq "$runs"); do
+    impls="es raw"
+    [ $((round % 2)) -eq 0 ] && impls="raw es"
+    for c in send rr fan; do
+        for impl in $impls; do
+            status=0
+            line=$("$bin" --url "$url" --impl "$impl" --case "$c" \
+                --prefix "b$round$c$impl" "${extra[@]}") || status=$?
+            if [ "$status" -gt 1 ] || [ -z "$line" ]; then
+                echo "cluster_bench.sh: $impl $c exited with $status" >&2
+                exit 1
+            fi
+            echo "round=$round $line" | tee -a "$dir/lines.txt" >&2
+        done
+    done
+done
+secs=$(($(date +%s) - started))
+
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$root" status --porcelain -- cluster perf include src \
+    2>/dev/null)" ]; then
+    commit="$commit (with uncommitted changes)"
+fi
+versions="nats-server $(nats-server --version | sed 's/^nats-server: *//'),"
+versions="$versions nats.c $(pkg-config --modversion libnats 2>/dev/null ||
+    echo '?')"
+
+python3 - "$dir/lines.txt" "$out" "$dir/readme.md" "$(machine)" "$commit" \
+    "$runs" "$secs" "$versions" "${CLUSTER_BENCH_ARGS:-}" <<'PY'
+import statistics
+import sys
+
+lines_path, out_path, readme_path, machine, commit, runs, secs, versions, \
+    args = sys.argv[1:]
+rows = []
+for raw in open(lines_path):
+    rows.append(dict(kv.split("=", 1) for kv in raw.split()))
+
+
+def values(case, impl, field):
+    return [float(r[field]) for r in rows
+            if r["case"] == case and r["impl"] == impl
+            and r["status"] == "ok" and field in r]
+
+
+def med(case, impl, field):
+    v = values(case, impl, field)
+    return statistics.median(v) if v else None
+
+
+def spread(case, impl, field, scale, spec):
+    v = values(case, impl, field)
+    if not v:
+        return "no result"
+    return "%s (%s-%s)" % (format(statistics.median(v) * scale, spec),
+                           format(min(v) * scale, spec),
+                           format(max(v) * scale, spec))
+
+
+def troubles(case, impl):
+    mine = [r for r in rows if r["case"] == case and r["impl"] == impl]
+    bad = [r for r in mine if r["status"] != "ok"]
+    lost = sum(int(r.get("lost", 0)) for r in mine)
+    failed = sum(int(r.get("failed", 0)) for r in mine)
+    short = sum(int(r["sent"]) - int(r["received"]) for r in mine
+                if "sent" in r)
+    parts = []
+    if bad:
+        parts.append("%d of %d runs failed" % (len(bad), len(mine)))
+    if lost:
+        parts.append("%d lost" % lost)
+    if failed:
+        parts.append("%d requests/publishes incomplete" % failed)
+    if short:
+        parts.append("%d sends not received" % short)
+    return "; ".join(parts) or "none"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def verdict(value, ok):
+    if value is None:
+        return "not measured"
+    return "met" if ok(value) else "missed"
+
+
+send_r = ratio(med("send", "es", "rate"), med("send", "raw", "rate"))
+rr50 = ratio(med("rr", "es", "p50_us"), med("rr", "raw", "p50_us"))
+rr99 = ratio(med("rr", "es", "p99_us"), med("rr", "raw", "p99_us"))
+fan50 = ratio(med("fan", "es", "p50_us"), med("fan", "raw", "p50_us"))
+fan99 = ratio(med("fan", "es", "p99_us"), med("fan", "raw", "p99_us"))
+fan99_es = med("fan", "es", "p99_us")
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+table = [
+    "| case | figure | es: median (min-max) | raw nats.c: median (min-max) "
+    "| es/raw | target | |",
+    "|---|---|---:|---:|---:|---|---|",
+    "| one-way sends, 64 B | k msgs/s delivered | %s | %s | %s | es/raw "
+    ">= 0.8 | %s |" % (
+        spread("send", "es", "rate", 1e-3, ".0f"),
+        spread("send", "raw", "rate", 1e-3, ".0f"), fmt(send_r, ".2f"),
+        verdict(send_r, lambda r: r >= 0.8)),
+    "| request/reply, 64 B | p50 us | %s | %s | %s | es/raw <= 1.2 | %s |" % (
+        spread("rr", "es", "p50_us", 1, ".0f"),
+        spread("rr", "raw", "p50_us", 1, ".0f"), fmt(rr50, ".2f"),
+        verdict(rr50, lambda r: r <= 1.2)),
+    "| request/reply, 64 B | p99 us | %s | %s | %s | es/raw <= 1.2 | %s |" % (
+        spread("rr", "es", "p99_us", 1, ".0f"),
+        spread("rr", "raw", "p99_us", 1, ".0f"), fmt(rr99, ".2f"),
+        verdict(rr99, lambda r: r <= 1.2)),
+    "| fan-out to 10,000, 100/s | p50 ms to the last | %s | %s | %s | - "
+    "| |" % (
+        spread("fan", "es", "p50_us", 1e-3, ".2f"),
+        spread("fan", "raw", "p50_us", 1e-3, ".2f"), fmt(fan50, ".2f")),
+    "| fan-out to 10,000, 100/s | p99 ms to the last | %s | %s | %s | es "
+    "<= 5 ms | %s |" % (
+        spread("fan", "es", "p99_us", 1e-3, ".2f"),
+        spread("fan", "raw", "p99_us", 1e-3, ".2f"), fmt(fan99, ".2f"),
+        verdict(fan99_es, lambda v: v <= 5000)),
+]
+cases = (("send", "one-way sends"), ("rr", "request/reply"),
+         ("fan", "fan-out"))
+losses = ["| case | es | raw |", "|---|---|---|"]
+losses += ["| %s | %s | %s |" % (label, troubles(c, "es"), troubles(c, "raw"))
+           for c, label in cases]
+loss_text = "; ".join("%s: es %s, raw %s" % (label, troubles(c, "es"),
+                                              troubles(c, "raw"))
+                      for c, label in cases)
+
+head = ("**cluster_bench**, %s; commit %s; %s. %s round(s) of every case, es "
+        "and raw interleaved (their order alternating by round), against one "
+        "local nats-server; each figure is the median over the rounds with "
+        "its min-max; the whole run took %s s.%s" % (
+            machine, commit, versions, runs, secs,
+            " Arguments: `%s`." % args if args else ""))
+
+with open(readme_path, "w") as f:
+    f.write(head + "\n\n" + "\n".join(table) + "\n\nLosses and failures "
+            "summed over the rounds: " + loss_text + ".\n")
+
+doc = ["# Cluster benchmark: EventServer's cluster module vs raw nats.c", "",
+       "Generated by `perf/cluster_bench.sh` (do not edit by hand; rerun "
+       "it). What each case measures and how: the comment at the top of "
+       "`perf/cluster_bench.c`.", "", head, "", "## Medians and targets", "",
+       *table, "", "## Losses and failures", "", "Summed over the rounds: "
+       "messages the counters of either side reported lost, requests or "
+       "publishes that never completed, sends that were not received, runs "
+       "that ended in an error.", "", *losses, "", "## Every run", "",
+       "One line per run as `perf/cluster_bench` printed it.", "", "```"]
+doc += [l.rstrip("\n") for l in open(lines_path)]
+doc += ["```", ""]
+with open(out_path, "w") as f:
+    f.write("\n".join(doc))
+PY
+
+echo "cluster_bench.sh: wrote $out; the README section:" >&2
+cat "$dir/readme.md"
