@@ -99,8 +99,10 @@ ES_EXTERN int es_cluster_leave(es_cluster_t *c);
  * of them. The registration ends when the actor stops or on
  * es_cluster_unregister(); remote monitors of the name see DOWN when the
  * last holder goes.
- * Returns: 0; -EINVAL (bad name); -ESRCH (id is not a live actor);
- * -EEXIST (id already holds name); -ENOMEM; -EIO.
+ * An id that has already stopped is registered and removed at once (its
+ * monitor answers -ESRCH), so a dead actor never stays exported.
+ * Returns: 0; -EINVAL (bad name, ES_ACTOR_NONE); -EEXIST (id already holds
+ * name); -ENOMEM; -EIO (the connection is closed).
  * Ownership: the name is copied. Thread: any.
  */
 ES_EXTERN int es_cluster_register(es_cluster_t *c, const char *name,
@@ -180,16 +182,18 @@ ES_EXTERN int es_cluster_publish(es_cluster_t *c, const char *topic,
 
 /* What the cluster did and lost; every loss has its counter. */
 typedef struct es_cluster_stats {
-    uint64_t sent;         /* messages published (sends, requests, topics) */
-    uint64_t received;     /* messages from NATS handed to local actors */
-    uint64_t requests;     /* requests sent through proxies */
-    uint64_t replies;      /* replies handed back to local requesters */
+    uint64_t sent;          /* messages published (sends, requests, topics) */
+    uint64_t received;      /* messages from NATS handed to local actors */
+    uint64_t requests;      /* requests sent through proxies */
+    uint64_t replies;       /* replies handed back to local requesters */
     uint64_t no_responders; /* requests failed -ESRCH: nobody held the name */
     uint64_t served;        /* remote requests answered by local actors */
+    uint64_t failed;        /* remote requests failed here (reason sent) */
     uint64_t lost_mailbox;  /* dropped: a local mailbox stayed full */
     uint64_t lost_no_actor; /* dropped: the local actor had stopped */
     uint64_t lost_slow;     /* dropped by nats.c: a slow consumer */
-    uint64_t lost_late;     /* replies that came after their outcome */
+    uint64_t lost_publish;  /* publishes refused: connection closed, or
+                               its reconnect buffer full */
     uint64_t bad_messages;  /* malformed payloads from the wire, dropped */
     uint64_t disconnects;   /* times the broker connection was lost */
     uint64_t reconnects;    /* times it came back */
