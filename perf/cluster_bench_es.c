@@ -57,7 +57,7 @@ static int node_up(const struct cb_opts *o, const char *node, struct es_node *n)
 }
 
 /* What the node's counters say was lost (mailbox, stopped actor, slow
- * consumer, malformed). */
+ * consumer, refused publish, malformed). */
 static uint64_t node_lost(const struct es_node *n)
 {
     es_cluster_stats_t st;
