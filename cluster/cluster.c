@@ -130,6 +130,8 @@ static void cluster_free(es_cluster_t *c)
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->hb_lock);
     pthread_cond_destroy(&c->hb_cond);
+    pthread_mutex_destroy(&c->fl_lock);
+    pthread_cond_destroy(&c->fl_cond);
     free(c);
     atomic_fetch_sub(&clusters_open, 1);
 }
@@ -145,11 +147,14 @@ void es__cluster_unref(es_cluster_t *c)
         cluster_free(c);
 }
 
-/* A subscription is done: nats.c will not call its handler again. */
+/* A subscription is done: nats.c will not call its handler again. The
+ * reference goes before the count: es_cluster_leave() holds its own until
+ * the count is 0, so the last reference (and natsConnection_Destroy()) is
+ * never dropped here, on one of nats.c's threads. */
 static void sub_done(es_cluster_t *c)
 {
-    atomic_fetch_sub(&c->subs, 1);
     es__cluster_unref(c);
+    atomic_fetch_sub(&c->subs, 1);
 }
 
 /* Subscribes with a completion callback that releases the cluster's
@@ -190,13 +195,19 @@ static void unsubscribe(es_cluster_t *c, natsSubscription *sub)
 /* --- sending ------------------------------------------------------------- */
 
 int es__cluster_publish(es_cluster_t *c, const char *subj, const char *reply,
-                        const char *data, int len)
+                        const char *data, int len, bool urgent)
 {
     natsStatus s =
         reply ? natsConnection_PublishRequest(c->nc, subj, reply, data, len)
               : natsConnection_Publish(c->nc, subj, data, len);
     if (s == NATS_OK) {
         count(&c->st.sent);
+        /* Only the first of a burst wakes the flusher. */
+        if (urgent && !atomic_exchange(&c->fl_wanted, true)) {
+            pthread_mutex_lock(&c->fl_lock);
+            pthread_cond_signal(&c->fl_cond);
+            pthread_mutex_unlock(&c->fl_lock);
+        }
         return 0;
     }
     count(&c->st.lost_publish);
@@ -234,7 +245,7 @@ static int send_to(es_cluster_t *c, const char *kind, const char *name,
         rc = es__wire_encode(WIRE_SEND, msg, 0, 0, &buf, &len);
     if (rc)
         return rc;
-    rc = es__cluster_publish(c, subj, NULL, buf, len);
+    rc = es__cluster_publish(c, subj, NULL, buf, len, false);
     free(buf);
     return rc;
 }
@@ -282,7 +293,7 @@ static void reg_tell(es_cluster_t *c, const struct reg *r, const char *subj,
     char *buf;
     int len;
     if (es__wire_encode(kind, &m, reason, r->regid, &buf, &len) == 0) {
-        (void)es__cluster_publish(c, subj, NULL, buf, len);
+        (void)es__cluster_publish(c, subj, NULL, buf, len, true);
         free(buf);
     }
 }
@@ -441,6 +452,8 @@ struct topic {
     pthread_mutex_t lock; /* ids */
     es_actor_id_t *ids;
     size_t n, cap;
+    es_actor_id_t *snap; /* the delivery thread's copy of ids */
+    size_t snap_cap;
     char name[];
 };
 
@@ -450,6 +463,7 @@ static void topic_done(void *closure)
     es_cluster_t *c = t->c;
     pthread_mutex_destroy(&t->lock);
     free(t->ids);
+    free(t->snap);
     free(t);
     sub_done(c);
 }
@@ -473,24 +487,50 @@ static void on_topic(natsConnection *nc, natsSubscription *sub, natsMsg *nm,
         natsMsg_Destroy(nm);
         return;
     }
+    /* Deliver from a copy of the list: a delivery may wait for room in a
+     * mailbox, and a behaviour subscribing meanwhile must not wait for
+     * this thread. */
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < t->n;) {
+    size_t n = t->n;
+    if (n > t->snap_cap) {
+        es_actor_id_t *snap = realloc(t->snap, n * sizeof(*snap));
+        if (snap) {
+            t->snap = snap;
+            t->snap_cap = n;
+        } else {
+            n = t->snap_cap;
+        }
+    }
+    if (n)
+        memcpy(t->snap, t->ids, n * sizeof(*t->snap));
+    atomic_fetch_add(&c->st.lost_mailbox, t->n - n); /* no memory to copy */
+    pthread_mutex_unlock(&t->lock);
+    size_t gone = 0;
+    for (size_t i = 0; i < n; i++) {
         es_msg_t copy = m;
         if (m.ptr) {
             copy.ptr = es_malloc(m.len + 1);
             if (!copy.ptr) {
                 count(&c->st.lost_mailbox);
-                i++;
                 continue;
             }
             memcpy(copy.ptr, m.ptr, m.len);
         }
-        if (es__cluster_deliver(c, t->ids[i], &copy) == -ESRCH)
-            t->ids[i] = t->ids[--t->n]; /* it stopped: no longer subscribed */
-        else
-            i++;
+        if (es__cluster_deliver(c, t->snap[i], &copy) == -ESRCH)
+            t->snap[gone++] = t->snap[i]; /* it stopped: unsubscribe it */
     }
-    pthread_mutex_unlock(&t->lock);
+    if (gone) {
+        pthread_mutex_lock(&t->lock);
+        for (size_t g = 0; g < gone; g++) {
+            for (size_t i = 0; i < t->n; i++) {
+                if (t->ids[i] == t->snap[g]) {
+                    t->ids[i] = t->ids[--t->n];
+                    break;
+                }
+            }
+        }
+        pthread_mutex_unlock(&t->lock);
+    }
     es_msg_release(&m);
     natsMsg_Destroy(nm);
 }
@@ -675,6 +715,31 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
+/* The express flusher: nats.c's own flusher waits 1 ms to batch before it
+ * writes, which would add that to every hop of a request. A flush here
+ * (natsConnection_FlushTimeout() writes the buffer in place, then waits
+ * for the server's PONG) writes what is pending at once; publishes made
+ * while it waits are written by the next round. One connection carries
+ * everything, so NATS keeps each sender's order; plain sends keep nats.c's
+ * batching. */
+static void *flusher_main(void *arg)
+{
+    es_cluster_t *c = arg;
+    pthread_mutex_lock(&c->fl_lock);
+    for (;;) {
+        while (!c->fl_stop && !atomic_load(&c->fl_wanted))
+            pthread_cond_wait(&c->fl_cond, &c->fl_lock);
+        if (c->fl_stop)
+            break;
+        pthread_mutex_unlock(&c->fl_lock);
+        atomic_store(&c->fl_wanted, false);
+        (void)natsConnection_FlushTimeout(c->nc, 1000);
+        pthread_mutex_lock(&c->fl_lock);
+    }
+    pthread_mutex_unlock(&c->fl_lock);
+    return NULL;
+}
+
 /* --- inbound replies, answers and events --------------------------------- */
 
 static bool parse_hex(const char *s, size_t n, uint64_t *out)
@@ -842,10 +907,6 @@ static int join_opts(const es_cluster_opts_t *o, es_cluster_t *c,
         s = natsOptions_UseGlobalMessageDelivery(no, true);
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(no, -1);
-    /* Write each publish at once instead of waking nats.c's flusher: the
-     * flusher batches, which costs a request/reply ~1 ms of latency. */
-    if (s == NATS_OK)
-        s = natsOptions_SetSendAsap(no, true);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(
             no, o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 100);
@@ -889,6 +950,8 @@ int es_cluster_join(es_runtime_t *rt, const es_cluster_opts_t *o,
     atomic_init(&c->refs, 1);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->hb_lock, NULL);
+    pthread_mutex_init(&c->fl_lock, NULL);
+    pthread_cond_init(&c->fl_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -930,6 +993,12 @@ int es_cluster_join(es_runtime_t *rt, const es_cluster_opts_t *o,
     }
     if (rc == 0)
         rc = es__gateway_spawn(c);
+    if (rc == 0) {
+        if (pthread_create(&c->fl_thread, NULL, flusher_main, c))
+            rc = -ENOMEM;
+        else
+            c->fl_thread_started = true;
+    }
     if (rc == 0) {
         if (pthread_create(&c->hb_thread, NULL, heartbeat_main, c))
             rc = -ENOMEM;
@@ -984,6 +1053,13 @@ int es_cluster_leave(es_cluster_t *c)
     /* The actors publish until they stop (at most 2 s while the runtime
      * runs; a stopped runtime stops them when it is freed). */
     wait_zero(&c->actors, 2000);
+    if (c->fl_thread_started) {
+        pthread_mutex_lock(&c->fl_lock);
+        c->fl_stop = true;
+        pthread_cond_signal(&c->fl_cond);
+        pthread_mutex_unlock(&c->fl_lock);
+        pthread_join(c->fl_thread, NULL);
+    }
     if (c->nc) {
         (void)natsConnection_FlushTimeout(c->nc, 1000);
         pthread_mutex_lock(&c->lock);

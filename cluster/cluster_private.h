@@ -84,6 +84,13 @@ struct es_cluster {
 
     pthread_t hb_thread;
     bool hb_thread_started;
+
+    /* The express flusher (see es__cluster_publish()). */
+    pthread_t fl_thread;
+    bool fl_thread_started, fl_stop;
+    pthread_mutex_t fl_lock;
+    pthread_cond_t fl_cond;
+    atomic_bool fl_wanted;
     pthread_mutex_t hb_lock;
     pthread_cond_t hb_cond;
     bool hb_stop;
@@ -118,9 +125,12 @@ struct reg {
 void es__cluster_ref(es_cluster_t *c);
 void es__cluster_unref(es_cluster_t *c);
 
-/* Publishing: 0 or a negative errno, counted in st.sent / st.lost_publish. */
+/* Publishing: 0 or a negative errno, counted in st.sent / st.lost_publish.
+ * nats.c writes a publish within about 1 ms (its flusher waits that long
+ * to batch); `urgent` ones (requests, replies, answers, events) are
+ * written at once by the express flusher instead. */
 int es__cluster_publish(es_cluster_t *c, const char *subj, const char *reply,
-                        const char *data, int len);
+                        const char *data, int len, bool urgent);
 /* subject = prefix + "." + kind + "." + name; -EOVERFLOW if too long. */
 int es__cluster_subject(const es_cluster_t *c, char *buf, size_t size,
                         const char *kind, const char *name);

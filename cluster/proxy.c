@@ -196,7 +196,7 @@ static void answer(es_cluster_t *c, const char *reply, const es_msg_t *msg,
         if (rc)
             return;
     }
-    (void)es__cluster_publish(c, reply, NULL, buf, len);
+    (void)es__cluster_publish(c, reply, NULL, buf, len, true);
     free(buf);
 }
 
@@ -470,7 +470,7 @@ static void proxy_query(es_actor_t *self, struct proxy *p)
         return;
     snprintf(reply, sizeof(reply), "%s.r.%s.w.%016" PRIx64, c->prefix, c->node,
              (uint64_t)es_actor_self(self));
-    (void)es__cluster_publish(c, subj, reply, NULL, 0);
+    (void)es__cluster_publish(c, subj, reply, NULL, 0, true);
 }
 
 /* A user message: published to the name; a request keeps its token in the
@@ -492,9 +492,9 @@ static void proxy_forward(es_actor_t *self, struct proxy *p, es_msg_t *msg)
                      c->prefix, c->node, tok._private[0], tok._private[1],
                      tok._private[2]);
             atomic_fetch_add(&c->st.requests, 1);
-            rc = es__cluster_publish(c, p->subj, reply, buf, len);
+            rc = es__cluster_publish(c, p->subj, reply, buf, len, true);
         } else {
-            rc = es__cluster_publish(c, p->subj, NULL, buf, len);
+            rc = es__cluster_publish(c, p->subj, NULL, buf, len, false);
         }
         free(buf);
     }

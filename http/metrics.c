@@ -276,6 +276,24 @@ static void http_all(struct page *pg, const es_http_server_stats_t *st)
     }
 }
 
+/* Appends what an es_http_server_metrics_add() source writes, growing its
+ * buffer from 4 KiB to at most 1 MiB while it answers -EOVERFLOW. */
+static int more(struct page *pg, es_http_metrics_cb cb, void *arg)
+{
+    for (size_t size = 4096; size <= (1u << 20); size *= 2) {
+        char *buf = es_malloc(size);
+        if (!buf)
+            return -ENOMEM;
+        int n = cb(arg, buf, size);
+        if (n >= 0 && (size_t)n < size)
+            add(pg, buf, (size_t)n);
+        es_free(buf);
+        if (n != -EOVERFLOW)
+            return n < 0 ? n : pg->err;
+    }
+    return -EOVERFLOW;
+}
+
 /* Builds the whole page. Returns: 0 or -errno (pg->b then holds a part). */
 static int build(struct page *pg, es_http_server_t *srv)
 {
@@ -296,6 +314,8 @@ static int build(struct page *pg, es_http_server_t *srv)
         http_all(pg, &hs);
         rc = pg->err;
     }
+    for (unsigned i = 0; !rc && i < srv->nmetrics_src; i++)
+        rc = more(pg, srv->metrics_src[i].cb, srv->metrics_src[i].arg);
     es_free(loops);
     return rc;
 }
@@ -321,4 +341,19 @@ static void serve(es_http_request_t *req, es_http_response_t *res, void *arg)
 int es_http_server_metrics(es_http_server_t *s, const char *path)
 {
     return es_http_server_route(s, "GET", path, serve, s);
+}
+
+int es_http_server_metrics_add(es_http_server_t *s, es_http_metrics_cb cb,
+                               void *arg)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    if (atomic_load(&s->started))
+        return -EBUSY;
+    if (s->nmetrics_src == ES_HTTP_METRICS_SOURCES)
+        return -ENOSPC;
+    s->metrics_src[s->nmetrics_src].cb = cb;
+    s->metrics_src[s->nmetrics_src].arg = arg;
+    s->nmetrics_src++;
+    return 0;
 }

@@ -140,6 +140,11 @@ struct es_http_server {
     struct es__http_loop *loops;
     size_t nstream; /* routes with on_body */
     struct es__http_budget budget;
+    struct {
+        es_http_metrics_cb cb;
+        void *arg;
+    } metrics_src[ES_HTTP_METRICS_SOURCES]; /* es_http_server_metrics_add() */
+    unsigned nmetrics_src;
 };
 
 /* The request, immutable once the handler is called. */

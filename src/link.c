@@ -65,6 +65,12 @@ struct es__links {
         pthread_mutex_t lock;
         struct es__xnode **buckets;
         uint32_t nbuckets, count;
+        /* Emptied nodes (with their index) and request watch entries kept
+         * for reuse: a server that keeps one reply token at a time would
+         * otherwise allocate and free three blocks per request. */
+        struct es__xnode *spare_nodes;
+        struct es__mon *spare_watches;
+        uint32_t nspare_nodes, nspare_watches;
     } shards[SHARDS];
 };
 
@@ -105,6 +111,8 @@ static struct es__links *links_get(es_runtime_t *rt)
     return l;
 }
 
+static void node_free(struct es__xnode *n);
+
 void es__links_free(es_runtime_t *rt)
 {
     struct es__links *l =
@@ -125,9 +133,18 @@ void es__links_free(es_runtime_t *rt)
                     n->watching = m->next;
                     es__free(m);
                 }
-                es__free(n->links);
-                es__free(n);
+                node_free(n);
             }
+        }
+        while (s->spare_nodes) {
+            struct es__xnode *n = s->spare_nodes;
+            s->spare_nodes = n->next;
+            node_free(n);
+        }
+        while (s->spare_watches) {
+            struct es__mon *m = s->spare_watches;
+            s->spare_watches = m->next;
+            es__free(m);
         }
         es__free(s->buckets);
         pthread_mutex_destroy(&s->lock);
@@ -182,9 +199,16 @@ static struct es__xnode *node_get(struct es__shard *s, es_actor_id_t id)
         return n;
     if (s->count >= s->nbuckets && shard_grow(s) != 0)
         return NULL;
-    n = es__calloc(1, sizeof(*n));
-    if (!n)
-        return NULL;
+    if (s->spare_nodes) {
+        /* Emptied by node_trim(): no entries, no links, an empty index. */
+        n = s->spare_nodes;
+        s->spare_nodes = n->next;
+        s->nspare_nodes--;
+    } else {
+        n = es__calloc(1, sizeof(*n));
+        if (!n)
+            return NULL;
+    }
     n->id = id;
     struct es__xnode **h = &s->buckets[(mix(id) / SHARDS) & (s->nbuckets - 1)];
     n->next = *h;
@@ -212,12 +236,23 @@ static void node_free(struct es__xnode *n)
     es__free(n);
 }
 
-/* Frees id's node if nothing is left in it. */
+#define SPARE_NODES 4
+#define SPARE_WATCHES 64
+
+/* Frees id's node if nothing is left in it (or keeps it for reuse). */
 static void node_trim(struct es__shard *s, es_actor_id_t id)
 {
     struct es__xnode *n = node_find(s, id);
-    if (n && !n->monitors && !n->watching && !n->nlinks && !n->trap_exits)
-        node_free(node_take(s, id));
+    if (!n || n->monitors || n->watching || n->nlinks || n->trap_exits)
+        return;
+    (void)node_take(s, id);
+    if (s->nspare_nodes < SPARE_NODES) {
+        n->next = s->spare_nodes;
+        s->spare_nodes = n;
+        s->nspare_nodes++;
+    } else {
+        node_free(n);
+    }
 }
 
 /* --- monitor entries of a node (its shard locked) ------------------------- */
@@ -667,12 +702,16 @@ int es__request_watch(es_actor_t *a, es_ref_t ref, es_actor_id_t requester)
     struct es__links *l = links_get(a->rt);
     if (!l)
         return -ENOMEM;
-    struct es__mon *w = es__malloc(sizeof(*w));
-    if (!w)
-        return -ENOMEM;
     struct es__shard *s = shard_of(l, a->id);
     pthread_mutex_lock(&s->lock);
-    struct es__xnode *n = node_get(s, a->id);
+    struct es__mon *w = s->spare_watches;
+    if (w) {
+        s->spare_watches = w->next;
+        s->nspare_watches--;
+    } else {
+        w = es__malloc(sizeof(*w));
+    }
+    struct es__xnode *n = w ? node_get(s, a->id) : NULL;
     if (n && mon_reserve(n) != 0) {
         node_trim(s, a->id);
         n = NULL;
@@ -701,9 +740,16 @@ bool es__request_unwatch(es_runtime_t *rt, es_actor_id_t target, es_ref_t ref)
     struct es__xnode *n = node_find(s, target);
     struct es__mon *w = mon_take(n, ref, false);
     node_trim(s, target);
+    bool found = w != NULL;
+    if (w && s->nspare_watches < SPARE_WATCHES) {
+        w->next = s->spare_watches;
+        s->spare_watches = w;
+        s->nspare_watches++;
+        w = NULL;
+    }
     pthread_mutex_unlock(&s->lock);
     es__free(w);
-    return w != NULL;
+    return found;
 }
 
 void es__request_watches_take(es_actor_t *a,

@@ -42,8 +42,14 @@ if [ ! -e "$libdir/libeventserver.so" ]; then
     static=--static
 fi
 
+# The cluster module is there when nats.c was (ES_BUILD_CLUSTER).
+mods="eventserver eventserver-http"
+if [ -e "$pcdir/eventserver-cluster.pc" ]; then
+    mods="$mods eventserver-cluster"
+fi
+
 # 1. No preprocessor definition in the public compile flags.
-for mod in eventserver eventserver-http; do
+for mod in $mods; do
     cflags=$(pkg-config --cflags $static "$mod") ||
         fail "pkg-config --cflags $mod"
     echo "pkg-config --cflags $static $mod: $cflags"
@@ -97,4 +103,32 @@ EOF
     fail "the program does not build with the pkg-config flags"
 out=$(LD_LIBRARY_PATH=$libdir "$tmp/app") || fail "the program failed"
 [ "$out" = ok ] || fail "the program printed '$out'"
+
+# 4. The same for the cluster module: its header and library alone.
+case $mods in
+*eventserver-cluster*)
+    cat >"$tmp/capp.c" <<'EOF'
+#include <eventserver/cluster.h>
+
+#include <errno.h>
+#include <stdio.h>
+
+int main(void)
+{
+    es_cluster_opts_t o = {0};
+    es_cluster_t *c;
+    /* No servers: refused before any network is touched. */
+    puts(es_cluster_join(NULL, &o, &c) == -EINVAL ? "ok" : "bad");
+    return 0;
+}
+EOF
+    # shellcheck disable=SC2046,SC2086
+    "$cc" -std=c11 -Wall $extra $(pkg-config --cflags eventserver-cluster) \
+        -o "$tmp/capp" "$tmp/capp.c" \
+        $(pkg-config --libs $static eventserver-cluster) ||
+        fail "a cluster program does not build with the pkg-config flags"
+    out=$(LD_LIBRARY_PATH=$libdir "$tmp/capp") || fail "the cluster program failed"
+    [ "$out" = ok ] || fail "the cluster program printed '$out'"
+    ;;
+esac
 echo "install_test: ok"

@@ -216,6 +216,14 @@ ES_EXTERN void es_cluster_stats(const es_cluster_t *c, es_cluster_stats_t *out);
 ES_EXTERN int es_cluster_metrics_text(const es_cluster_t *c, char *buf,
                                       size_t size);
 
+/* es_cluster_metrics_text() as an es_http_server_metrics_add() source:
+ * es_http_server_metrics_add(srv, es_cluster_metrics_cb, c) puts the
+ * cluster's counters on the server's /metrics page. */
+static inline int es_cluster_metrics_cb(void *c, char *buf, size_t size)
+{
+    return es_cluster_metrics_text((const es_cluster_t *)c, buf, size);
+}
+
 #ifdef __cplusplus
 }
 #endif

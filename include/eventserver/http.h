@@ -314,6 +314,23 @@ ES_EXTERN int es_http_server_stats(const es_http_server_t *s,
 ES_EXTERN int es_http_server_metrics(es_http_server_t *s, const char *path);
 
 /*
+ * More families for the metrics page, from another module (the cluster's
+ * es_cluster_metrics_text()) or the application: each time the page is
+ * built, cb(arg, buf, size) appends its families in the text format 0.0.4
+ * to buf and returns the length written, or -EOVERFLOW when size is too
+ * small (it is called again with a larger buf, up to 1 MiB), or another
+ * negative errno (the page then answers 500). cb runs on a demux thread:
+ * it must not block. At most ES_HTTP_METRICS_SOURCES sources.
+ * Returns: 0; -EINVAL; -EBUSY after es_http_server_start(); -ENOSPC.
+ * Ownership: arg stays the caller's; it must outlive the server.
+ * Thread: any, before es_http_server_start().
+ */
+#define ES_HTTP_METRICS_SOURCES 8
+typedef int (*es_http_metrics_cb)(void *arg, char *buf, size_t size);
+ES_EXTERN int es_http_server_metrics_add(es_http_server_t *s,
+                                         es_http_metrics_cb cb, void *arg);
+
+/*
  * Stops accepting and frees the server once its last connection has
  * closed; open connections finish the request in progress and close.
  * Returns: nothing. Thread: any thread that is not one of rt's demux

@@ -5,15 +5,26 @@
  * colour, both take the complement colour and ask again; after n meetings
  * the mall sends every asker home and sums the meetings they report.
  * check = that sum (2n). --placed: the mall and all creatures on loop 0.
+ *
+ * --request (issue 10): asking for a meeting is an es_request(). The mall
+ * keeps the first asker's reply token (es_reply_token()) until a partner
+ * comes, then answers both, the kept one with es_reply_to(), the partner
+ * with es_reply(); each answer carries the colour both take (so no CHANGE
+ * goes between the two), or says go home. A request that gets no answer
+ * fails the run. Same meetings, same check.
  */
 #include "es_common.h"
 
 enum { MEET = ES_MSG_USER, MATE, CHANGE, EXIT, COUNT };
 
+/* What a --request answer says in inl.u64[0]; the colour is in [1]. */
+enum { ANSWER_MATE, ANSWER_EXIT };
+
 struct mall {
     uint64_t left;
     es_actor_id_t waiting;
     uint64_t waiting_colour;
+    es_reply_token_t waiting_tok; /* --request: the waiting asker's */
     unsigned exited;
     uint64_t meetings;
 };
@@ -30,12 +41,43 @@ static uint64_t complement(uint64_t a, uint64_t b)
     return a == b ? a : 3 - a - b;
 }
 
+/* --request: a meeting asked for by es_request(). */
+static void mall_meet_request(es_actor_t *self, struct mall *m,
+                              const es_msg_t *msg)
+{
+    if (m->left == 0) {
+        es_bench_reply(self, msg, ANSWER_EXIT, 0);
+    } else if (m->waiting == ES_ACTOR_NONE) {
+        int rc = es_reply_token(self, msg, &m->waiting_tok);
+        if (rc) {
+            es_bench_fail("es_reply_token", rc);
+            return;
+        }
+        m->waiting = msg->from;
+        m->waiting_colour = msg->inl.u64[0];
+    } else {
+        m->left--;
+        uint64_t colour = complement(m->waiting_colour, msg->inl.u64[0]);
+        es_msg_t mate = es_msg_make(0);
+        mate.inl.u64[0] = ANSWER_MATE;
+        mate.inl.u64[1] = colour;
+        mate.len = ES_MSG_REQUEST_INLINE;
+        int rc = es_reply_to(es_bench.rt, &m->waiting_tok, &mate);
+        if (rc)
+            es_bench_fail("es_reply_to", rc);
+        es_bench_reply(self, msg, ANSWER_MATE, colour);
+        m->waiting = ES_ACTOR_NONE;
+    }
+}
+
 static int mall_cb(es_actor_t *self, es_msg_t *msg)
 {
     struct mall *m = es_actor_state(self);
     switch (msg->type) {
     case MEET:
-        if (m->left == 0) {
+        if (es_bench.args.request) {
+            mall_meet_request(self, m, msg);
+        } else if (m->left == 0) {
             es_bench_send3(msg->from, EXIT, 0, 0, 0);
         } else if (m->waiting == ES_ACTOR_NONE) {
             m->waiting = msg->from;
@@ -55,6 +97,14 @@ static int mall_cb(es_actor_t *self, es_msg_t *msg)
     return 0;
 }
 
+/* Reports the creature's meetings to the mall and stops it. */
+static int go_home(es_actor_t *self, struct creature *c)
+{
+    es_bench_send3(c->mall, COUNT, c->meetings, 0, 0);
+    es_actor_stop(self);
+    return 0;
+}
+
 static int creature_cb(es_actor_t *self, es_msg_t *msg)
 {
     struct creature *c = es_actor_state(self);
@@ -70,14 +120,24 @@ static int creature_cb(es_actor_t *self, es_msg_t *msg)
         c->colour = msg->inl.u64[0];
         c->meetings++;
         break;
-    case EXIT:
-        es_bench_send3(c->mall, COUNT, c->meetings, 0, 0);
-        es_actor_stop(self);
+    case ES_MSG_REPLY:
+        if (msg->inl.u64[0] == ANSWER_EXIT)
+            return go_home(self, c);
+        c->colour = msg->inl.u64[1];
+        c->meetings++;
+        break;
+    case ES_MSG_REQUEST_FAILED:
+        es_bench_request_failed(msg);
         return 0;
+    case EXIT:
+        return go_home(self, c);
     default:
         return 0;
     }
-    es_bench_send3(c->mall, MEET, c->colour, 0, 0);
+    if (es_bench.args.request)
+        es_bench_request(self, c->mall, MEET, c->colour, 0);
+    else
+        es_bench_send3(c->mall, MEET, c->colour, 0, 0);
     return 0;
 }
 

@@ -14,6 +14,8 @@ static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static int done;
 static uint64_t done_check;
+static int done_failed; /* es_bench_fail(): the reason, else 0 */
+static const char *done_what;
 
 int es_bench_init(int argc, char **argv, const char *name, uint64_t default_n)
 {
@@ -87,13 +89,55 @@ void es_bench_send3(es_actor_id_t to, uint32_t type, uint64_t a, uint64_t b,
     es_bench_send(to, &m);
 }
 
+void es_bench_request(es_actor_t *self, es_actor_id_t to, uint32_t type,
+                      uint64_t a, uint64_t b)
+{
+    es_msg_t m = es_msg_make(type);
+    m.inl.u64[0] = a;
+    m.inl.u64[1] = b;
+    m.len = ES_MSG_REQUEST_INLINE;
+    int rc = es_request(self, to, &m, -1, NULL);
+    if (rc) {
+        fprintf(stderr, "%s: es_request: %s\n", es_bench.name, es_strerror(rc));
+        abort();
+    }
+}
+
+void es_bench_reply(es_actor_t *self, const es_msg_t *request, uint64_t a,
+                    uint64_t b)
+{
+    es_msg_t m = es_msg_make(0);
+    m.inl.u64[0] = a;
+    m.inl.u64[1] = b;
+    m.len = ES_MSG_REQUEST_INLINE;
+    int rc = es_reply(self, request, &m);
+    if (rc) {
+        fprintf(stderr, "%s: es_reply: %s\n", es_bench.name, es_strerror(rc));
+        abort();
+    }
+}
+
 void es_bench_finish(uint64_t check)
 {
-    savina_clock_stop(&es_bench.clock);
     pthread_mutex_lock(&done_mu);
-    done = 1;
-    done_check = check;
-    pthread_cond_signal(&done_cv);
+    if (!done) { /* after es_bench_fail() the run has failed already */
+        savina_clock_stop(&es_bench.clock);
+        done = 1;
+        done_check = check;
+        pthread_cond_signal(&done_cv);
+    }
+    pthread_mutex_unlock(&done_mu);
+}
+
+void es_bench_fail(const char *what, int reason)
+{
+    pthread_mutex_lock(&done_mu);
+    if (!done) {
+        done = 1;
+        done_failed = reason ? reason : -EPROTO;
+        done_what = what;
+        pthread_cond_signal(&done_cv);
+    }
     pthread_mutex_unlock(&done_mu);
 }
 
@@ -103,6 +147,7 @@ int es_bench_end(uint64_t expected)
     while (!done)
         pthread_cond_wait(&done_cv, &done_mu);
     uint64_t check = done_check;
+    int failed = done_failed;
     pthread_mutex_unlock(&done_mu);
     if (getenv("SAVINA_ES_STATS")) {
         /* What the runtime did, on stderr (run.sh reads only stdout). */
@@ -118,6 +163,11 @@ int es_bench_end(uint64_t expected)
                     (unsigned long long)st.wakeups_written);
     }
     es_runtime_free(es_bench.rt);
+    if (failed) {
+        fprintf(stderr, "%s: %s: %s\n", es_bench.name, done_what,
+                es_strerror(failed));
+        return 1;
+    }
     return savina_report(es_bench.name, "es", &es_bench.args, &es_bench.clock,
                          check, expected);
 }

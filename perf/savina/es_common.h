@@ -41,8 +41,33 @@ void es_bench_send(es_actor_id_t to, const es_msg_t *msg);
 void es_bench_send3(es_actor_id_t to, uint32_t type, uint64_t a, uint64_t b,
                     uint64_t c);
 
-/* Stops the clock with the result and wakes main. Thread: any, once. */
+/* es_request() with no deadline of a message of `type` carrying two values
+ * (a request has room for ES_MSG_REQUEST_INLINE inline bytes); aborts on
+ * failure, as es_bench_send(). Thread: self's behaviour. */
+void es_bench_request(es_actor_t *self, es_actor_id_t to, uint32_t type,
+                      uint64_t a, uint64_t b);
+
+/* es_reply() to `request`, the message self is handling, carrying two
+ * values; aborts on failure. Thread: self's behaviour. */
+void es_bench_reply(es_actor_t *self, const es_msg_t *request, uint64_t a,
+                    uint64_t b);
+
+/* Stops the clock with the result and wakes main. Thread: any, once (a
+ * call after es_bench_fail() is ignored). */
 void es_bench_finish(uint64_t check);
+
+/* Ends the run as failed (`what` went wrong with `reason`, a negative
+ * errno): es_bench_end() then prints why and returns 1. The --request
+ * modes call it on ES_MSG_REQUEST_FAILED, so a request left unanswered
+ * fails the run at once instead of leaving it waiting. Thread: any; only
+ * the first of es_bench_finish() and es_bench_fail() counts. */
+void es_bench_fail(const char *what, int reason);
+
+/* es_bench_fail() for an ES_MSG_REQUEST_FAILED message. */
+static inline void es_bench_request_failed(const es_msg_t *msg)
+{
+    es_bench_fail("request failed", es_msg_reason(msg));
+}
 
 /* Waits for es_bench_finish(), frees the runtime, prints the result line.
  * Returns: the exit status (0 only if the check equals expected). */

@@ -2,7 +2,9 @@
 /*
  * Savina counting on EventServer: a producer sends n increments to a
  * counter, then asks for the count and checks it. check = the count.
- * --placed: both on loop 0.
+ * --placed: both on loop 0. --request: the question for the count is an
+ * es_request() and the count its es_reply() (issue 10); a request that gets
+ * no answer fails the run.
  *
  * The producer streams in chunks of CHUNK with a message to itself between
  * them, as actor.h tells a streaming behaviour to: its sends never fail,
@@ -29,13 +31,19 @@ static int producer_cb(es_actor_t *self, es_msg_t *msg)
         for (unsigned i = 0; i < CHUNK && p->sent < es_bench.args.n;
              i++, p->sent++)
             es_bench_send3(p->counter, INC, 0, 0, 0);
-        if (p->sent == es_bench.args.n)
-            es_bench_send3(p->counter, GET, 0, 0, 0);
-        else
+        if (p->sent < es_bench.args.n)
             es_bench_send3(es_actor_self(self), NEXT, 0, 0, 0);
+        else if (es_bench.args.request)
+            es_bench_request(self, p->counter, GET, 0, 0);
+        else
+            es_bench_send3(p->counter, GET, 0, 0, 0);
         break;
     case COUNT:
+    case ES_MSG_REPLY:
         es_bench_finish(msg->inl.u64[0]);
+        break;
+    case ES_MSG_REQUEST_FAILED:
+        es_bench_request_failed(msg);
         break;
     }
     return 0;
@@ -49,7 +57,10 @@ static int counter_cb(es_actor_t *self, es_msg_t *msg)
         (*count)++;
         break;
     case GET:
-        es_bench_send3(msg->from, COUNT, *count, 0, 0);
+        if (es_bench.args.request)
+            es_bench_reply(self, msg, *count, 0);
+        else
+            es_bench_send3(msg->from, COUNT, *count, 0, 0);
         break;
     }
     return 0;

@@ -4,6 +4,9 @@
  * sends each one message; a worker does one savina_work(), answers and
  * stops. check = the answers the driver got. --placed: workers spread over
  * the loops (worker i on loop i mod threads), the driver on loop 0.
+ * --request (issue 10): the driver's message is an es_request() and the
+ * worker's answer its es_reply(); a request that gets no answer fails the
+ * run.
  */
 #include "es_common.h"
 
@@ -23,7 +26,10 @@ static int worker_cb(es_actor_t *self, es_msg_t *msg)
     double r = savina_work(msg->inl.u64[0]);
     es_msg_t done = es_msg_make(DONE);
     memcpy(&done.inl.u64[0], &r, sizeof(r));
-    es_bench_send(msg->from, &done);
+    if (es_bench.args.request)
+        es_bench_reply(self, msg, done.inl.u64[0], 0);
+    else
+        es_bench_send(msg->from, &done);
     es_actor_stop(self);
     return 0;
 }
@@ -36,10 +42,17 @@ static int driver_cb(es_actor_t *self, es_msg_t *msg)
         for (uint64_t i = 0; i < es_bench.args.n; i++) {
             int loop = es_bench.args.placed ? es_bench_spread(i) : 0;
             es_actor_id_t w = es_bench_spawn(worker_cb, NULL, NULL, loop);
-            es_bench_send3(w, WORK, i, 0, 0);
+            if (es_bench.args.request)
+                es_bench_request(self, w, WORK, i, 0);
+            else
+                es_bench_send3(w, WORK, i, 0, 0);
         }
         break;
-    case DONE: {
+    case ES_MSG_REQUEST_FAILED:
+        es_bench_request_failed(msg);
+        break;
+    case DONE:
+    case ES_MSG_REPLY: {
         double r;
         memcpy(&r, &msg->inl.u64[0], sizeof(r));
         d->acc += r;

@@ -12,12 +12,23 @@
 # ratios of the medians of wall time, and the issue's targets, met or
 # missed as measured.
 #
+# Then the request/reply ports (issue 10): every program that waits for an
+# answer (req_benches) runs plain and with --request, at 1 thread and at 2
+# threads with default placement, interleaved in rounds of their own; the
+# report's "Request/reply ports" section holds the medians of wall time
+# and the ratios request/plain.
+#
 # Usage: perf/savina/run.sh [BUILD_DIR]
 #        SAVINA_RAW=FILE perf/savina/run.sh   (re-render a report from the
 #        "Raw lines" of an earlier one, without running anything)
+#        SAVINA_ONLY=request perf/savina/run.sh [BUILD_DIR]   (run only the
+#        request/reply part; its raw lines replace the earlier ones of that
+#        part in SAVINA_OUT, the rest of the report is re-rendered from the
+#        raw lines kept there, so only its section changes)
 # Env: SAVINA_ROUNDS (default 5), SAVINA_OUT (default docs/perf/savina.md),
 # SAVINA_TIMEOUT (seconds per run, default 30: a run past it counts as
-# failed, "timed out", and is left out of the medians).
+# failed, "timed out", and is left out of the medians), SAVINA_ONLY
+# (empty: everything; "request": the request/reply part alone).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,7 +37,16 @@ bin=$build/perf/savina
 rounds=${SAVINA_ROUNDS:-5}
 limit=${SAVINA_TIMEOUT:-30}
 out=${SAVINA_OUT:-$root/docs/perf/savina.md}
+only=${SAVINA_ONLY:-}
 benches=(pingpong counting threadring fjthroughput fjcreation big chameneos)
+# The programs that wait for answers and have --request (threadring and
+# fjthroughput wait for none), and the configurations of that part.
+req_benches=(pingpong counting fjcreation big chameneos)
+req_configs=(es1plain es1req es2plain es2req)
+case $only in
+"" | request) ;;
+*) echo "run.sh: SAVINA_ONLY=$only: only \"request\" is known" >&2; exit 1 ;;
+esac
 # shellcheck source=perf/mem_common.sh
 source "$root/perf/mem_common.sh" # field, machine
 
@@ -34,13 +54,35 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 raw=$tmp/raw
 
+# raw_lines FILE: the "Raw lines" of an earlier report.
+raw_lines() { sed -n '/^## Raw lines/,$p' "$1" | grep -v '^##\|^```\|^$' || true; }
+# not_req_lines: filters out the lines of the request/reply part (its meta
+# lines "#req_*" and its runs, tagged BENCH/CONFIG with CONFIG one of
+# req_configs).
+not_req_lines() {
+    awk -v c="${req_configs[*]}" 'BEGIN { n = split(c, a, " "); for (i = 1; i <= n; i++) is[a[i]] = 1 }
+        $1 ~ /^#req_/ { next }
+        { split($1, p, "/"); if (p[2] in is) next; print }'
+}
+
 if [[ -n ${SAVINA_RAW:-} ]]; then
-    sed -n '/^## Raw lines/,$p' "$SAVINA_RAW" | grep -v '^##\|^```\|^$' >"$raw"
-    rounds=$(awk '$1 == "pingpong/es1"' "$raw" | wc -l)
+    raw_lines "$SAVINA_RAW" >"$raw"
 else
-for b in "${benches[@]}"; do
+if [[ -z $only ]]; then
+    run_benches=("${benches[@]}")
+else
+    run_benches=("${req_benches[@]}")
+fi
+for b in "${run_benches[@]}"; do
     [[ -x $bin/es_$b ]] || { echo "run.sh: $bin/es_$b missing (build first)" >&2; exit 1; }
 done
+commit=$(git -C "$root" rev-parse --short HEAD)
+git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$commit (with local changes)"
+if [[ $only == request ]]; then
+    # Keep everything of the earlier report but its request/reply part.
+    [[ -f $out ]] || { echo "run.sh: SAVINA_ONLY=request needs an earlier $out" >&2; exit 1; }
+    raw_lines "$out" | not_req_lines >"$raw"
+else
 [[ -x $bin/idle_actors ]] || { echo "run.sh: $bin/idle_actors missing" >&2; exit 1; }
 have_caf=1
 for b in "${benches[@]}"; do
@@ -48,13 +90,12 @@ for b in "${benches[@]}"; do
 done
 ((have_caf)) || echo "run.sh: caf_* binaries missing; CAF columns stay empty" >&2
 
-commit=$(git -C "$root" rev-parse --short HEAD)
-git -C "$root" diff --quiet HEAD -- src include actors perf/savina || commit="$commit (with local changes)"
 {
     echo "#machine $(machine)"
     echo "#commit $commit"
     echo "#limit $limit"
 } >"$raw"
+fi
 
 # run LABEL BINARY ARGS...: one run; its line goes to $raw tagged with
 # LABEL, or a failure line if it exits nonzero (wrong check or crash).
@@ -73,6 +114,7 @@ run() {
     fi
 }
 
+if [[ -z $only ]]; then
 for ((r = 1; r <= rounds; r++)); do
     echo "run.sh: round $r/$rounds" >&2
     for b in "${benches[@]}"; do
@@ -96,6 +138,24 @@ done
 idle=$("$bin/idle_actors" --threads 2 2>&1) || idle="FAILED: $idle"
 echo "idle $idle" >>"$raw"
 fi
+
+# The request/reply part: plain and --request side by side in each round.
+{
+    echo "#req_machine $(machine)"
+    echo "#req_commit $commit"
+} >>"$raw"
+for ((r = 1; r <= rounds; r++)); do
+    echo "run.sh: request/reply round $r/$rounds" >&2
+    for b in "${req_benches[@]}"; do
+        run "$b/es1plain" "es_$b" --threads 1
+        run "$b/es1req" "es_$b" --threads 1 --request
+        run "$b/es2plain" "es_$b" --threads 2
+        run "$b/es2req" "es_$b" --threads 2 --request
+    done
+done
+fi
+rounds=$(awk '$1 == "pingpong/es1"' "$raw" | wc -l)
+req_rounds=$(awk '$1 == "pingpong/es1req"' "$raw" | wc -l)
 
 idle=$(awk '$1 == "idle"' "$raw" | cut -d' ' -f2-)
 meta() { awk -v k="#$1" '$1 == k' "$raw" | cut -d' ' -f2-; }
@@ -160,6 +220,82 @@ checks() {
     fi
     printf '%s\n' "es2/es1|$es2|$es1|$t21" "es2/es2p|$es2|$es2p|1.2" \
         "es1/caf|$es1|$caf|0.3" "es2/caf|$es2|$caf|0.3" "es2p/caf|$es2p|$caf|0.3"
+}
+
+# requests B N: how many requests benchmark B makes at size N (the
+# constants of savina_common.h): pingpong and fjcreation one per message,
+# big SAVINA_BIG_ACTORS * N, chameneos one per meeting of each creature and
+# one more each to be sent home (2N + SAVINA_CHAMENEOS), counting one.
+requests() {
+    case $1 in
+    pingpong | fjcreation) echo "$2" ;;
+    big) echo $((120 * $2)) ;;
+    chameneos) echo $((2 * $2 + 100)) ;;
+    *) echo 1 ;;
+    esac
+}
+# extra_ns REQ PLAIN COUNT: (REQ - PLAIN) ms spread over COUNT requests, in
+# ns; "-" when there are too few requests for the difference to mean
+# anything.
+extra_ns() {
+    [[ -n $1 && -n $2 && $3 -ge 1000 ]] || { echo -; return; }
+    awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN { printf "%.0f", (a - b) * 1e6 / c }'
+}
+
+# req_section: the report's section on the request/reply ports.
+req_section() {
+    local b n rq p1 q1 p2 q2 ok bad total_ok=0 total_bad=0
+    echo
+    echo "## Request/reply ports (issue 10)"
+    echo
+    echo "$(meta req_machine)."
+    echo "Commit $(meta req_commit); $req_rounds rounds, interleaved: in each"
+    echo "round every program runs plain, then with \`--request\`, at 1 thread"
+    echo "(es1) and at 2 threads with default placement (es2)."
+    echo "With \`--request\` the side that waits for an answer asks with"
+    echo "\`es_request()\` (no deadline) and is answered with \`es_reply()\`:"
+    echo "pingpong's ping, counting's question for the total after the n"
+    echo "increments, fjcreation's message to each new worker, big's pings;"
+    echo "chameneos's mall keeps the first asker's \`es_reply_token()\` until a"
+    echo "partner comes and answers it with \`es_reply_to()\`. The ratio"
+    echo "request/plain of the medians of wall time is what the request"
+    echo "bookkeeping (a pending entry per request, found again by the reply's"
+    echo "id and removed) costs over a plain send and a plain send of the"
+    echo "answer: 1.00 is nothing, 1.20 is 20% more time for the whole program."
+    echo "Extra ns per request spreads the difference of the medians (request"
+    echo "less plain) over the requests the program makes. The checks are the"
+    echo "same numbers as in plain mode, so a lost or duplicated answer, or a"
+    echo "request that fails, fails the run (counted under failed)."
+    echo
+    echo "Two things weigh beyond the bookkeeping. A kept reply token (chameneos)"
+    echo "also holds a watch on the mall for the requester (link.c: an entry"
+    echo "taken under a lock, so that the requester learns at once if the mall"
+    echo "stops), added and removed for every meeting. And a reply does not"
+    echo "count against the requester's mailbox while a plain answer does: where"
+    echo "many answers arrive while the requester is busy (fjcreation's driver"
+    echo "spawning), the plain answers mute their senders and the replies do"
+    echo "not (\`SAVINA_ES_STATS=1\` prints the mutes), so a ratio below 1 is"
+    echo "possible."
+    echo
+    echo "| benchmark | n | requests | es1 plain ms | es1 request ms | es1 request/plain | es1 extra ns/request | es2 plain ms | es2 request ms | es2 request/plain | es2 extra ns/request | runs | failed |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for b in "${req_benches[@]}"; do
+        n=$(field n "$(awk -v l="$b/es1req" '$1 == l && $2 != "FAILED"' "$raw" | head -1)")
+        rq=$(requests "$b" "${n:-0}")
+        p1=$(median "$b/es1plain" wall_ms)
+        q1=$(median "$b/es1req" wall_ms)
+        p2=$(median "$b/es2plain" wall_ms)
+        q2=$(median "$b/es2req" wall_ms)
+        ok=0 bad=0
+        for c in "${req_configs[@]}"; do
+            ok=$((ok + $(runs "$b/$c")))
+            bad=$((bad + $(fails "$b/$c")))
+        done
+        total_ok=$((total_ok + ok)) total_bad=$((total_bad + bad))
+        echo "| $b | ${n:-?} | $rq | $p1 | $q1 | $(ratio "$q1" "$p1" || echo n/a) | $(extra_ns "$q1" "$p1" "$rq") | $p2 | $q2 | $(ratio "$q2" "$p2" || echo n/a) | $(extra_ns "$q2" "$p2" "$rq") | $ok | $bad |"
+    done
+    echo
+    echo "Checks: $total_ok runs passed theirs, $total_bad failed or timed out."
 }
 
 {
@@ -236,6 +372,9 @@ checks() {
             done
         fi
     done
+    if ((req_rounds > 0)); then
+        req_section
+    fi
     echo
     echo "## idle_actors"
     echo

@@ -18,13 +18,14 @@
 #include <sys/resource.h>
 #include <time.h>
 
-/* The command line: [--threads N] [--n N] [--placed] [--split]. */
+/* The command line: [--threads N] [--n N] [--placed] [--split]
+ * [--request]. */
 struct savina_args {
     unsigned threads; /* demux threads / CAF scheduler max-threads */
     uint64_t n;       /* the benchmark's main size parameter */
     int placed;       /* es only: hand-placed actors */
     int split;        /* es pingpong only: the two actors on two loops */
-    int request;      /* es big only: pings are es_request()s */
+    int request;      /* es only: who waits for an answer es_request()s it */
 };
 
 /* Parses argv into *a (n defaults to default_n, threads to 2).

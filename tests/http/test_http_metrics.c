@@ -217,12 +217,32 @@ static double page_value(const char *body, const char *series)
 #define OK_N 3
 #define MISSING_N 2
 
+/* A source of more families (es_http_server_metrics_add()): a counter
+ * with a label, written past the first buffer size it is offered so that
+ * the page must grow it. */
+static int extra_metrics(void *arg, char *buf, size_t size)
+{
+    (void)arg;
+    size_t pad = 5000; /* > the first 4 KiB offered */
+    if (size < pad + 200)
+        return -EOVERFLOW;
+    int n = snprintf(buf, size,
+                     "# HELP extra_things_total Things counted elsewhere.\n"
+                     "# TYPE extra_things_total counter\n"
+                     "extra_things_total{node=\"n1\"} 7\n");
+    memset(buf + n, '#', 1); /* a comment line that fills the page */
+    memset(buf + n + 1, ' ', pad - 2);
+    buf[n + pad - 1] = '\n';
+    return n + (int)pad;
+}
+
 static void scenario_start(struct hts *t)
 {
     es_http_server_opts_t o = {.max_url = MAX_URL, .max_headers = MAX_HEADERS};
     hts_init(t, 2, &o);
     hts_route(t, "GET", "/ok", h_text, "ok");
     ES_OK(es_http_server_metrics(t->srv, "/metrics"));
+    ES_OK(es_http_server_metrics_add(t->srv, extra_metrics, NULL));
     hts_start(t);
 }
 
@@ -335,6 +355,8 @@ Test(http_metrics, page_is_strict_text_format, .timeout = ES_TEST_TIMEOUT)
     cr_assert_gt(page_value(r.body, "eventserver_http_received_bytes_total"),
                  0);
     cr_assert_gt(page_value(r.body, "eventserver_http_sent_bytes_total"), 0);
+    /* The source's family, after a second, larger buffer. */
+    PAGE_IS(r.body, "extra_things_total{node=\"n1\"}", 7);
     /* /metrics is counted once its response is written */
     cr_assert_eq(hts_stats(&t).responses[1], OK_N + 1);
     hr_release(&r);
@@ -485,6 +507,8 @@ Test(http_metrics, prometheus_client_parses_page, .timeout = ES_TEST_TIMEOUT)
         parsed_value(out, key),
         page_value(r.body, "eventserver_loop_msgs_received_total{loop=\"0\"}"));
     cr_assert_gt(parsed_value(out, "eventserver_http_sent_bytes_total{}"), 0);
+    parsed_key("extra_things_total{node=\"n1\"}", key, sizeof(key));
+    cr_assert_eq(parsed_value(out, key), 7);
     free(out);
     hr_release(&r);
     hts_fini(&t);
