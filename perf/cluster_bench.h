@@ -36,9 +36,9 @@ struct cb_opts {
     long subs;        /* fan: subscribers over both processes */
     unsigned rate;    /* fan: publishes per second */
     double secs;      /* fan: seconds of publishing */
-    /* raw: nats.c's default options instead of the cluster module's
-     * (natsOptions_SetSendAsap, UseGlobalMessageDelivery) */
-    int raw_defaults;
+    /* raw: natsOptions_SetSendAsap (each publish written at once) instead
+     * of nats.c's default batching */
+    int raw_asap;
 };
 
 /*

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The cases of perf/cluster_bench on bare nats.c, with the connection
- * options the cluster module uses or nats.c's defaults: a publisher and a
+ * The cases of perf/cluster_bench on bare nats.c, with its default options
+ * or with SendAsap (--impl raw-asap): a publisher and a
  * subscriber, natsConnection_Request() and a responder that publishes the
  * payload back, and one subscription per process whose callback walks
  * every local subscriber's callback and counter. Subjects sit under the
@@ -44,10 +44,8 @@ static int node_up(const struct cb_opts *o, const char *leaf, natsMsgHandler cb,
     s = natsOptions_Create(&no);
     if (s == NATS_OK)
         s = natsOptions_SetURL(no, o->url);
-    if (s == NATS_OK && !o->raw_defaults)
+    if (s == NATS_OK && o->raw_asap)
         s = natsOptions_SetSendAsap(no, true);
-    if (s == NATS_OK && !o->raw_defaults)
-        s = natsOptions_UseGlobalMessageDelivery(no, true);
     if (s == NATS_OK)
         s = natsConnection_Connect(&n->nc, no);
     natsOptions_Destroy(no);
