@@ -72,6 +72,7 @@ fi
 echo "cluster_bench.sh: nats-server $server_pid at $url" >&2
 
 started=$(date +%s)
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 : >"$dir/lines.txt"
 for round in $(seq "$runs"); do
     case $((round % 3)) in
@@ -93,6 +94,7 @@ for round in $(seq "$runs"); do
     done
 done
 secs=$(($(date +%s) - started))
+load="load average $load_start at the start, $(cut -d' ' -f1 /proc/loadavg) at the end"
 
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$root" status --porcelain -- cluster perf include src \
@@ -104,12 +106,12 @@ versions="$versions nats.c $(pkg-config --modversion libnats 2>/dev/null ||
     echo '?')"
 
 python3 - "$dir/lines.txt" "$out" "$dir/readme.md" "$(machine)" "$commit" \
-    "$runs" "$secs" "$versions" "${CLUSTER_BENCH_ARGS:-}" <<'PY'
+    "$runs" "$secs" "$versions" "$load" "${CLUSTER_BENCH_ARGS:-}" <<'PY'
 import statistics
 import sys
 
 lines_path, out_path, readme_path, machine, commit, runs, secs, versions, \
-    args = sys.argv[1:]
+    load, args = sys.argv[1:]
 rows = []
 for raw in open(lines_path):
     rows.append(dict(kv.split("=", 1) for kv in raw.split()))
@@ -224,8 +226,8 @@ head = ("**cluster_bench**, %s; commit %s; %s. %s round(s) of every case, "
         "requests written at once), *raw-asap* the same with "
         "`natsOptions_SetSendAsap()` (every publish written at once); es is "
         "compared with the better of the two for each figure, from the "
-        "medians. The whole run took %s s.%s" % (
-            machine, commit, versions, runs, secs,
+        "medians. The whole run took %s s (%s).%s" % (
+            machine, commit, versions, runs, secs, load,
             " Arguments: `%s`." % args if args else ""))
 
 with open(readme_path, "w") as f:
