@@ -45,9 +45,17 @@ struct wire {
     uint64_t reg; /* WIRE_UP / WIRE_DOWN: the registration's id */
 };
 
-/* Encodes kind + *msg (may be NULL) into a malloc'ed buffer. */
+/* An encoded message: in `small` when it fits, else malloc'ed. */
+struct wire_buf {
+    char *data;
+    int len;
+    char small[512];
+};
+
+/* Encodes kind + *msg (may be NULL) into *out; es__wire_done() after. */
 int es__wire_encode(int kind, const es_msg_t *msg, int reason, uint64_t reg,
-                    char **out, int *out_len);
+                    struct wire_buf *out);
+void es__wire_done(struct wire_buf *b);
 /* Decodes data into *head and *msg (ptr payloads are es_malloc'ed copies
  * owned by *msg, freed by es_free). -EBADMSG if malformed. */
 int es__wire_decode(const char *data, int len, struct wire *head,
@@ -74,6 +82,7 @@ struct es_cluster {
     atomic_int subs; /* subscriptions whose completion has not come */
     atomic_int actors;
     atomic_bool leaving;
+    atomic_bool conn_closed; /* nats.c's closed callback has run */
 
     pthread_mutex_t lock; /* regs, proxies, topics, peers */
     struct reg *regs;
@@ -131,7 +140,8 @@ void es__cluster_unref(es_cluster_t *c);
  * written at once by the express flusher instead. */
 int es__cluster_publish(es_cluster_t *c, const char *subj, const char *reply,
                         const char *data, int len, bool urgent);
-/* subject = prefix + "." + kind + "." + name; -EOVERFLOW if too long. */
+/* subject = prefix + "." + kind + "." + name; -EOVERFLOW if too long.
+ * kind is one letter. */
 int es__cluster_subject(const es_cluster_t *c, char *buf, size_t size,
                         const char *kind, const char *name);
 

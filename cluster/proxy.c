@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <eventserver/timer.h>
+
 /* --- a small map: nonzero u64 -> pointer (one actor's thread) ----------- */
 
 struct map {
@@ -186,18 +188,13 @@ struct gateway {
 static void answer(es_cluster_t *c, const char *reply, const es_msg_t *msg,
                    int reason)
 {
-    char *buf;
-    int len;
-    int rc = es__wire_encode(msg ? WIRE_REPLY : WIRE_FAIL, msg, reason, 0, &buf,
-                             &len);
-    if (rc) {
-        /* A reply we cannot carry (too big): the requester learns why. */
-        rc = es__wire_encode(WIRE_FAIL, NULL, rc, 0, &buf, &len);
-        if (rc)
-            return;
-    }
-    (void)es__cluster_publish(c, reply, NULL, buf, len, true);
-    free(buf);
+    struct wire_buf b;
+    int rc = es__wire_encode(msg ? WIRE_REPLY : WIRE_FAIL, msg, reason, 0, &b);
+    /* A reply we cannot carry (too big): the requester learns why. */
+    if (rc && es__wire_encode(WIRE_FAIL, NULL, rc, 0, &b) != 0)
+        return;
+    (void)es__cluster_publish(c, reply, NULL, b.data, b.len, true);
+    es__wire_done(&b);
 }
 
 static void gw_request(es_actor_t *self, struct gateway *g, struct ctl *k)
@@ -389,15 +386,23 @@ struct proxy_ent {
 };
 
 struct holder {
-    uint64_t regid;
+    uint64_t regid; /* 0 in a tombstone: every registration of node */
     char node[ES_CLUSTER_NAME_MAX + 1];
 };
+
+#define TOMBS 8
 
 struct proxy {
     es_cluster_t *c;
     struct holder *holders;
     size_t n, cap;
-    bool held; /* someone answered or announced: a NONE comes too late */
+    /* Registrations that went before their holder's answer to our query
+     * came in (or arrived at all): an answer from one of them is stale. */
+    struct holder tombs[TOMBS];
+    unsigned ntombs;
+    int last_reason; /* of the last such going (the DOWN's reason) */
+    bool have_reason;
+    uint64_t query_gen; /* the tag of the current query's timer */
     char subj[3 * ES_CLUSTER_NAME_MAX + 8]; /* P.n.<name> */
     char name[ES_CLUSTER_NAME_MAX + 1];
 };
@@ -419,16 +424,36 @@ static void proxy_unlist(es_cluster_t *c, const char *name, es_actor_id_t id)
 
 /* Nobody holds the name any more: stop with `reason` (its monitors' DOWN;
  * requests it still keeps fail with -ESRCH). */
-static int proxy_gone(es_actor_t *self, struct proxy *p, int reason)
+static void proxy_gone(es_actor_t *self, struct proxy *p, int reason)
 {
     proxy_unlist(p->c, p->name, es_actor_self(self));
     es_actor_exit(self, reason);
-    return 0;
+}
+
+static bool tombstoned(const struct proxy *p, const char *node, uint64_t regid)
+{
+    unsigned n = p->ntombs < TOMBS ? p->ntombs : TOMBS;
+    for (unsigned i = 0; i < n; i++)
+        if ((!p->tombs[i].regid || p->tombs[i].regid == regid) &&
+            !strcmp(p->tombs[i].node, node))
+            return true;
+    return false;
+}
+
+static void tomb_add(struct proxy *p, const char *node, uint64_t regid,
+                     int reason)
+{
+    struct holder *t = &p->tombs[p->ntombs++ % TOMBS];
+    t->regid = regid;
+    snprintf(t->node, sizeof(t->node), "%s", node);
+    p->last_reason = reason;
+    p->have_reason = true;
 }
 
 static void holder_add(struct proxy *p, const char *node, uint64_t regid)
 {
-    p->held = true;
+    if (tombstoned(p, node, regid))
+        return;
     for (size_t i = 0; i < p->n; i++)
         if (p->holders[i].regid == regid && !strcmp(p->holders[i].node, node))
             return;
@@ -445,9 +470,8 @@ static void holder_add(struct proxy *p, const char *node, uint64_t regid)
     p->n++;
 }
 
-/* Removes holders (regid 0: every holder on node). True if the last one
- * went. */
-static bool holder_remove(struct proxy *p, const char *node, uint64_t regid)
+/* Removes holders (regid 0: every holder on node). Returns how many. */
+static size_t holder_remove(struct proxy *p, const char *node, uint64_t regid)
 {
     size_t before = p->n;
     for (size_t i = 0; i < p->n;) {
@@ -457,9 +481,13 @@ static bool holder_remove(struct proxy *p, const char *node, uint64_t regid)
         else
             i++;
     }
-    return before > 0 && p->n == 0;
+    return before - p->n;
 }
 
+/* Asks who holds the name: every holder answers, nobody is "no
+ * responders". A holder that goes (or a node that is lost) before it
+ * answers sends no answer at all, so a timer asks again while the set is
+ * empty: the next query then meets no responders, or the holders left. */
 static void proxy_query(es_actor_t *self, struct proxy *p)
 {
     es_cluster_t *c = p->c;
@@ -469,6 +497,23 @@ static void proxy_query(es_actor_t *self, struct proxy *p)
     snprintf(reply, sizeof(reply), "%s.r.%s.w.%016" PRIx64, c->prefix, c->node,
              (uint64_t)es_actor_self(self));
     (void)es__cluster_publish(c, subj, reply, NULL, 0, true);
+    (void)es_timer_start(self, (uint64_t)c->hb_ms * 2, 0, ++p->query_gen, NULL);
+}
+
+/* A holder went, or all of a node's: stop if it was the last; if the set
+ * was empty (our query's answers still on their way), remember it and ask
+ * again. */
+static void holder_gone(es_actor_t *self, struct proxy *p, const char *node,
+                        uint64_t regid, int reason)
+{
+    bool had = p->n > 0;
+    size_t removed = holder_remove(p, node, regid);
+    if (removed && p->n == 0) {
+        proxy_gone(self, p, reason);
+    } else if (!had) {
+        tomb_add(p, node, regid, reason);
+        proxy_query(self, p);
+    }
 }
 
 /* A user message: published to the name; a request keeps its token in the
@@ -478,10 +523,8 @@ static void proxy_forward(es_actor_t *self, struct proxy *p, es_msg_t *msg)
     es_cluster_t *c = p->c;
     es_reply_token_t tok;
     bool request = es_reply_token(self, msg, &tok) == 0;
-    char *buf;
-    int len;
-    int rc =
-        es__wire_encode(request ? WIRE_REQ : WIRE_SEND, msg, 0, 0, &buf, &len);
+    struct wire_buf b;
+    int rc = es__wire_encode(request ? WIRE_REQ : WIRE_SEND, msg, 0, 0, &b);
     if (rc == 0) {
         if (request) {
             char reply[3 * ES_CLUSTER_NAME_MAX + 72];
@@ -490,11 +533,11 @@ static void proxy_forward(es_actor_t *self, struct proxy *p, es_msg_t *msg)
                      c->prefix, c->node, tok._private[0], tok._private[1],
                      tok._private[2]);
             atomic_fetch_add(&c->st.requests, 1);
-            rc = es__cluster_publish(c, p->subj, reply, buf, len, true);
+            rc = es__cluster_publish(c, p->subj, reply, b.data, b.len, true);
         } else {
-            rc = es__cluster_publish(c, p->subj, NULL, buf, len, false);
+            rc = es__cluster_publish(c, p->subj, NULL, b.data, b.len, true);
         }
-        free(buf);
+        es__wire_done(&b);
     }
     if (rc && request)
         (void)es_reply_error(c->rt, &tok, rc);
@@ -507,7 +550,10 @@ static int proxy_cb(es_actor_t *self, es_msg_t *msg)
     if (!k) {
         if (msg->type == ES_MSG_START)
             proxy_query(self, p);
-        else if (msg->type >= ES_MSG_USER)
+        else if (msg->type == ES_MSG_TIMER) {
+            if (es_msg_timer_tag(msg) == p->query_gen && p->n == 0)
+                proxy_query(self, p);
+        } else if (msg->type >= ES_MSG_USER)
             proxy_forward(self, p, msg);
         return 0;
     }
@@ -516,16 +562,14 @@ static int proxy_cb(es_actor_t *self, es_msg_t *msg)
         holder_add(p, k->text, k->regid);
         break;
     case CTL_DOWN:
-        if (holder_remove(p, k->text, k->regid))
-            return proxy_gone(self, p, k->reason);
+        holder_gone(self, p, k->text, k->regid, k->reason);
         break;
     case CTL_NODE:
-        if (holder_remove(p, k->text, 0))
-            return proxy_gone(self, p, k->reason);
+        holder_gone(self, p, k->text, 0, k->reason);
         break;
     case CTL_NONE:
-        if (!p->held && p->n == 0)
-            return proxy_gone(self, p, -ESRCH);
+        if (p->n == 0)
+            proxy_gone(self, p, p->have_reason ? p->last_reason : -ESRCH);
         break;
     }
     return 0;
