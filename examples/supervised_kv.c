@@ -153,8 +153,9 @@ static int say(es_actor_t *self, const char *text)
 /* Sends one line's command to the store; 0, or an error to tell. */
 static const char *ask_store(es_actor_t *self, struct client *c, char *line)
 {
-    char *cmd = strtok(line, " "), *key = strtok(NULL, " ");
-    char *value = strtok(NULL, "");
+    char *save = NULL;
+    char *cmd = strtok_r(line, " ", &save), *key = strtok_r(NULL, " ", &save);
+    char *value = strtok_r(NULL, "", &save);
     bool set = cmd && !strcmp(cmd, "SET");
     if (!cmd || !key || (set ? !value : strcmp(cmd, "GET") || value))
         return "ERR usage: SET key value | GET key\n";
