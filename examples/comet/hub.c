@@ -1,75 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A long-poll push server, the seed's CComet on the HTTP module, that
- * several processes (one port with SO_REUSEPORT, or several hosts) can
- * serve as one through the cluster's topics (--nats):
- *   GET /                   a page that follows a channel and publishes
- *   GET /sub?ch=NAME        waits (a deferred response) until something is
- *                           published on NAME, or --poll-timeout passes
- *                           (then 204); the body is the message
- *   GET /sub?ch=NAME&after=CURSOR
- *                           recovery: answers at once with what NAME got
- *                           after CURSOR (JSON: cursor, lost, messages),
- *                           else waits as above (timeout: 200, no
- *                           messages). An empty CURSOR answers at once with
- *                           a cursor for "from now on".
- *   POST /pub?ch=NAME       body = message. Alone: completes every waiting
- *                           /sub of NAME and answers how many got it; with
- *                           --nats: publishes it to every process and
- *                           answers its id ("node:seq").
- * Each channel keeps its last --history messages. A message's id is
- * (origin node, sequence number at that node); a cursor holds, per origin,
- * the last number the client has, plus the time it first subscribed: why
- * this gives every client each message exactly once whichever process its
- * polls land on is under "Recovery" in the README's comet section.
- * Everything a channel holds belongs to one "hub" actor; handlers on any
- * demux thread hand it their deferred responses with a message.
- * Usage: http_comet [--listen ADDR] [--threads N] [--reuseport]
- *        [--nats URL] [--node NAME] [--history N] [--poll-timeout MS]
- * Try: curl 'localhost:8081/sub?ch=a' & curl -d hi 'localhost:8081/pub?ch=a'
+ * The comet hub: the one actor that owns every channel of this process,
+ * its history (the last --history messages, ids (origin node, seq)), the
+ * origins it has heard from and the parked /sub responses; it answers
+ * cursors, and with --nats publishes to and receives from the channel's
+ * cluster topic. Why the cursors give each client every message once:
+ * the README's comet section.
  */
 #include <ctype.h>
-#include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <eventserver/eventserver.h>
-#include <eventserver/http.h>
-#ifdef ES_COMET_CLUSTER
-#include <eventserver/cluster.h>
-#endif
+#include "comet.h"
 
-#define MAX_CHANNEL 64  /* name bytes with the NUL: [A-Za-z0-9_-] */
-#define NODE_MAX 128    /* node name bytes (ES_CLUSTER_NAME_MAX) */
-#define MAX_ORIGINS 32  /* origins a channel (and a cursor) tracks */
-#define MAX_TEXT 65536  /* longest message [413] */
-#define MAX_CURSOR 6144 /* longest cursor accepted in a query */
 #define MAX_CHANNELS 4096
 #define CHANNEL_BUCKETS 1024
-#define CLUSTER_NAME "comet"
-
-enum { MSG_SUB = ES_MSG_USER, MSG_PUB, MSG_WIRE };
-
-static struct {
-    const char *listen;
-    unsigned threads;
-    int reuseport;
-    const char *nats;
-    char node[NODE_MAX + 1];
-    unsigned history;
-    unsigned poll_timeout_ms;
-} g_opt = {"127.0.0.1:8081", 2, 0, NULL, "", 64, 30000};
-
-static es_actor_id_t g_hub;
-#ifdef ES_COMET_CLUSTER
-static es_cluster_t *g_cluster;
-#endif
 
 /* --- channels, origins, history ------------------------------------------ */
 
@@ -90,21 +38,6 @@ struct entry {
     char *text;
 };
 
-/* A parsed cursor: the time of the first subscription and, per origin,
- * the last seq the client has. An origin it does not name counts from
- * `t`: its messages published after t are new to the client. */
-struct cursor {
-    int64_t t;
-    bool fresh; /* made from an empty text: answered at once */
-    unsigned n;
-    struct cpos {
-        uint64_t seq;
-        char name[NODE_MAX + 1];
-    } pos[MAX_ORIGINS];
-};
-
-struct sub;
-
 struct channel {
     struct channel *next; /* hash bucket */
     struct entry *ring;   /* g_opt.history slots, `count` from `first` */
@@ -116,24 +49,6 @@ struct channel {
     int64_t ready_time; /* our topic subscription was live by then */
     struct sub *subs;   /* parked, doubly linked */
     char name[MAX_CHANNEL];
-};
-
-/* One /sub, parked in its channel until something new or its timer. */
-struct sub {
-    struct sub *next, *prev;
-    struct channel *ch;
-    es_http_response_t *res;
-    es_timer_id_t timer;
-    struct cursor *cur; /* NULL: plain /sub (first message as text) */
-    char name[MAX_CHANNEL];
-};
-
-/* A /pub on its way to the hub. */
-struct pub {
-    es_http_response_t *res; /* deferred too: answered by the hub */
-    char name[MAX_CHANNEL];
-    uint32_t len;
-    char text[];
 };
 
 /* On the topic: a publish (seq >= 1), or the probe (seq 0) a node sends
@@ -151,14 +66,14 @@ struct hub {
     uint64_t bad_wire, duplicates;
 };
 
-static int64_t now_us(void)
+int64_t comet_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static bool channel_name_ok(const char *s, size_t n)
+bool comet_channel_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n >= MAX_CHANNEL)
         return false;
@@ -197,7 +112,7 @@ static struct channel *channel_make(es_actor_t *self, struct hub *h,
         return NULL;
     }
     snprintf(c->name, sizeof(c->name), "%s", name);
-    c->ready_time = now_us();
+    c->ready_time = comet_now_us();
 #ifdef ES_COMET_CLUSTER
     if (g_cluster) {
         int rc = es_cluster_subscribe(g_cluster, name, es_actor_self(self));
@@ -277,7 +192,7 @@ static struct origin *origin_make(struct channel *c, const char *name,
     o->head = seq - 1;
     o->lo = seq;
     if (seq > 1) {
-        int64_t now = now_us();
+        int64_t now = comet_now_us();
         o->lost_time = c->ready_time < now ? c->ready_time : now;
     }
     c->origins[c->norigins++] = o;
@@ -332,11 +247,11 @@ static int cursor_set(struct cursor *cur, const char *name, size_t n,
 
 /* Parses "t<us>,<node>:<seq>,..." (a bare "<seq>" names this node; an
  * empty text is "from now on"). Returns: 0; -EINVAL; -E2BIG. */
-static int cursor_parse(const char *s, struct cursor *cur)
+int comet_cursor_parse(const char *s, struct cursor *cur)
 {
     memset(cur, 0, offsetof(struct cursor, pos));
     if (!*s) {
-        cur->t = now_us();
+        cur->t = comet_now_us();
         cur->fresh = true;
         return 0;
     }
@@ -550,7 +465,7 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
         return -ENOMEM;
     memcpy(e.text, text, len);
     if (seq > o->head + 1) { /* a gap: the cluster lost some of o's */
-        int64_t now = now_us();
+        int64_t now = comet_now_us();
         o->lo = seq;
         if (o->lost_time < now)
             o->lost_time = now;
@@ -600,7 +515,7 @@ static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
         return;
     }
     uint64_t seq = ++c->own_seq;
-    int64_t t = now_us();
+    int64_t t = comet_now_us();
     c->own_time = t > c->own_time ? t : c->own_time + 1;
 #ifdef ES_COMET_CLUSTER
     if (g_cluster) {
@@ -642,7 +557,7 @@ static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
  * The fresh cursors that waited for it start from now. */
 static void channel_ready(es_actor_t *self, struct channel *c)
 {
-    c->ready_time = now_us();
+    c->ready_time = comet_now_us();
     for (struct sub *s = c->subs, *next; s; s = next) {
         next = s->next;
         if (!s->cur || !s->cur->fresh)
@@ -661,7 +576,7 @@ static void hub_wire(es_actor_t *self, struct hub *h, const es_msg_t *msg)
     char name[MAX_CHANNEL], node[NODE_MAX + 1];
     if (!w || msg->len < sizeof(*w) ||
         msg->len != sizeof(*w) + w->channel_len + w->node_len + w->text_len ||
-        !channel_name_ok((const char *)(w + 1), w->channel_len) ||
+        !comet_channel_name_ok((const char *)(w + 1), w->channel_len) ||
         w->node_len == 0 || w->node_len > NODE_MAX) {
         h->bad_wire++;
         return;
@@ -744,346 +659,9 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
     return 0;
 }
 
-/* --- HTTP handlers -------------------------------------------------------- */
-
-/* free_cb of a MSG_SUB / MSG_PUB the hub never took (it had stopped): the
- * parked response must still be ended, or it would never be freed. */
-static void sub_dropped(void *p)
-{
-    struct sub *s = p;
-    es_http_response_end(s->res);
-    free(s->cur);
-    free(s);
-}
-
-static void pub_dropped(void *p)
-{
-    struct pub *pb = p;
-    es_http_response_end(pb->res);
-    free(pb);
-}
-
-static void refuse(es_http_response_t *res, int status, const char *why)
-{
-    es_http_response_status(res, status);
-    es_http_response_header(res, "Content-Type", "text/plain");
-    es_http_response_body(res, why, strlen(why));
-}
-
-/* Copies ?ch= into name. Returns: 0, or -EINVAL (missing or not a name). */
-static int channel_of(const es_http_request_t *req, char name[MAX_CHANNEL])
-{
-    int n =
-        es_http_query_get(es_http_request_query(req), "ch", name, MAX_CHANNEL);
-    return n > 0 && channel_name_ok(name, (size_t)n) ? 0 : -EINVAL;
-}
-
-/* Parses ?after= into *out (NULL when absent). Returns: 0; -EINVAL;
- * -ENOMEM. */
-static int cursor_of(const es_http_request_t *req, struct cursor **out)
-{
-    char text[MAX_CURSOR];
-    int n = es_http_query_get(es_http_request_query(req), "after", text,
-                              sizeof(text));
-    *out = NULL;
-    if (n == -ENOENT)
-        return 0;
-    if (n < 0)
-        return -EINVAL;
-    struct cursor *cur = malloc(sizeof(*cur));
-    if (!cur)
-        return -ENOMEM;
-    if (cursor_parse(text, cur) != 0) {
-        free(cur);
-        return -EINVAL;
-    }
-    *out = cur;
-    return 0;
-}
-
-static void on_sub(es_http_request_t *req, es_http_response_t *res, void *arg)
-{
-    struct sub *s = calloc(1, sizeof(*s));
-    (void)arg;
-    if (!s) {
-        refuse(res, 503, "out of memory\n");
-        return;
-    }
-    if (channel_of(req, s->name) != 0 || cursor_of(req, &s->cur) != 0) {
-        free(s);
-        refuse(res, 400, "need ?ch=NAME ([A-Za-z0-9_-]) and a valid after=\n");
-        return;
-    }
-    s->res = res;
-    es_http_response_defer(res, NULL, NULL); /* the hub's end() frees it */
-    es_msg_t m = es_msg_ptr(MSG_SUB, s, sizeof(*s), sub_dropped);
-    if (es_send(es_http_request_runtime(req), g_hub, &m) != 0) {
-        free(s->cur); /* the hub is gone or busy: answer now */
-        free(s);
-        es_http_response_status(res, 503);
-        es_http_response_end(res);
-    }
-}
-
-static void on_pub(es_http_request_t *req, es_http_response_t *res, void *arg)
-{
-    size_t len;
-    const char *text = es_http_request_body(req, &len);
-    char name[MAX_CHANNEL];
-    (void)arg;
-    if (channel_of(req, name) != 0) {
-        refuse(res, 400, "need ?ch=NAME ([A-Za-z0-9_-])\n");
-        return;
-    }
-    if (len > MAX_TEXT) {
-        refuse(res, 413, "a message is at most 64 KiB\n");
-        return;
-    }
-    struct pub *pb = malloc(sizeof(*pb) + len);
-    if (!pb) {
-        refuse(res, 503, "out of memory\n");
-        return;
-    }
-    memcpy(pb->name, name, sizeof(name));
-    pb->res = res;
-    pb->len = (uint32_t)len;
-    memcpy(pb->text, text, len);
-    es_http_response_defer(res, NULL, NULL);
-    es_msg_t m = es_msg_ptr(MSG_PUB, pb, 0, pub_dropped);
-    if (es_send(es_http_request_runtime(req), g_hub, &m) != 0) {
-        free(pb);
-        es_http_response_status(res, 503);
-        es_http_response_end(res);
-    }
-}
-
-/* --- the page ------------------------------------------------------------- */
-
-/* Follows ?ch= (default "demo") from an empty cursor: the first answer
- * fixes its place, each later poll passes the cursor of the one before, so
- * whichever process a poll reaches, nothing is shown twice or skipped. */
-static const char page_head[] =
-    "<!doctype html>\n<html><head><meta charset=\"utf-8\">\n"
-    "<title>EventServer comet</title>\n<style>\n"
-    "body{font:16px system-ui,sans-serif;margin:2em auto;max-width:40em}\n"
-    "#status{color:#666}#status.ok{color:#080}\n"
-    "li{padding:.2em 0}li.lost{color:#b00;font-style:italic}\n"
-    "input{font:inherit;width:70%}button{font:inherit}\n"
-    "</style></head><body>\n<h1>EventServer comet</h1>\n"
-    "<p>Channel <b id=\"channel\"></b> on node <b id=\"node\">";
-static const char page_tail[] =
-    "</b>: <span id=\"status\">connecting</span></p>\n"
-    "<form id=\"pub\"><input id=\"text\" autocomplete=\"off\" "
-    "placeholder=\"a message\"> <button>Publish</button></form>\n"
-    "<ul id=\"messages\"></ul>\n<script>\n"
-    "const ch = new URLSearchParams(location.search).get('ch') || 'demo';\n"
-    "const list = document.getElementById('messages');\n"
-    "const status = document.getElementById('status');\n"
-    "document.getElementById('channel').textContent = ch;\n"
-    "let cursor = '';\n"
-    "function add(text, cls) {\n"
-    "  const li = document.createElement('li');\n"
-    "  li.textContent = text;\n"
-    "  if (cls) li.className = cls;\n"
-    "  list.appendChild(li);\n"
-    "}\n"
-    "async function poll() {\n"
-    "  for (;;) {\n"
-    "    try {\n"
-    "      const r = await fetch('/sub?ch=' + encodeURIComponent(ch) +\n"
-    "        '&after=' + encodeURIComponent(cursor), {cache: 'no-store'});\n"
-    "      if (!r.ok) throw new Error('HTTP ' + r.status);\n"
-    "      const j = await r.json();\n"
-    "      if (j.lost) add('(missed some messages: fell behind the "
-    "history)', 'lost');\n"
-    "      for (const m of j.messages) add(m.text);\n"
-    "      cursor = j.cursor;\n"
-    "      status.textContent = 'connected';\n"
-    "      status.className = 'ok';\n"
-    "    } catch (e) {\n"
-    "      status.textContent = 'reconnecting (' + e.message + ')';\n"
-    "      status.className = '';\n"
-    "      await new Promise(done => setTimeout(done, 1000));\n"
-    "    }\n"
-    "  }\n"
-    "}\n"
-    "document.getElementById('pub').addEventListener('submit', async ev => {\n"
-    "  ev.preventDefault();\n"
-    "  const text = document.getElementById('text');\n"
-    "  await fetch('/pub?ch=' + encodeURIComponent(ch),\n"
-    "              {method: 'POST', body: text.value});\n"
-    "  text.value = '';\n"
-    "});\n"
-    "poll();\n"
-    "</script></body></html>\n";
-
-static char *g_page; /* page_head, node name, page_tail */
-
-static void on_page(es_http_request_t *req, es_http_response_t *res, void *arg)
-{
-    (void)req;
-    (void)arg;
-    es_http_response_header(res, "Content-Type", "text/html; charset=utf-8");
-    es_http_response_body(res, g_page, strlen(g_page));
-}
-
-/* --- main ----------------------------------------------------------------- */
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: http_comet [--listen ADDR] [--threads N] "
-               "[--reuseport] [--nats URL] [--node NAME] [--history N] "
-               "[--poll-timeout MS] [PORT]\n");
-}
-
-static int parse_args(int argc, char **argv)
-{
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"threads", required_argument, NULL, 't'},
-        {"reuseport", no_argument, NULL, 'r'},
-        {"nats", required_argument, NULL, 'n'},
-        {"node", required_argument, NULL, 'N'},
-        {"history", required_argument, NULL, 'H'},
-        {"poll-timeout", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    static char port_address[32];
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            g_opt.listen = optarg;
-            break;
-        case 't':
-            g_opt.threads = (unsigned)atoi(optarg);
-            break;
-        case 'r':
-            g_opt.reuseport = 1;
-            break;
-        case 'n':
-            g_opt.nats = optarg;
-            break;
-        case 'N':
-            snprintf(g_opt.node, sizeof(g_opt.node), "%s", optarg);
-            break;
-        case 'H':
-            g_opt.history = (unsigned)atoi(optarg);
-            break;
-        case 'T':
-            g_opt.poll_timeout_ms = (unsigned)atoi(optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            return -EINVAL;
-        }
-    }
-    if (optind < argc) { /* the old form: http_comet PORT */
-        snprintf(port_address, sizeof(port_address), "127.0.0.1:%s",
-                 argv[optind]);
-        g_opt.listen = port_address;
-    }
-    if (!g_opt.node[0]) /* unique per process start: seqs restart at 1 */
-        snprintf(g_opt.node, sizeof(g_opt.node), "comet-%d-%" PRIx64,
-                 (int)getpid(), (uint64_t)now_us() & 0xffffff);
-    for (const char *p = g_opt.node; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
-            return -EINVAL;
-    if (g_opt.threads == 0 || g_opt.history == 0 || g_opt.history > 1000000 ||
-        g_opt.poll_timeout_ms == 0)
-        return -EINVAL;
-    return 0;
-}
-
-static int join_cluster(es_runtime_t *rt)
-{
-    if (!g_opt.nats)
-        return 0;
-#ifdef ES_COMET_CLUSTER
-    const char *servers[] = {g_opt.nats};
-    es_cluster_opts_t o = {.servers = servers,
-                           .servers_count = 1,
-                           .cluster = CLUSTER_NAME,
-                           .node = g_opt.node};
-    return es_cluster_join(rt, &o, &g_cluster);
-#else
-    (void)rt;
-    fprintf(stderr, "http_comet: built without the cluster module\n");
-    return -ENOTSUP;
-#endif
-}
-
-static int make_page(void)
-{
-    size_t n = sizeof(page_head) + strlen(g_opt.node) + sizeof(page_tail);
-    if (!(g_page = malloc(n)))
-        return -ENOMEM;
-    snprintf(g_page, n, "%s%s%s", page_head, g_opt.node, page_tail);
-    return 0;
-}
-
-int main(int argc, char **argv)
+int comet_hub_spawn(es_runtime_t *rt, es_actor_id_t *out)
 {
     static struct hub hub;
-    es_runtime_t *rt = NULL;
-    es_http_server_t *srv = NULL;
-    bool started = false;
-    int rc;
-
-    if (parse_args(argc, argv) != 0) {
-        usage(stderr);
-        return 2;
-    }
-    if ((rc = make_page()) != 0 ||
-        (rc = es_runtime_new(&(es_runtime_opts_t){.threads = g_opt.threads},
-                             &rt)) != 0 ||
-        (rc = es_spawn(
-             rt, &(es_spawn_opts_t){.behaviour = hub_behaviour, .state = &hub},
-             &g_hub)) != 0 ||
-        (rc = es_runtime_stop_on_signal(rt, SIGINT)) != 0 ||
-        (rc = es_runtime_stop_on_signal(rt, SIGTERM)) != 0 ||
-        (rc = join_cluster(rt)) != 0) /* its threads inherit the mask */
-        goto fail;
-    es_http_server_opts_t so = {.reuseport = g_opt.reuseport,
-                                .max_body = MAX_TEXT + 1};
-    if ((rc = es_http_server_new(rt, &so, &srv)) != 0)
-        goto fail;
-    es_http_server_route(srv, "GET", "/", on_page, NULL);
-    es_http_server_route(srv, "GET", "/sub", on_sub, NULL);
-    es_http_server_route(srv, "POST", "/pub", on_pub, NULL);
-    if ((rc = es_http_server_listen(srv, g_opt.listen)) != 0 ||
-        (rc = es_runtime_start(rt)) != 0)
-        goto fail;
-    started = true;
-    if ((rc = es_http_server_start(srv)) != 0)
-        goto fail;
-    printf("http_comet: listening on %s as node %s (port %d)%s\n", g_opt.listen,
-           g_opt.node, es_http_server_port(srv, 0),
-           g_opt.nats ? ", cluster on" : "");
-    fflush(stdout);
-    es_runtime_wait(rt);
-#ifdef ES_COMET_CLUSTER
-    if (g_cluster)
-        es_cluster_leave(g_cluster);
-#endif
-    es_http_server_free(srv);
-    es_runtime_free(rt);
-    free(g_page);
-    return 0;
-fail:
-    fprintf(stderr, "http_comet: %s\n", es_strerror(rc));
-#ifdef ES_COMET_CLUSTER
-    if (g_cluster)
-        es_cluster_leave(g_cluster);
-#endif
-    if (started) {
-        es_runtime_stop(rt);
-        es_runtime_wait(rt);
-    }
-    es_http_server_free(srv);
-    es_runtime_free(rt);
-    free(g_page);
-    return 1;
+    return es_spawn(
+        rt, &(es_spawn_opts_t){.behaviour = hub_behaviour, .state = &hub}, out);
 }
