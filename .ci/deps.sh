@@ -28,6 +28,9 @@ packages=(
     libnats-dev nats-server
     # make fuzz: clang and its runtimes (libFuzzer, ASan, UBSan)
     clang libclang-rt-14-dev
+    # tests/comet/comet_browser.py opens the comet page in headless Chromium
+    # (the test skips, loudly, without it)
+    chromium
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -1,0 +1,667 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The comet hub: the one actor that owns every channel of this process,
+ * its history (the last --history messages, ids (origin node, seq)), the
+ * origins it has heard from and the parked /sub responses; it answers
+ * cursors, and with --nats publishes to and receives from the channel's
+ * cluster topic. Why the cursors give each client every message once:
+ * the README's comet section.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comet.h"
+
+#define MAX_CHANNELS 4096
+#define CHANNEL_BUCKETS 1024
+
+/* --- channels, origins, history ------------------------------------------ */
+
+/* One node that publishes on a channel, as this process has seen it. */
+struct origin {
+    uint64_t head;     /* highest seq received */
+    uint64_t lo;       /* this process holds every seq in [lo, head] */
+    int64_t lost_time; /* no seq it lacks below lo was published later */
+    unsigned held;     /* entries of it in the history */
+    char name[NODE_MAX + 1];
+};
+
+struct entry {
+    struct origin *origin;
+    uint64_t seq;
+    int64_t time_us; /* the origin's clock when published */
+    uint32_t len;
+    char *text;
+};
+
+struct channel {
+    struct channel *next; /* hash bucket */
+    struct entry *ring;   /* g_opt.history slots, `count` from `first` */
+    unsigned first, count;
+    struct origin *origins[MAX_ORIGINS];
+    unsigned norigins;
+    uint64_t own_seq;   /* last seq this node gave a publish here */
+    int64_t own_time;   /* ... and its time (kept increasing) */
+    int64_t ready_time; /* our topic subscription was live by then */
+    struct sub *subs;   /* parked, doubly linked */
+    char name[MAX_CHANNEL];
+};
+
+/* On the topic: a publish (seq >= 1), or the probe (seq 0) a node sends
+ * itself when it subscribes. Followed by channel, node and text bytes. */
+struct wire {
+    uint64_t seq;
+    int64_t time_us;
+    uint32_t text_len;
+    uint8_t channel_len, node_len;
+};
+
+struct hub {
+    struct channel *buckets[CHANNEL_BUCKETS];
+    unsigned nchannels;
+    uint64_t bad_wire, duplicates;
+};
+
+int64_t comet_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool comet_channel_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n >= MAX_CHANNEL)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+static unsigned bucket_of(const char *name)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    return h % CHANNEL_BUCKETS;
+}
+
+static struct channel *channel_find(struct hub *h, const char *name)
+{
+    struct channel *c = h->buckets[bucket_of(name)];
+    while (c && strcmp(c->name, name) != 0)
+        c = c->next;
+    return c;
+}
+
+/* Makes channel `name`; with the cluster, subscribes the hub to its topic
+ * and sends the probe that tells when that subscription is live. */
+static struct channel *channel_make(es_actor_t *self, struct hub *h,
+                                    const char *name)
+{
+    if (h->nchannels >= MAX_CHANNELS)
+        return NULL;
+    struct channel *c = calloc(1, sizeof(*c));
+    if (!c || !(c->ring = calloc(g_opt.history, sizeof(*c->ring)))) {
+        free(c);
+        return NULL;
+    }
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->ready_time = comet_now_us();
+#ifdef ES_COMET_CLUSTER
+    if (g_cluster) {
+        int rc = es_cluster_subscribe(g_cluster, name, es_actor_self(self));
+        if (rc != 0 && rc != -EEXIST) {
+            free(c->ring);
+            free(c);
+            return NULL;
+        }
+        c->ready_time = INT64_MAX; /* until the probe comes back */
+        size_t cl = strlen(name), nl = strlen(g_opt.node);
+        size_t len = sizeof(struct wire) + cl + nl;
+        struct wire *w = calloc(1, len);
+        if (w) {
+            w->channel_len = (uint8_t)cl;
+            w->node_len = (uint8_t)nl;
+            memcpy(w + 1, name, cl);
+            memcpy((char *)(w + 1) + cl, g_opt.node, nl);
+            es_msg_t m = es_msg_ptr(MSG_WIRE, w, (uint32_t)len, NULL);
+            es_cluster_publish(g_cluster, name, &m);
+            free(w);
+        }
+    }
+#else
+    (void)self;
+#endif
+    unsigned b = bucket_of(name);
+    c->next = h->buckets[b];
+    h->buckets[b] = c;
+    h->nchannels++;
+    return c;
+}
+
+static struct origin *origin_find(struct channel *c, const char *name)
+{
+    for (unsigned i = 0; i < c->norigins; i++)
+        if (strcmp(c->origins[i]->name, name) == 0)
+            return c->origins[i];
+    return NULL;
+}
+
+/* Drops the oldest entry; its origin now lacks everything up to it. */
+static void evict_oldest(struct channel *c)
+{
+    struct entry *e = &c->ring[c->first];
+    struct origin *o = e->origin;
+    o->held--;
+    if (o->lo <= e->seq)
+        o->lo = e->seq + 1;
+    if (o->lost_time < e->time_us)
+        o->lost_time = e->time_us;
+    free(e->text);
+    c->first = (c->first + 1) % g_opt.history;
+    c->count--;
+}
+
+/* A record for a node first heard at `seq`: what it published before was
+ * published before our subscription was live (ready_time), or, while that
+ * is not known yet, before now. */
+static struct origin *origin_make(struct channel *c, const char *name,
+                                  uint64_t seq)
+{
+    while (c->norigins == MAX_ORIGINS) {
+        unsigned i = 0;
+        while (i < c->norigins && c->origins[i]->held > 0)
+            i++;
+        if (i == c->norigins) { /* every origin has history: shorten it */
+            evict_oldest(c);
+            continue;
+        }
+        free(c->origins[i]);
+        c->origins[i] = c->origins[--c->norigins];
+    }
+    struct origin *o = calloc(1, sizeof(*o));
+    if (!o)
+        return NULL;
+    snprintf(o->name, sizeof(o->name), "%s", name);
+    o->head = seq - 1;
+    o->lo = seq;
+    if (seq > 1) {
+        int64_t now = comet_now_us();
+        o->lost_time = c->ready_time < now ? c->ready_time : now;
+    }
+    c->origins[c->norigins++] = o;
+    return o;
+}
+
+/* --- cursors -------------------------------------------------------------- */
+
+static const struct cpos *cursor_pos(const struct cursor *cur, const char *name)
+{
+    for (unsigned i = 0; i < cur->n; i++)
+        if (strcmp(cur->pos[i].name, name) == 0)
+            return &cur->pos[i];
+    return NULL;
+}
+
+/* Is e something the holder of cur has not had? */
+static bool entry_is_new(const struct cursor *cur, const struct entry *e)
+{
+    const struct cpos *p = cursor_pos(cur, e->origin->name);
+    return p ? e->seq > p->seq : e->time_us > cur->t;
+}
+
+/* Did the holder of cur miss messages of o that this process no longer
+ * (or never) held? */
+static bool origin_lost(const struct cursor *cur, const struct origin *o)
+{
+    const struct cpos *p = cursor_pos(cur, o->name);
+    return p ? p->seq + 1 < o->lo : o->lost_time > cur->t;
+}
+
+static int cursor_set(struct cursor *cur, const char *name, size_t n,
+                      uint64_t seq)
+{
+    if (n == 0 || n > NODE_MAX)
+        return -EINVAL;
+    for (unsigned i = 0; i < cur->n; i++) {
+        if (strlen(cur->pos[i].name) == n &&
+            memcmp(cur->pos[i].name, name, n) == 0) {
+            if (cur->pos[i].seq < seq)
+                cur->pos[i].seq = seq;
+            return 0;
+        }
+    }
+    if (cur->n == MAX_ORIGINS)
+        return -E2BIG;
+    memcpy(cur->pos[cur->n].name, name, n);
+    cur->pos[cur->n].name[n] = '\0';
+    cur->pos[cur->n++].seq = seq;
+    return 0;
+}
+
+/* Parses "t<us>,<node>:<seq>,..." (a bare "<seq>" names this node; an
+ * empty text is "from now on"). Returns: 0; -EINVAL; -E2BIG. */
+int comet_cursor_parse(const char *s, struct cursor *cur)
+{
+    memset(cur, 0, offsetof(struct cursor, pos));
+    if (!*s) {
+        cur->t = comet_now_us();
+        cur->fresh = true;
+        return 0;
+    }
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        const char *colon = memchr(s, ':', n);
+        char *end;
+        int rc = 0;
+        if (s[0] == 't' && !colon) {
+            if (!isdigit((unsigned char)s[1]))
+                return -EINVAL;
+            cur->t = strtoll(s + 1, &end, 10);
+        } else {
+            const char *num = colon ? colon + 1 : s;
+            uint64_t seq = strtoull(num, &end, 10);
+            if (end == num || !isdigit((unsigned char)*num))
+                return -EINVAL;
+            rc = colon ? cursor_set(cur, s, (size_t)(colon - s), seq)
+                       : cursor_set(cur, g_opt.node, strlen(g_opt.node), seq);
+        }
+        if (rc)
+            return rc;
+        if (end != s + n)
+            return -EINVAL;
+        s += n + (s[n] == ',');
+    }
+    return 0;
+}
+
+/* --- JSON answers ------------------------------------------------------ */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+static void buf_fmt(struct buf *b, const char *fmt, uint64_t a)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), fmt, a);
+    buf_add(b, tmp, (size_t)n);
+}
+
+/* A JSON string of s[0..n) (bytes >= 0x80 pass as they are: UTF-8). */
+static void buf_json(struct buf *b, const char *s, size_t n)
+{
+    buf_add(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc[8];
+        if (ch == '"' || ch == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)ch;
+            buf_add(b, esc, 2);
+        } else if (ch < 0x20 || ch == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\u%04x", ch);
+            buf_add(b, esc, 6);
+        } else {
+            buf_add(b, s + i, 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+/*
+ * What a client holding cur gets from c now: {"cursor": the cursor after
+ * these messages, "lost": whether it missed some this process cannot
+ * give, "messages": [{"id", "text"}] in this process's arrival order}.
+ * Returns: how many messages plus 1 if lost (0: nothing to answer yet);
+ * -ENOMEM.
+ */
+static int answer(const struct channel *c, struct cursor *cur, struct buf *b)
+{
+    int n = 0;
+    bool lost = false;
+    buf_str(b, "{\"messages\":[");
+    for (unsigned i = 0; i < c->count; i++) {
+        const struct entry *e = &c->ring[(c->first + i) % g_opt.history];
+        if (!entry_is_new(cur, e))
+            continue;
+        buf_str(b, n++ ? ",{\"id\":\"" : "{\"id\":\"");
+        buf_str(b, e->origin->name);
+        buf_fmt(b, ":%" PRIu64 "\",\"text\":", e->seq);
+        buf_json(b, e->text, e->len);
+        buf_add(b, "}", 1);
+    }
+    for (unsigned i = 0; i < c->norigins; i++)
+        lost |= origin_lost(cur, c->origins[i]);
+    /* The client now has (or was told it lost) all this process has. */
+    for (unsigned i = 0; i < c->norigins; i++) {
+        const struct origin *o = c->origins[i];
+        if (o->head > 0)
+            cursor_set(cur, o->name, strlen(o->name), o->head);
+    }
+    buf_str(b, lost ? "],\"lost\":true" : "],\"lost\":false");
+    buf_fmt(b, ",\"cursor\":\"t%" PRIu64, (uint64_t)cur->t);
+    for (unsigned i = 0; i < cur->n; i++) {
+        buf_str(b, ",");
+        buf_str(b, cur->pos[i].name);
+        buf_fmt(b, ":%" PRIu64, cur->pos[i].seq);
+    }
+    buf_str(b, "\"}\n");
+    return b->failed ? -ENOMEM : n + lost;
+}
+
+/* --- the hub ------------------------------------------------------------- */
+
+static void sub_unlink(struct sub *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->ch->subs = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
+static void sub_finish(struct sub *s)
+{
+    es_http_response_end(s->res);
+    free(s->cur);
+    free(s);
+}
+
+/* Answers a cursor sub if it has something to get. Returns: whether it
+ * was answered (and freed). */
+static bool sub_try(struct sub *s, struct channel *c, bool force)
+{
+    struct buf b = {0};
+    int n = answer(c, s->cur, &b);
+    if (n == 0 && !force) {
+        free(b.p);
+        return false;
+    }
+    if (n < 0) {
+        es_http_response_status(s->res, 503);
+    } else {
+        es_http_response_header(s->res, "Content-Type",
+                                "application/json; charset=utf-8");
+        es_http_response_header(s->res, "Cache-Control", "no-store");
+        es_http_response_body(s->res, b.p, b.len);
+    }
+    free(b.p);
+    sub_finish(s);
+    return true;
+}
+
+/* Wakes the parked subs of c for which entry e is new. Returns: how many
+ * got something. */
+static int wake(es_actor_t *self, struct channel *c, const struct entry *e)
+{
+    int delivered = 0;
+    for (struct sub *s = c->subs, *next; s; s = next) {
+        next = s->next;
+        if (s->cur && (s->cur->fresh || !entry_is_new(s->cur, e)))
+            continue; /* fresh: waits for the probe (channel_ready) */
+        sub_unlink(s);
+        es_timer_stop(self, s->timer);
+        if (s->cur) {
+            delivered += sub_try(s, c, true);
+            continue;
+        }
+        es_http_response_header(s->res, "Content-Type", "text/plain");
+        es_http_response_body(s->res, e->text, e->len);
+        delivered += es_http_response_end(s->res) == 0;
+        free(s);
+    }
+    return delivered;
+}
+
+/* Appends one message of node `origin` to c's history, in arrival order.
+ * Returns: how many parked subs got it; -EALREADY (a duplicate); -ENOMEM. */
+static int append(es_actor_t *self, struct hub *h, struct channel *c,
+                  const char *origin, uint64_t seq, int64_t time_us,
+                  const char *text, uint32_t len)
+{
+    struct origin *o = origin_find(c, origin);
+    if (!o && !(o = origin_make(c, origin, seq)))
+        return -ENOMEM;
+    if (seq <= o->head) {
+        h->duplicates++;
+        return -EALREADY;
+    }
+    struct entry e = {o, seq, time_us, len, malloc(len ? len : 1)};
+    if (!e.text)
+        return -ENOMEM;
+    memcpy(e.text, text, len);
+    if (seq > o->head + 1) { /* a gap: the cluster lost some of o's */
+        int64_t now = comet_now_us();
+        o->lo = seq;
+        if (o->lost_time < now)
+            o->lost_time = now;
+    }
+    if (c->count == g_opt.history)
+        evict_oldest(c);
+    c->ring[(c->first + c->count++) % g_opt.history] = e;
+    o->held++;
+    o->head = seq;
+    return wake(self, c, &e);
+}
+
+static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
+{
+    struct channel *c = channel_find(h, s->name);
+    if (!c && !(c = channel_make(self, h, s->name))) {
+        es_http_response_status(s->res, 503);
+        sub_finish(s);
+        return;
+    }
+    s->ch = c;
+    /* A fresh cursor answers at once, from here on its place in the
+     * channel; but not before our topic subscription is live (the probe
+     * came back), or it could miss what others publish until then. */
+    if (s->cur && !(s->cur->fresh && c->ready_time == INT64_MAX) &&
+        sub_try(s, c, s->cur->fresh))
+        return;
+    if (es_timer_start(self, g_opt.poll_timeout_ms, 0, (uintptr_t)s,
+                       &s->timer) != 0) {
+        es_http_response_status(s->res, 503);
+        sub_finish(s);
+        return;
+    }
+    s->prev = NULL;
+    s->next = c->subs;
+    if (c->subs)
+        c->subs->prev = s;
+    c->subs = s;
+}
+
+static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
+{
+    char answer_text[NODE_MAX + 32];
+    struct channel *c = channel_find(h, pb->name);
+    if (!c && !(c = channel_make(self, h, pb->name))) {
+        es_http_response_status(pb->res, 503);
+        return;
+    }
+    uint64_t seq = ++c->own_seq;
+    int64_t t = comet_now_us();
+    c->own_time = t > c->own_time ? t : c->own_time + 1;
+#ifdef ES_COMET_CLUSTER
+    if (g_cluster) {
+        size_t cl = strlen(c->name), nl = strlen(g_opt.node);
+        size_t len = sizeof(struct wire) + cl + nl + pb->len;
+        struct wire *w = calloc(1, len);
+        int rc = -ENOMEM;
+        if (w) {
+            *w = (struct wire){seq, c->own_time, pb->len, (uint8_t)cl,
+                               (uint8_t)nl};
+            memcpy(w + 1, c->name, cl);
+            memcpy((char *)(w + 1) + cl, g_opt.node, nl);
+            memcpy((char *)(w + 1) + cl + nl, pb->text, pb->len);
+            es_msg_t m = es_msg_ptr(MSG_WIRE, w, (uint32_t)len, NULL);
+            rc = es_cluster_publish(g_cluster, c->name, &m);
+            free(w);
+        }
+        if (rc != 0) {
+            c->own_seq--; /* nobody got it: the number is free again */
+            es_http_response_status(pb->res, 503);
+            return;
+        }
+        snprintf(answer_text, sizeof(answer_text), "%s:%" PRIu64 "\n",
+                 g_opt.node, seq);
+        es_http_response_body(pb->res, answer_text, strlen(answer_text));
+        return;
+    }
+#endif
+    int n = append(self, h, c, g_opt.node, seq, c->own_time, pb->text, pb->len);
+    if (n < 0) {
+        es_http_response_status(pb->res, 503);
+        return;
+    }
+    snprintf(answer_text, sizeof(answer_text), "%d\n", n);
+    es_http_response_body(pb->res, answer_text, strlen(answer_text));
+}
+
+/* Our subscription to c's topic is live: every later publish reaches us.
+ * The fresh cursors that waited for it start from now. */
+static void channel_ready(es_actor_t *self, struct channel *c)
+{
+    c->ready_time = comet_now_us();
+    for (struct sub *s = c->subs, *next; s; s = next) {
+        next = s->next;
+        if (!s->cur || !s->cur->fresh)
+            continue;
+        sub_unlink(s);
+        es_timer_stop(self, s->timer);
+        s->cur->t = c->ready_time;
+        sub_try(s, c, true);
+    }
+}
+
+/* A message from the topic (any node, this one included). */
+static void hub_wire(es_actor_t *self, struct hub *h, const es_msg_t *msg)
+{
+    const struct wire *w = msg->ptr;
+    char name[MAX_CHANNEL], node[NODE_MAX + 1];
+    if (!w || msg->len < sizeof(*w) ||
+        msg->len != sizeof(*w) + w->channel_len + w->node_len + w->text_len ||
+        !comet_channel_name_ok((const char *)(w + 1), w->channel_len) ||
+        w->node_len == 0 || w->node_len > NODE_MAX) {
+        h->bad_wire++;
+        return;
+    }
+    const char *p = (const char *)(w + 1);
+    memcpy(name, p, w->channel_len);
+    name[w->channel_len] = '\0';
+    memcpy(node, p + w->channel_len, w->node_len);
+    node[w->node_len] = '\0';
+    struct channel *c = channel_find(h, name);
+    if (!c)
+        return;        /* not ours: a channel is made before its subscription */
+    if (w->seq == 0) { /* a probe: ours says our subscription is live */
+        if (strcmp(node, g_opt.node) == 0 && c->ready_time == INT64_MAX)
+            channel_ready(self, c);
+        return;
+    }
+    append(self, h, c, node, w->seq, w->time_us,
+           p + w->channel_len + w->node_len, w->text_len);
+}
+
+static void hub_timer(struct hub *h, es_msg_t *msg)
+{
+    struct sub *s = (struct sub *)(uintptr_t)es_msg_timer_tag(msg);
+    (void)h;
+    sub_unlink(s);
+    if (s->cur) {
+        sub_try(s, s->ch, true); /* the cursor, no messages */
+        return;
+    }
+    es_http_response_status(s->res, 204);
+    sub_finish(s);
+}
+
+static void hub_free_all(struct hub *h)
+{
+    for (unsigned b = 0; b < CHANNEL_BUCKETS; b++) {
+        while (h->buckets[b]) {
+            struct channel *c = h->buckets[b];
+            h->buckets[b] = c->next;
+            while (c->subs) {
+                struct sub *s = c->subs;
+                sub_unlink(s);
+                sub_finish(s);
+            }
+            while (c->count)
+                evict_oldest(c);
+            for (unsigned i = 0; i < c->norigins; i++)
+                free(c->origins[i]);
+            free(c->ring);
+            free(c);
+        }
+    }
+}
+
+static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
+{
+    struct hub *h = es_actor_state(self);
+    switch (msg->type) {
+    case MSG_SUB:
+        hub_sub(self, h, es_msg_take(msg));
+        break;
+    case MSG_PUB: {
+        struct pub *pb = es_msg_take(msg);
+        hub_pub(self, h, pb);
+        es_http_response_end(pb->res);
+        free(pb);
+        break;
+    }
+    case MSG_WIRE:
+        hub_wire(self, h, msg);
+        break;
+    case ES_MSG_TIMER: /* a subscriber waited long enough */
+        hub_timer(h, msg);
+        break;
+    case ES_MSG_STOP: /* the runtime stops: release what is parked */
+        hub_free_all(h);
+        break;
+    }
+    return 0;
+}
+
+int comet_hub_spawn(es_runtime_t *rt, es_actor_id_t *out)
+{
+    static struct hub hub;
+    return es_spawn(
+        rt, &(es_spawn_opts_t){.behaviour = hub_behaviour, .state = &hub}, out);
+}
