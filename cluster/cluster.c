@@ -12,6 +12,7 @@
 #include "cluster_private.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -965,8 +966,26 @@ static int join_opts(const es_cluster_opts_t *o, es_cluster_t *c,
     return 0;
 }
 
+static int join(es_runtime_t *rt, const es_cluster_opts_t *o,
+                es_cluster_t **out);
+
+/* Every thread the cluster starts (nats.c's, on connect and later from
+ * them; the heartbeat and flusher threads) is created with every signal
+ * blocked, as the runtime's own threads are: a signal the application
+ * takes through es_signal_subscribe() must never land on one of them. */
 int es_cluster_join(es_runtime_t *rt, const es_cluster_opts_t *o,
                     es_cluster_t **out)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = join(rt, o, out);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static int join(es_runtime_t *rt, const es_cluster_opts_t *o,
+                es_cluster_t **out)
 {
     if (!rt || !o || !out || !o->servers || o->servers_count < 1 ||
         !es__cluster_name_ok(o->cluster, true) ||

@@ -73,6 +73,9 @@ typedef struct es_cluster_opts {
  * `opts->node`. Connection loss, reconnection and resubscription are
  * handled inside from then on; messages published while disconnected are
  * buffered (up to nats.c's reconnect buffer, 8 MiB) and sent on reconnect.
+ * The threads it starts (nats.c's and its own) block every signal, so
+ * es_signal_subscribe() and es_runtime_stop_on_signal() keep working
+ * whether they are called before or after.
  * Returns: 0 and *out; -EINVAL (a missing or malformed name or URL);
  * -ECONNREFUSED (no server answered); -EDEADLK on a demux thread of rt;
  * -ENOMEM; -EIO (another nats.c failure, logged).

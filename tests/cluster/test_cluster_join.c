@@ -8,6 +8,10 @@
  */
 #include "cluster_fx.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 static int join(es_runtime_t *rt, const char *url, const char *cluster,
                 const char *node, es_cluster_t **c)
 {
@@ -41,6 +45,43 @@ Test(cluster_join, bad_arguments_and_no_broker, .timeout = ES_TEST_TIMEOUT)
                  es_strerror(rc));
     cr_assert_null(c);
     es_test_free(rt);
+    test_nats_fini(&s);
+}
+
+/* A process that joins first and asks for SIGTERM to stop its runtime
+ * afterwards stops cleanly on SIGTERM: no thread the cluster started may
+ * take the signal (its default action would kill the process). */
+Test(cluster_join, signals_never_reach_cluster_threads,
+     .timeout = ES_TEST_TIMEOUT)
+{
+    struct test_nats s = {0};
+    TEST_NATS_REQUIRE();
+    ES_OK(test_nats_start(&s, CFX_START_S));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        es_runtime_t *rt;
+        es_cluster_t *c;
+        if (es_runtime_new(&(es_runtime_opts_t){.threads = 2}, &rt) ||
+            es_runtime_start(rt) || join(rt, s.url, "sig", "a", &c))
+            _exit(3);
+        if (es_runtime_stop_on_signal(rt, SIGTERM))
+            _exit(4);
+        /* Every thread but the runtime's and this one now lets SIGTERM
+         * through if it does not block it. */
+        for (int i = 0; i < 20; i++)
+            kill(getpid(), SIGTERM);
+        es_runtime_wait(rt);
+        es_cluster_leave(c);
+        es_runtime_free(rt);
+        _exit(0);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the node died: %s %d",
+              WIFSIGNALED(st) ? "signal" : "exit",
+              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     test_nats_fini(&s);
 }
 
