@@ -696,6 +696,7 @@ struct es__loop {
     /* Set by es__loop_init() before any thread starts; read-only after. */
     es_runtime_t *rt;
     unsigned index;
+    int cpu; /* pinned to this CPU at thread start; -1: not pinned */
     int epfd;
     int wake_rd, wake_wr;
     struct es__watch wake_watch;

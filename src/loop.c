@@ -403,6 +403,24 @@ static unsigned turn(struct es__loop *loop)
     return work;
 }
 
+/* Pins the thread to loop->cpu (es_runtime_opts_t.cpus), if one was
+ * chosen. es_runtime_new() checked the CPU against the allowed set; a
+ * failure here means that set shrank since: the loop then runs unpinned. */
+static void pin_thread(struct es__loop *loop)
+{
+    if (loop->cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(loop->cpu, &set);
+    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (rc)
+        es__log(ES_LOG_ERROR,
+                "loop %u: cannot pin to CPU %d (%s); it runs "
+                "unpinned",
+                loop->index, loop->cpu, es_strerror(-rc));
+}
+
 void *es__loop_main(void *arg)
 {
     struct es__loop *loop = arg;
@@ -410,6 +428,7 @@ void *es__loop_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pin_thread(loop);
     tls_loop = loop;
     /* A loop that is busy from its first turn counts as saturated at once
      * (placement, actor.c): the clock starts as if it had been awake for
