@@ -134,8 +134,6 @@ int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
     ck_epoch_init(&rt->epoch);
     rt->loops = es__calloc(rt->nloops, sizeof(*rt->loops));
     rc = rt->loops ? es__table_new(&rt->table) : -ENOMEM;
-    for (unsigned i = 0; rt->loops && i < rt->nloops; i++)
-        rt->loops[i].epfd = rt->loops[i].wake_rd = rt->loops[i].wake_wr = -1;
     if (rc == 0)
         rc = resolve_cpus(rt);
     for (unsigned i = 0; rc == 0 && i < rt->nloops; i++)
