@@ -30,7 +30,11 @@ static unsigned round_up_pow2(unsigned v)
 static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
 {
     *out = in ? *in : (es_runtime_opts_t){0};
-    if (!out->threads) {
+    cpu_set_t allowed;
+    if (!out->threads && out->cpus_in_order == 1 &&
+        sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+        out->threads = (unsigned)CPU_COUNT(&allowed); /* one per CPU */
+    } else if (!out->threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         out->threads = n > 0 ? (unsigned)n : 1;
     }

@@ -68,7 +68,8 @@ typedef struct es_runtime_opts {
      * (sched_getaffinity()), else es_runtime_new() logs which and returns
      * -EINVAL. With cpus_in_order = 1 instead, thread i runs on the
      * (i mod n)-th of the n allowed CPUs, lowest first: one thread per
-     * CPU in order, as nginx's `worker_cpu_affinity auto`. Both set, or
+     * CPU in order, as nginx's `worker_cpu_affinity auto`; `threads` then
+     * defaults to the number of allowed CPUs. Both set, or
      * ncpus > 0 with cpus NULL, is -EINVAL. Default (ncpus 0 and
      * cpus_in_order 0): no pinning, threads keep the creator's mask. */
     const int *cpus;

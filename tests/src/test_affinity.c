@@ -123,6 +123,28 @@ Test(affinity, in_order_one_per_cpu, .timeout = ES_TEST_TIMEOUT)
         assert_pinned(&m, (unsigned)i, allowed[i % n]);
 }
 
+/* cpus_in_order without a thread count: one thread per allowed CPU (the
+ * mask narrowed to one CPU first, so the count differs from the online
+ * CPUs on a machine with more than one). */
+Test(affinity, in_order_defaults_to_allowed_cpus, .timeout = ES_TEST_TIMEOUT)
+{
+    int allowed[MAX_LOOPS];
+    int n = allowed_cpus(allowed, MAX_LOOPS);
+    cpu_set_t before, narrow;
+    static struct masks m;
+
+    cr_assert_eq(sched_getaffinity(0, sizeof(before), &before), 0);
+    CPU_ZERO(&narrow);
+    CPU_SET(allowed[n - 1], &narrow);
+    cr_assert_eq(sched_setaffinity(0, sizeof(narrow), &narrow), 0);
+    es_runtime_opts_t opts = {.cpus_in_order = 1};
+    es_runtime_t *rt = es_test_runtime_new(&opts);
+    cr_assert_eq(es_runtime_threads(rt), 1);
+    read_masks(rt, &m);
+    cr_assert_eq(sched_setaffinity(0, sizeof(before), &before), 0);
+    assert_pinned(&m, 0, allowed[n - 1]);
+}
+
 /* With no pinning asked, each loop keeps the mask of the thread that
  * started it; narrowed first (with two CPUs or more), so the test tells
  * "inherited" from "every CPU". */
