@@ -42,11 +42,10 @@
  *   messages in it, which muting enforces (actor.c). Foreign threads have
  *   no loop to wait in: they get -EAGAIN (es_send_wait() waits for them).
  */
-#include "internal.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 
 CK_RING_PROTOTYPE(es_msg, es_msg)
 
@@ -301,7 +300,7 @@ void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
     int expected = 1;
     /* The caller issued the sender-side seq_cst fence. The CAS only picks
      * one writer per sleep, so it can be relaxed: the byte it sends is what
-     * wakes the loop, and the loop re-reads the rings after epoll_wait(). */
+     * wakes the loop, and the loop re-reads the rings after its wait(). */
     if (atomic_load_explicit(&loop->sleeping, memory_order_relaxed) &&
         atomic_compare_exchange_strong_explicit(&loop->sleeping, &expected, 0,
                                                 memory_order_relaxed,
@@ -309,8 +308,7 @@ void es__loop_wake(struct es__loop *loop, struct es__tctx *t)
         /* When work came, for the woken loop's adaptive spin (loop.c). */
         atomic_store_explicit(&loop->wake_sent_ns, es__now_ns(),
                               memory_order_relaxed);
-        /* EAGAIN: the socket already holds unread bytes, enough to wake. */
-        (void)send(loop->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        loop->backend->wake(loop);
         ES__STAT_ADD(t->wakeups_written, 1);
     } else {
         ES__STAT_ADD(t->wakeups_saved, 1);

@@ -28,7 +28,7 @@
                                 */
 #define ES__TIMER_BUDGET 1024u /* timers fired per turn */
 #define ES__SPAWN_BUDGET 1024u /* actors installed (STARTed) per turn */
-#define ES__EPOLL_EVENTS 64    /* events taken per epoll_wait() */
+#define ES__WAIT_EVENTS 64     /* ready fds taken per backend wait() */
 
 /* Internal message types; never shown to a behaviour or dead-letter hook. */
 enum {
@@ -652,17 +652,18 @@ void es__timers_adopt(struct es__loop *loop, es_actor_t *a,
 
 /* --- demux loop (loop.c) -------------------------------------------------- */
 
-/* Readiness bits of es__loop_watch_add(); equal to EPOLLIN / EPOLLOUT. */
+/* Readiness bits of es__loop_watch_add(); equal to ES_IO_READ / _WRITE. */
 #define ES__WATCH_READ 0x001u
 #define ES__WATCH_WRITE 0x004u
 
-/* Something registered in a loop's epoll set. */
+/* Something of the runtime's own (the signalfd) in a loop's poller. */
 struct es__watch {
     int fd;
     void (*cb)(struct es__loop *loop, struct es__watch *w, uint32_t events);
 };
 
-struct epoll_event;
+struct es__event;   /* backend.h */
+struct es__backend; /* backend.h */
 
 #define ES__QCACHE_MAX 32u
 
@@ -696,11 +697,13 @@ struct es__loop {
     /* Set by es__loop_init() before any thread starts; read-only after. */
     es_runtime_t *rt;
     unsigned index;
-    int epfd;
-    int wake_rd, wake_wr;
-    struct es__watch wake_watch;
+    int cpu; /* pinned to this CPU at thread start; -1: not pinned */
+    /* The IO backend and its state (backend.h); wake() is called from any
+     * thread, everything else from the loop thread. */
+    const struct es__backend *backend;
+    void *poller;
     es_actor_id_t self_id; /* the loop actor's handle, kept after it is freed */
-    struct epoll_event *events; /* [ES__EPOLL_EVENTS], made by loop.c */
+    struct es__event *events; /* [ES__WAIT_EVENTS], made by loop.c */
 
     /* The thread calling es_runtime_start() / es_runtime_wait() (the one
      * settling the runtime): the loop thread's pthread and whether it runs.
@@ -733,10 +736,10 @@ struct es__loop {
     es_actor_t *spawn_next; /* taken from `spawned`, FIFO, not installed */
     struct es__timers timers;
     struct es__wheel wheel;
-    unsigned io_watches;    /* watches besides the wakeup socket */
+    unsigned io_watches;    /* fds in the poller (not its wakeup) */
     struct es__fdent *fds;  /* actors' fd watches, indexed by fd */
     unsigned char *scratch; /* read buffer shared by this loop's actors */
-    int nevents;            /* returned by the last epoll_wait() */
+    int nevents;            /* returned by the last backend wait() */
     int fds_cap;
     bool stopping;
     struct es__mute *mutes; /* muted senders of this loop */
@@ -774,7 +777,8 @@ void es__loop_destroy(struct es__loop *loop);
 void *es__loop_main(void *arg);
 int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
                        uint32_t events);
-/* epoll_ctl for an actor's fd watch: op is ES__CTL_*; data tags the event. */
+/* The backend's ctl() for an actor's fd watch: op is ES__CTL_*; data (odd,
+ * see io.c) tags the event. */
 enum { ES__CTL_ADD, ES__CTL_MOD, ES__CTL_DEL };
 int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
                  uint64_t data);

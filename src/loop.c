@@ -3,32 +3,23 @@
  * The demux loop: one per runtime thread. A turn fires due timers, drains
  * the inbound rings (delivering each message), runs the actors with queued
  * mail, then writes the wakeups its own sends need. With nothing left to
- * do it announces that it sleeps and blocks in epoll_wait() until a timer
- * is due, a sender wakes it through its socketpair, or a watched fd is
- * ready. This is the only file that includes <sys/epoll.h>.
+ * do it announces that it sleeps and blocks in its IO backend's wait()
+ * (backend.h; epoll in backend_epoll.c) until a timer is due, a sender
+ * wakes it, or a watched fd is ready.
  *
  * The loop is inside its epoch section for the whole of a turn and outside
  * it while asleep, so grace periods advance at least once per turn. Events
- * returned by epoll_wait() are handled at the start of the next turn, so a
+ * returned by wait() are handled at the start of the next turn, so a
  * wake-up costs one epoch section, not two.
  */
-#include "internal.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <sched.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-_Static_assert(ES__WATCH_READ == EPOLLIN && ES__WATCH_WRITE == EPOLLOUT,
-               "watch bits are epoll's");
-/* io.h promises ES_IO_* bits that are epoll's, passed through unchanged. */
-_Static_assert((int)ES_IO_READ == (int)EPOLLIN &&
-                   (int)ES_IO_WRITE == (int)EPOLLOUT &&
-                   (int)ES_IO_ERROR == (int)EPOLLERR &&
-                   (int)ES_IO_HUP == (int)EPOLLHUP &&
-                   (int)ES_IO_RDHUP == (int)EPOLLRDHUP,
-               "ES_IO_* bits are epoll's");
+_Static_assert(ES__WATCH_READ == (unsigned)ES_IO_READ &&
+                   ES__WATCH_WRITE == (unsigned)ES_IO_WRITE,
+               "watch bits are ES_IO_* bits");
 /* actor.h: a message travels by value in one 64-byte cache line. */
 _Static_assert(sizeof(es_msg_t) == 64, "es_msg_t is one cache line");
 
@@ -47,41 +38,19 @@ bool es__loop_owned(const struct es__loop *loop)
     return tls_loop == loop || !loop->thread_started;
 }
 
-static void wake_drain(struct es__loop *loop, struct es__watch *w,
-                       uint32_t events)
-{
-    char buf[256];
-    (void)loop;
-    (void)events;
-    while (recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
-        ;
-}
-
 int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
 {
-    int sv[2];
     loop->rt = rt;
     loop->index = index;
-    loop->wake_rd = loop->wake_wr = -1;
     es__timers_init(&loop->timers);
     es__prof_init(&loop->prof);
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->epfd < 0)
-        return -errno;
-    loop->events = es__calloc(ES__EPOLL_EVENTS, sizeof(*loop->events));
+    loop->events = es__calloc(ES__WAIT_EVENTS, sizeof(*loop->events));
     if (!loop->events)
         return -ENOMEM;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) <
-        0)
-        return -errno;
-    loop->wake_rd = sv[0];
-    loop->wake_wr = sv[1];
-    loop->wake_watch.fd = loop->wake_rd;
-    loop->wake_watch.cb = wake_drain;
-    int rc = es__loop_watch_add(loop, &loop->wake_watch, ES__WATCH_READ);
+    loop->backend = &es__backend_epoll;
+    int rc = loop->backend->init(loop);
     if (rc)
         return rc;
-    loop->io_watches = 0; /* the wakeup socket does not count */
     rc = es__tctx_init(rt, &loop->tctx, (int)index);
     if (rc)
         return rc;
@@ -112,21 +81,19 @@ void es__loop_destroy(struct es__loop *loop)
     es__wheel_destroy(loop);
     es__timers_destroy(&loop->timers);
     es__io_destroy(loop);
-    if (loop->epfd >= 0)
-        close(loop->epfd);
-    if (loop->wake_rd >= 0)
-        close(loop->wake_rd);
-    if (loop->wake_wr >= 0)
-        close(loop->wake_wr);
-    loop->epfd = loop->wake_rd = loop->wake_wr = -1;
+    if (loop->backend)
+        loop->backend->fini(loop);
 }
 
 int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
                        uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = w};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
-        return -errno;
+    /* Even and non-zero: tells it from io.c's tags and the wakeup. */
+    uint64_t data = (uint64_t)(uintptr_t)w;
+    ES_ASSERT(w && (data & 1) == 0);
+    int rc = loop->backend->ctl(loop, ES__CTL_ADD, w->fd, events, data);
+    if (rc)
+        return rc;
     loop->io_watches++;
     return 0;
 }
@@ -134,12 +101,12 @@ int es__loop_watch_add(struct es__loop *loop, struct es__watch *w,
 int es__loop_ctl(struct es__loop *loop, int op, int fd, uint32_t events,
                  uint64_t data)
 {
-    static const int ops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
     ES_ASSERT(op >= ES__CTL_ADD && op <= ES__CTL_DEL);
     ES_ASSERT(es__loop_owned(loop));
-    struct epoll_event ev = {.events = events, .data.u64 = data};
-    if (epoll_ctl(loop->epfd, ops[op], fd, &ev) < 0)
-        return -errno;
+    ES_ASSERT(op == ES__CTL_DEL || (data & 1));
+    int rc = loop->backend->ctl(loop, op, fd, events, data);
+    if (rc)
+        return rc;
     if (op == ES__CTL_ADD)
         loop->io_watches++;
     else if (op == ES__CTL_DEL)
@@ -186,22 +153,22 @@ static bool stop_requested(const struct es__loop *loop)
  * its epoch section (handlers run behaviours, which send). */
 static void poll_events(struct es__loop *loop, int timeout_ms)
 {
-    int n = epoll_wait(loop->epfd, loop->events, ES__EPOLL_EVENTS, timeout_ms);
-    loop->nevents = n > 0 ? n : 0;
+    loop->nevents =
+        loop->backend->wait(loop, loop->events, ES__WAIT_EVENTS, timeout_ms);
 }
 
 static void dispatch_events(struct es__loop *loop)
 {
-    struct epoll_event *ev = loop->events;
+    struct es__event *ev = loop->events;
     int n = loop->nevents;
     loop->nevents = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t data = ev[i].data.u64;
+        uint64_t data = ev[i].data;
         if (data & 1) { /* an actor's watch: see io.c */
             es__io_ready(loop, (int)((uint32_t)data >> 1),
                          (uint32_t)(data >> 32), ev[i].events);
-        } else {
-            struct es__watch *w = ev[i].data.ptr;
+        } else { /* the runtime's own (es__loop_watch_add()) */
+            struct es__watch *w = (struct es__watch *)(uintptr_t)data;
             w->cb(loop, w, ev[i].events);
         }
     }
@@ -212,7 +179,7 @@ static void dispatch_events(struct es__loop *loop)
  * whether a loop spins before it sleeps:
  * - how soon work comes back: an EWMA of the idle gaps, from entering
  *   sleep_until_work() to finding work (in the spin, at the check before
- *   sleeping, or woken from epoll_wait()). Only while it is at most
+ *   sleeping, or woken from the backend's wait()). Only while it is at most
  *   ES_SPIN_ADAPTIVE_BOUND_US does the loop spin, for a few times the
  *   average (SPIN_MIN_NS to ES_SPIN_ADAPTIVE_MAX_US). A gap counts as at
  *   most SPIN_SAMPLE_CAP_NS, and one such long gap (an idle runtime, a
@@ -381,8 +348,8 @@ static unsigned turn(struct es__loop *loop)
     if (!loop->stopping && stop_requested(loop))
         begin_shutdown(loop);
     /* IO is not counted as work: after it the loop goes back to
-     * epoll_wait() through the sleep handshake, which returns at once when
-     * more is ready, instead of polling once more for nothing. */
+     * the backend's wait() through the sleep handshake, which returns at once
+     * when more is ready, instead of polling once more for nothing. */
     dispatch_events(loop);
     work = es__timers_run(loop);
     work += es__wheel_run(loop);
@@ -403,6 +370,24 @@ static unsigned turn(struct es__loop *loop)
     return work;
 }
 
+/* Pins the thread to loop->cpu (es_runtime_opts_t.cpus), if one was
+ * chosen. es_runtime_new() checked the CPU against the allowed set; a
+ * failure here means that set shrank since: the loop then runs unpinned. */
+static void pin_thread(struct es__loop *loop)
+{
+    if (loop->cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(loop->cpu, &set);
+    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (rc)
+        es__log(ES_LOG_ERROR,
+                "loop %u: cannot pin to CPU %d (%s); it runs "
+                "unpinned",
+                loop->index, loop->cpu, es_strerror(-rc));
+}
+
 void *es__loop_main(void *arg)
 {
     struct es__loop *loop = arg;
@@ -410,6 +395,7 @@ void *es__loop_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pin_thread(loop);
     tls_loop = loop;
     /* A loop that is busy from its first turn counts as saturated at once
      * (placement, actor.c): the clock starts as if it had been awake for

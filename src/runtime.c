@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <unistd.h>
 
 #define MAX_THREADS 1024u
@@ -29,7 +30,11 @@ static unsigned round_up_pow2(unsigned v)
 static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
 {
     *out = in ? *in : (es_runtime_opts_t){0};
-    if (!out->threads) {
+    cpu_set_t allowed;
+    if (!out->threads && out->cpus_in_order == 1 &&
+        sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+        out->threads = (unsigned)CPU_COUNT(&allowed); /* one per CPU */
+    } else if (!out->threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         out->threads = n > 0 ? (unsigned)n : 1;
     }
@@ -63,6 +68,53 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
     default:
         return -EINVAL;
     }
+    if (out->cpus_in_order < 0 || out->cpus_in_order > 1 ||
+        (out->cpus_in_order && out->ncpus) || (out->ncpus && !out->cpus))
+        return -EINVAL;
+    return 0;
+}
+
+/* The n-th (from 0) CPU of set, which holds more than n. */
+static int nth_cpu(const cpu_set_t *set, int n)
+{
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set) && n-- == 0)
+            return c;
+    return -1;
+}
+
+/*
+ * Resolves opts.cpus / opts.cpus_in_order into each loop's `cpu` (-1: not
+ * pinned), which the loop applies at thread start (loop.c). Every CPU must
+ * be in the process's allowed set now: a CPU outside it would fail only
+ * later, on the loop's thread, where no caller sees the error. The
+ * caller's list is not kept.
+ */
+static int resolve_cpus(es_runtime_t *rt)
+{
+    es_runtime_opts_t *o = &rt->opts;
+    for (unsigned i = 0; i < rt->nloops; i++)
+        rt->loops[i].cpu = -1;
+    if (!o->ncpus && !o->cpus_in_order)
+        return 0;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return -errno;
+    int n = CPU_COUNT(&allowed);
+    for (unsigned j = 0; j < o->ncpus; j++) {
+        int c = o->cpus[j];
+        if (c < 0 || c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed)) {
+            es__log(ES_LOG_ERROR,
+                    "es_runtime_new: cpus[%u] = %d is not among the %d CPUs "
+                    "this process may run on (sched_getaffinity)",
+                    j, c, n);
+            return -EINVAL;
+        }
+    }
+    for (unsigned i = 0; i < rt->nloops; i++)
+        rt->loops[i].cpu = o->ncpus ? o->cpus[i % o->ncpus]
+                                    : nth_cpu(&allowed, (int)(i % (unsigned)n));
+    o->cpus = NULL;
     return 0;
 }
 
@@ -86,8 +138,8 @@ int es_runtime_new(const es_runtime_opts_t *opts, es_runtime_t **out)
     ck_epoch_init(&rt->epoch);
     rt->loops = es__calloc(rt->nloops, sizeof(*rt->loops));
     rc = rt->loops ? es__table_new(&rt->table) : -ENOMEM;
-    for (unsigned i = 0; rt->loops && i < rt->nloops; i++)
-        rt->loops[i].epfd = rt->loops[i].wake_rd = rt->loops[i].wake_wr = -1;
+    if (rc == 0)
+        rc = resolve_cpus(rt);
     for (unsigned i = 0; rc == 0 && i < rt->nloops; i++)
         rc = es__loop_init(rt, &rt->loops[i], i);
     if (rc == 0)

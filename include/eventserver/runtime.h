@@ -62,6 +62,19 @@ typedef struct es_runtime_opts {
      * of its busy producers to a thread that idles (docs/design.md, "Load
      * shedding"). 0: the default (ES_SHED_DEFAULT), 1: on, -1: off. */
     int shed;
+    /* CPU affinity of the demux threads (docs/design.md, "CPU affinity").
+     * With ncpus > 0, thread i runs only on CPU cpus[i % ncpus]; the list
+     * is copied, and every CPU in it must be in the process's allowed set
+     * (sched_getaffinity()), else es_runtime_new() logs which and returns
+     * -EINVAL. With cpus_in_order = 1 instead, thread i runs on the
+     * (i mod n)-th of the n allowed CPUs, lowest first: one thread per
+     * CPU in order, as nginx's `worker_cpu_affinity auto`; `threads` then
+     * defaults to the number of allowed CPUs. Both set, or
+     * ncpus > 0 with cpus NULL, is -EINVAL. Default (ncpus 0 and
+     * cpus_in_order 0): no pinning, threads keep the creator's mask. */
+    const int *cpus;
+    unsigned ncpus;
+    int cpus_in_order;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
