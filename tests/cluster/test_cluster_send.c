@@ -9,6 +9,9 @@
 #include "cluster_fx.h"
 
 #include <stdlib.h>
+#include <unistd.h>
+
+#include <stdlib.h>
 
 #define PTR_LEN 100000
 
@@ -282,4 +285,44 @@ Test(cluster_send, metrics_text, .timeout = ES_TEST_TIMEOUT)
     cr_assert_not_null(strstr(buf, "\nes_cluster_lost_mailbox"), "%s", buf);
     cr_assert_not_null(strstr(buf, "\nes_cluster_lost_slow"), "%s", buf);
     cr_assert_not_null(strstr(buf, "\nes_cluster_replies"), "%s", buf);
+
+    /* A real parser reads it (Debian's python3-prometheus-client, which
+     * .ci/deps.sh installs): every family, and the value we know. */
+    /* Debian's package is for /usr/bin/python3 (a python3 first on PATH
+     * may be another one). */
+    const char *py = "/usr/bin/python3";
+    char probe[128];
+    snprintf(probe, sizeof(probe),
+             "%s -c 'import prometheus_client.parser' 2>/dev/null", py);
+    if (system(probe) != 0) {
+        py = "python3";
+        snprintf(probe, sizeof(probe),
+                 "%s -c 'import prometheus_client.parser' 2>/dev/null", py);
+    }
+    if (system(probe) != 0) {
+        fprintf(stderr, "\n*** SKIPPED the prometheus_client check of "
+                        "cluster_send::metrics_text: apt-get install "
+                        "python3-prometheus-client ***\n\n");
+        return;
+    }
+    char path[] = "/tmp/es_cluster_metrics_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, buf, (size_t)len), len);
+    close(fd);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "%s -c 'import sys\n"
+             "from prometheus_client.parser import "
+             "text_string_to_metric_families as p\n"
+             "fams = list(p(open(sys.argv[1]).read()))\n"
+             "reg = [s.value for f in fams for s in f.samples "
+             "if s.name == \"es_cluster_registrations\" and "
+             "s.labels == {\"node\": \"t0\"}]\n"
+             "sys.exit(0 if len(fams) == 19 and reg == [1.0] else 1)' %s",
+             py, path);
+    int st = system(cmd);
+    unlink(path);
+    cr_assert_eq(st, 0, "prometheus_client refused the cluster's metrics:\n%s",
+                 buf);
 }
