@@ -39,8 +39,9 @@ typedef struct es_cluster es_cluster_t;
  * with '.' and without "..": a name is part of a NATS subject. */
 #define ES_CLUSTER_NAME_MAX 128
 
-/* The reason of ES_MSG_DOWN (and ES_MSG_REQUEST_FAILED) when the node that
- * held a name was lost: it sent no heartbeat for the detection bound. */
+/* The reason of ES_MSG_DOWN when the node that held a name was lost: it
+ * sent no heartbeat for the detection bound. (Requests still waiting on
+ * the proxy then fail with -ESRCH, as for any actor that stops.) */
 #define ES_CLUSTER_NODE_LOST (-EHOSTDOWN)
 
 typedef struct es_cluster_opts {
@@ -142,8 +143,10 @@ ES_EXTERN int es_cluster_send(es_cluster_t *c, const char *name,
  * es_monitor() of it delivers DOWN when the name has no holder left: the
  * reason is 0 (unregistered), the reason its last actor stopped with,
  * -ESHUTDOWN (its node left), ES_CLUSTER_NODE_LOST, or -ESRCH (nobody held
- * the name when the proxy was made). The proxy stops then; a later lookup
- * makes a new one.
+ * the name when the proxy was made). The proxy stops then, and requests
+ * still waiting on it fail with -ESRCH at once, even one whose holder
+ * would still have answered (a holder that unregisters, then replies); a
+ * later lookup makes a new proxy.
  * Returns: 0 and *out; -EINVAL; -ENOMEM; -ESHUTDOWN.
  * Thread: any.
  */
