@@ -170,6 +170,12 @@ nats_url=$(sed -n 's/.*"nats":\["\([^"]*\)".*/\1/p' \
     "$dir/nats-server_$nats_pid.ports" 2>/dev/null || true)
 [[ -n $nats_url ]] || { echo "comet_capacity.sh: no nats-server" >&2; exit 1; }
 
+# The commit measured: read before the runs.
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$root" status --porcelain -- examples perf http src \
+    actors cluster include 2>/dev/null) ]]; then
+    commit="$commit (with uncommitted changes)"
+fi
 avail_kb=$(sed -n 's/^MemAvailable: *\([0-9]*\).*/\1/p' /proc/meminfo)
 fit=$((avail_kb * 8 / 10 / mem_per_conn_kb / 10000 * 10000))
 notes=""
@@ -195,11 +201,6 @@ secs=$(($(date +%s) - started))
 stop $nats_pid
 nats_pid=
 
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$root" status --porcelain -- examples perf http src \
-    actors cluster include 2>/dev/null) ]]; then
-    commit="$commit (with uncommitted changes)"
-fi
 versions="nats-server $(nats-server --version | sed 's/^nats-server: *//'),"
 versions+=" $(nginx -v 2>&1 | sed 's/^nginx version: //') with echo"
 versions+=" $(dpkg-query -W -f='${Version}' libnginx-mod-http-echo \
