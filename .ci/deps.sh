@@ -31,6 +31,9 @@ packages=(
     # tests/comet/comet_browser.py opens the comet page in headless Chromium
     # (the test skips, loudly, without it)
     chromium
+    # perf/comet_capacity.sh measures nginx with the echo module
+    # (echo_sleep parks a request) as its memory anchor
+    libnginx-mod-http-echo
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

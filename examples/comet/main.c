@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "comet.h"
@@ -318,6 +319,20 @@ static int join_cluster(es_runtime_t *rt)
 #endif
 }
 
+/* As many connections as this process has descriptors for: the HTTP
+ * module's default (10,000) would answer the rest with 503, though a
+ * process may hold ~20,000 parked polls. The reserve covers listeners,
+ * the runtime's and the cluster's own descriptors. */
+static unsigned max_connections(void)
+{
+    enum { FD_RESERVE = 64 };
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur < ES_HTTP_DEFAULT_MAX_CONNECTIONS + FD_RESERVE)
+        return ES_HTTP_DEFAULT_MAX_CONNECTIONS;
+    return (unsigned)(rl.rlim_cur - FD_RESERVE);
+}
+
 static int make_page(void)
 {
     size_t n = sizeof(page_head) + strlen(g_opt.node) + sizeof(page_tail);
@@ -347,7 +362,8 @@ int main(int argc, char **argv)
         (rc = join_cluster(rt)) != 0) /* its threads inherit the mask */
         goto fail;
     es_http_server_opts_t so = {.reuseport = g_opt.reuseport,
-                                .max_body = MAX_TEXT + 1};
+                                .max_body = MAX_TEXT + 1,
+                                .max_connections = max_connections()};
     if ((rc = es_http_server_new(rt, &so, &srv)) != 0)
         goto fail;
     es_http_server_route(srv, "GET", "/", on_page, NULL);
