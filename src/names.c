@@ -343,15 +343,29 @@ static void ent_remove(struct es__names *n, struct name_ent *e)
     defer(n, &e->epoch_entry, ent_reclaim);
 }
 
-/* Runs the callbacks whose grace period has passed (lock held). They
- * run on this thread, inside ck_epoch_poll(): the acquire tells TSan about
- * the readers' ck_epoch_end() (each releases rt->epoch before it). */
+/* Runs the callbacks whose grace period has passed (lock held), on this
+ * thread: the acquire tells TSan about the readers' ck_epoch_end() (each
+ * releases rt->epoch before it). */
 static void collect(struct es__names *n)
 {
     if (!n->rec->n_pending)
         return;
+    /* Take what is past its grace period first and free it after the
+     * acquire: every reader that could have seen it left its section,
+     * and released rt->epoch when it did (TSan does not see ck_epoch's
+     * fences). Acquiring before ck_epoch_poll() missed a reader that left
+     * between the acquire and the poll. */
+    ck_stack_t ready = CK_STACK_INITIALIZER;
+    (void)ck_epoch_poll_deferred(n->rec, &ready);
     ES__TSAN_ACQUIRE(&n->rt->epoch);
-    (void)ck_epoch_poll(n->rec);
+    ck_stack_entry_t *next;
+    for (ck_stack_entry_t *c = ck_stack_batch_pop_npsc(&ready); c; c = next) {
+        next = CK_STACK_NEXT(c);
+        ck_epoch_entry_t *e =
+            (ck_epoch_entry_t *)((char *)c -
+                                 offsetof(ck_epoch_entry_t, stack_entry));
+        e->function(e);
+    }
 }
 
 /* Registers e for actor a (lock held, a read in an epoch section). */
