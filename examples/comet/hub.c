@@ -9,6 +9,7 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,34 @@ struct entry {
     char *text;
 };
 
+/* A parked plain /sub: its response and when it times out. */
+struct waiter {
+    es_http_response_t *res;
+    uint64_t due_ms; /* monotonic */
+};
+
+/*
+ * A channel's parked plain /sub, in arrival order, which is also the order
+ * of their deadlines (one --poll-timeout for all): a ring of `cap` (a power
+ * of two) waiters from `head`, and one timer for the channel, armed for
+ * the first deadline. A publish answers the first `fan_left` of them (all
+ * that were parked when it came) FANOUT_BATCH per turn; later /sub queue
+ * behind and wait for the next message. Nothing else touches the channel
+ * while a fan-out is under way: what would (a publish, the timer, the
+ * stop) first completes it.
+ */
+struct plainq {
+    struct waiter *w;
+    unsigned head, count, cap;
+    unsigned fan_left;           /* waiters still to get `fan` */
+    const struct entry *fan;     /* the message being fanned out */
+    es_http_response_t *fan_pub; /* the /pub answered at the end */
+    int fan_got;                 /* subscribers that got it so far */
+    bool fan_queued;             /* a MSG_FANOUT is on its way */
+    bool timer_on;
+    es_timer_id_t timer;
+};
+
 struct channel {
     struct channel *next; /* hash bucket */
     struct entry *ring;   /* g_opt.history slots, `count` from `first` */
@@ -47,7 +76,8 @@ struct channel {
     uint64_t own_seq;   /* last seq this node gave a publish here */
     int64_t own_time;   /* ... and its time (kept increasing) */
     int64_t ready_time; /* our topic subscription was live by then */
-    struct sub *subs;   /* parked, doubly linked */
+    struct sub *subs;   /* parked cursor subs, doubly linked */
+    struct plainq plain;
     char name[MAX_CHANNEL];
 };
 
@@ -424,35 +454,162 @@ static bool sub_try(struct sub *s, struct channel *c, bool force)
     return true;
 }
 
-/* Wakes the parked subs of c for which entry e is new. Returns: how many
- * got something. */
-static int wake(es_actor_t *self, struct channel *c, const struct entry *e)
+/* --- plain /sub: the channel's queue ----------------------------------------
+ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Queues a plain /sub. Returns: 0; -ENOMEM. */
+static int plain_push(struct plainq *q, es_http_response_t *res)
+{
+    if (q->count == q->cap) {
+        if (q->cap > UINT_MAX / 2)
+            return -ENOMEM;
+        unsigned cap = q->cap ? q->cap * 2 : 16;
+        struct waiter *w = malloc(cap * sizeof(*w));
+        if (!w)
+            return -ENOMEM;
+        for (unsigned i = 0; i < q->count; i++)
+            w[i] = q->w[(q->head + i) & (q->cap - 1)];
+        free(q->w);
+        q->w = w;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->w[(q->head + q->count++) & (q->cap - 1)] =
+        (struct waiter){res, now_ms() + g_opt.poll_timeout_ms};
+    return 0;
+}
+
+static es_http_response_t *plain_pop(struct plainq *q)
+{
+    es_http_response_t *res = q->w[q->head].res;
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    return res;
+}
+
+/* Arms c's timer for its first deadline unless it is armed (a timer that
+ * fires early finds nothing due and arms again). Returns: whether armed. */
+static bool plain_arm(es_actor_t *self, struct channel *c)
+{
+    struct plainq *q = &c->plain;
+    if (q->timer_on || q->count == 0)
+        return true;
+    uint64_t now = now_ms(), due = q->w[q->head].due_ms;
+    if (es_timer_start(self, due > now ? due - now : 0, 0, (uintptr_t)c | 1,
+                       &q->timer) == 0)
+        q->timer_on = true;
+    return q->timer_on;
+}
+
+/* Answers a /pub with how many subscribers got its message. */
+static void pub_answer(es_http_response_t *res, int got)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d\n", got);
+    es_http_response_body(res, text, strlen(text));
+    es_http_response_end(res);
+}
+
+/* Answers up to `budget` of the waiters the fan-out under way still owes
+ * its message; the last one ends it (and answers its /pub). */
+static void fan_step(struct channel *c, unsigned budget)
+{
+    struct plainq *q = &c->plain;
+    for (; q->fan_left && budget; budget--) {
+        es_http_response_t *res = plain_pop(q);
+        q->fan_left--;
+        es_http_response_header(res, "Content-Type", "text/plain");
+        es_http_response_body(res, q->fan->text, q->fan->len);
+        q->fan_got += es_http_response_end(res) == 0;
+    }
+    if (q->fan_left || !q->fan)
+        return;
+    if (q->fan_pub)
+        pub_answer(q->fan_pub, q->fan_got);
+    q->fan_pub = NULL;
+    q->fan = NULL;
+}
+
+/* Completes the fan-out under way in c, if any, before what would change
+ * what it owes (a new message, a timeout, the stop). */
+static void fan_finish(struct channel *c)
+{
+    fan_step(c, UINT_MAX);
+}
+
+/* One batch of c's fan-out; the rest after the others' turn. */
+static void fan_continue(es_actor_t *self, struct channel *c)
+{
+    struct plainq *q = &c->plain;
+    fan_step(c, FANOUT_BATCH);
+    if (!q->fan_left) {
+        plain_arm(self, c);
+        return;
+    }
+    if (q->fan_queued)
+        return;
+    es_msg_t m = es_msg_u64(MSG_FANOUT, (uint64_t)(uintptr_t)c);
+    if (es_send(es_actor_runtime(self), es_actor_self(self), &m) == 0)
+        q->fan_queued = true;
+    else
+        fan_finish(c); /* no way back to it: all of it now */
+}
+
+/* c's timer: answers 204 to the plain /sub whose time is up. */
+static void plain_timer(es_actor_t *self, struct channel *c, es_timer_id_t id)
+{
+    struct plainq *q = &c->plain;
+    if (!q->timer_on || id != q->timer)
+        return;
+    q->timer_on = false;
+    fan_finish(c);
+    uint64_t now = now_ms();
+    while (q->count && q->w[q->head].due_ms <= now) {
+        es_http_response_t *res = plain_pop(q);
+        es_http_response_status(res, 204);
+        es_http_response_end(res);
+    }
+    plain_arm(self, c);
+}
+
+/* Wakes the parked subs of c for which entry e (in c's history) is new: the
+ * cursor subs now, the plain ones in batches; `pub` (or NULL) is answered
+ * how many got it once all have. */
+static void wake(es_actor_t *self, struct channel *c, const struct entry *e,
+                 es_http_response_t *pub)
 {
     int delivered = 0;
     for (struct sub *s = c->subs, *next; s; s = next) {
         next = s->next;
-        if (s->cur && (s->cur->fresh || !entry_is_new(s->cur, e)))
+        if (s->cur->fresh || !entry_is_new(s->cur, e))
             continue; /* fresh: waits for the probe (channel_ready) */
         sub_unlink(s);
         es_timer_stop(self, s->timer);
-        if (s->cur) {
-            delivered += sub_try(s, c, true);
-            continue;
-        }
-        es_http_response_header(s->res, "Content-Type", "text/plain");
-        es_http_response_body(s->res, e->text, e->len);
-        delivered += es_http_response_end(s->res) == 0;
-        free(s);
+        delivered += sub_try(s, c, true);
     }
-    return delivered;
+    struct plainq *q = &c->plain;
+    q->fan = e;
+    q->fan_left = q->count;
+    q->fan_got = delivered;
+    q->fan_pub = pub;
+    fan_continue(self, c);
 }
 
-/* Appends one message of node `origin` to c's history, in arrival order.
- * Returns: how many parked subs got it; -EALREADY (a duplicate); -ENOMEM. */
+/* Appends one message of node `origin` to c's history, in arrival order,
+ * and wakes the subs it is new to; `pub` (or NULL) is answered how many
+ * got it. Returns: 0 (pub taken); -EALREADY (a duplicate); -ENOMEM. */
 static int append(es_actor_t *self, struct hub *h, struct channel *c,
                   const char *origin, uint64_t seq, int64_t time_us,
-                  const char *text, uint32_t len)
+                  const char *text, uint32_t len, es_http_response_t *pub)
 {
+    fan_finish(c); /* the last message's fan-out, before any eviction */
     struct origin *o = origin_find(c, origin);
     if (!o && !(o = origin_make(c, origin, seq)))
         return -ENOMEM;
@@ -472,10 +629,12 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
     }
     if (c->count == g_opt.history)
         evict_oldest(c);
-    c->ring[(c->first + c->count++) % g_opt.history] = e;
+    struct entry *slot = &c->ring[(c->first + c->count++) % g_opt.history];
+    *slot = e;
     o->held++;
     o->head = seq;
-    return wake(self, c, &e);
+    wake(self, c, slot, pub);
+    return 0;
 }
 
 static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
@@ -490,7 +649,7 @@ static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
     /* A fresh cursor answers at once, from here on its place in the
      * channel; but not before our topic subscription is live (the probe
      * came back), or it could miss what others publish until then. */
-    if (s->cur && !(s->cur->fresh && c->ready_time == INT64_MAX) &&
+    if (!(s->cur->fresh && c->ready_time == INT64_MAX) &&
         sub_try(s, c, s->cur->fresh))
         return;
     if (es_timer_start(self, g_opt.poll_timeout_ms, 0, (uintptr_t)s,
@@ -506,12 +665,40 @@ static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
     c->subs = s;
 }
 
+/* A plain /sub: queued in its channel (named by its request's ?ch=). */
+static void hub_plain(es_actor_t *self, struct hub *h, es_http_response_t *res)
+{
+    char name[MAX_CHANNEL];
+    const es_http_request_t *req = es_http_response_request(res);
+    int n =
+        es_http_query_get(es_http_request_query(req), "ch", name, sizeof(name));
+    struct channel *c = NULL;
+    if (n > 0 && comet_channel_name_ok(name, (size_t)n) &&
+        ((c = channel_find(h, name)) || (c = channel_make(self, h, name))) &&
+        plain_push(&c->plain, res) == 0) {
+        if (plain_arm(self, c))
+            return;
+        c->plain.count--; /* no timer: it would never time out */
+    }
+    es_http_response_status(res, 503);
+    es_http_response_end(res);
+}
+
+/* Ends a /pub's response with status (or 200 and text). */
+static void pub_done(es_http_response_t *res, int status, const char *text)
+{
+    es_http_response_status(res, status);
+    if (text)
+        es_http_response_body(res, text, strlen(text));
+    es_http_response_end(res);
+}
+
+/* A /pub: answered here, or by the fan-out of its message (append()). */
 static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
 {
-    char answer_text[NODE_MAX + 32];
     struct channel *c = channel_find(h, pb->name);
     if (!c && !(c = channel_make(self, h, pb->name))) {
-        es_http_response_status(pb->res, 503);
+        pub_done(pb->res, 503, NULL);
         return;
     }
     uint64_t seq = ++c->own_seq;
@@ -535,22 +722,18 @@ static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
         }
         if (rc != 0) {
             c->own_seq--; /* nobody got it: the number is free again */
-            es_http_response_status(pb->res, 503);
+            pub_done(pb->res, 503, NULL);
             return;
         }
-        snprintf(answer_text, sizeof(answer_text), "%s:%" PRIu64 "\n",
-                 g_opt.node, seq);
-        es_http_response_body(pb->res, answer_text, strlen(answer_text));
+        char id[NODE_MAX + 32];
+        snprintf(id, sizeof(id), "%s:%" PRIu64 "\n", g_opt.node, seq);
+        pub_done(pb->res, 200, id);
         return;
     }
 #endif
-    int n = append(self, h, c, g_opt.node, seq, c->own_time, pb->text, pb->len);
-    if (n < 0) {
-        es_http_response_status(pb->res, 503);
-        return;
-    }
-    snprintf(answer_text, sizeof(answer_text), "%d\n", n);
-    es_http_response_body(pb->res, answer_text, strlen(answer_text));
+    if (append(self, h, c, g_opt.node, seq, c->own_time, pb->text, pb->len,
+               pb->res) < 0)
+        pub_done(pb->res, 503, NULL);
 }
 
 /* Our subscription to c's topic is live: every later publish reaches us.
@@ -560,7 +743,7 @@ static void channel_ready(es_actor_t *self, struct channel *c)
     c->ready_time = comet_now_us();
     for (struct sub *s = c->subs, *next; s; s = next) {
         next = s->next;
-        if (!s->cur || !s->cur->fresh)
+        if (!s->cur->fresh)
             continue;
         sub_unlink(s);
         es_timer_stop(self, s->timer);
@@ -595,20 +778,22 @@ static void hub_wire(es_actor_t *self, struct hub *h, const es_msg_t *msg)
         return;
     }
     append(self, h, c, node, w->seq, w->time_us,
-           p + w->channel_len + w->node_len, w->text_len);
+           p + w->channel_len + w->node_len, w->text_len, NULL);
 }
 
-static void hub_timer(struct hub *h, es_msg_t *msg)
+/* A timer: a channel's (tag: the channel | 1), or a cursor sub's (tag:
+ * the sub). */
+static void hub_timer(es_actor_t *self, es_msg_t *msg)
 {
-    struct sub *s = (struct sub *)(uintptr_t)es_msg_timer_tag(msg);
-    (void)h;
-    sub_unlink(s);
-    if (s->cur) {
-        sub_try(s, s->ch, true); /* the cursor, no messages */
+    uintptr_t tag = (uintptr_t)es_msg_timer_tag(msg);
+    if (tag & 1) {
+        plain_timer(self, (struct channel *)(tag & ~(uintptr_t)1),
+                    es_msg_timer_id(msg));
         return;
     }
-    es_http_response_status(s->res, 204);
-    sub_finish(s);
+    struct sub *s = (struct sub *)tag;
+    sub_unlink(s);
+    sub_try(s, s->ch, true); /* the cursor, no messages */
 }
 
 static void hub_free_all(struct hub *h)
@@ -622,6 +807,10 @@ static void hub_free_all(struct hub *h)
                 sub_unlink(s);
                 sub_finish(s);
             }
+            fan_finish(c);
+            while (c->plain.count)
+                es_http_response_end(plain_pop(&c->plain));
+            free(c->plain.w);
             while (c->count)
                 evict_oldest(c);
             for (unsigned i = 0; i < c->norigins; i++)
@@ -639,18 +828,26 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
     case MSG_SUB:
         hub_sub(self, h, es_msg_take(msg));
         break;
+    case MSG_PLAIN:
+        hub_plain(self, h, es_msg_take(msg));
+        break;
     case MSG_PUB: {
         struct pub *pb = es_msg_take(msg);
         hub_pub(self, h, pb);
-        es_http_response_end(pb->res);
         free(pb);
+        break;
+    }
+    case MSG_FANOUT: {
+        struct channel *c = (struct channel *)(uintptr_t)msg->inl.u64[0];
+        c->plain.fan_queued = false;
+        fan_continue(self, c);
         break;
     }
     case MSG_WIRE:
         hub_wire(self, h, msg);
         break;
     case ES_MSG_TIMER: /* a subscriber waited long enough */
-        hub_timer(h, msg);
+        hub_timer(self, msg);
         break;
     case ES_MSG_STOP: /* the runtime stops: release what is parked */
         hub_free_all(h);
