@@ -54,7 +54,10 @@ void es__http_exchange_unref(es_http_response_t *x)
     ref_drop(x);
     es__buf_free(&x->fields);
     es__buf_free(&x->body);
-    es__buf_free(&x->q);
+    if (x->q) {
+        es__buf_free(x->q);
+        es_free(x->q);
+    }
     es_free(x->req.body);
     es__http_body_free(x); /* after the free: the charge covers the bytes */
     es_free(x);
@@ -137,27 +140,24 @@ static int fill_request(es_http_response_t *x, struct es__http_conn *hc,
         memcpy(tail, h->f, fbytes);
     if (h->len)
         memcpy(tail + fbytes, h->buf, h->len);
-    char *s = tail + fbytes + h->len;
-    r->target = s;
+    char *s = tail + fbytes + h->len; /* es__http_req_target() */
     if (hc->url.len)
         memcpy(s, u, hc->url.len);
     s[hc->url.len] = '\0';
     s += hc->url.len + 1;
-    r->path = s;
-    if (p1 > p0) {
+    r->target_len = (uint32_t)hc->url.len;
+    r->path_len = p1 > p0 ? (uint32_t)(p1 - p0) : 1;
+    if (p1 > p0)
         memcpy(s, u + p0, p1 - p0);
-        s += p1 - p0;
-    } else {
-        *s++ = '/';
-    }
+    else
+        *s = '/';
+    s += r->path_len;
     *s++ = '\0';
-    r->query = s;
     if (q1 > q0)
         memcpy(s, u + q0, q1 - q0);
     s[q1 - q0] = '\0';
-    r->method = llhttp_method_name((llhttp_method_t)hc->p.method);
+    r->method = (uint8_t)hc->p.method;
     r->version = hc->p.http_minor ? 11 : 10;
-    r->rt = x->rt;
     return take_body(x, hc);
 }
 
@@ -180,7 +180,6 @@ es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
     atomic_flag_clear(&x->qlock);
     x->srv = srv;
     x->conn = es_actor_self(self);
-    x->rt = es_actor_runtime(self);
     x->status = 200;
     x->loop = (uint16_t)loop;
     x->has_req = with_req;
@@ -451,8 +450,11 @@ static void q_data_free(void *data)
 static void q_flush(es_actor_t *self, es_http_response_t *x)
 {
     q_lock(x);
-    struct es__buf b = x->q;
-    x->q = (struct es__buf){0};
+    struct es__buf b = {0};
+    if (x->q) {
+        b = *x->q;
+        *x->q = (struct es__buf){0};
+    }
     x->kick = false;
     q_unlock(x);
     if (b.len <= Q_HEAD || x->c_done) {
@@ -481,17 +483,20 @@ static void q_flush(es_actor_t *self, es_http_response_t *x)
 /* Appends len bytes to x->q (lock held). Returns: 0, -EAGAIN, -ENOMEM. */
 static int q_add(es_http_response_t *x, const void *data, size_t len)
 {
-    size_t old = x->q.len > Q_HEAD ? x->q.len - Q_HEAD : 0;
+    if (!x->q && !(x->q = es_calloc(1, sizeof(*x->q))))
+        return -ENOMEM;
+    struct es__buf *q = x->q;
+    size_t old = q->len > Q_HEAD ? q->len - Q_HEAD : 0;
     if (old && old + len > x->srv->o.write_high)
         return -EAGAIN;
     if (old + len > Q_MAX_CHUNK)
         return old ? -EAGAIN : -ENOMEM;
-    if (es__buf_reserve(&x->q, (x->q.len ? 0 : Q_HEAD) + len + 2))
+    if (es__buf_reserve(q, (q->len ? 0 : Q_HEAD) + len + 2))
         return -ENOMEM;
-    if (!x->q.len)
-        x->q.len = Q_HEAD;
-    memcpy(x->q.data + x->q.len, data, len);
-    x->q.len += len;
+    if (!q->len)
+        q->len = Q_HEAD;
+    memcpy(q->data + q->len, data, len);
+    q->len += len;
     return 0;
 }
 
@@ -525,7 +530,7 @@ static int send_op(es_http_response_t *x, int kind, bool take_ref)
         atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
     es_msg_t m = es_msg_ptr(ES__HTTP_MSG_OP, x, 0, msg_unref);
     m.inl.u64[0] = (uint64_t)kind;
-    int rc = es_send(x->rt, x->conn, &m);
+    int rc = es_send(x->srv->rt, x->conn, &m);
     if (rc && take_ref)
         atomic_fetch_sub_explicit(&x->refs, 1, memory_order_relaxed);
     return rc;
@@ -536,7 +541,7 @@ static int write_marshal(es_http_response_t *x, const void *data, size_t len)
     if (atomic_load_explicit(&x->congested, memory_order_acquire))
         return -EAGAIN;
     q_lock(x);
-    size_t old = x->q.len;
+    size_t old = x->q ? x->q->len : 0;
     int rc = q_add(x, data, len);
     bool kick = !rc && !x->kick;
     if (kick)
@@ -548,7 +553,7 @@ static int write_marshal(es_http_response_t *x, const void *data, size_t len)
     if (rc) {
         /* No flush was on its way, so nobody took the queue since. */
         q_lock(x);
-        x->q.len = old;
+        x->q->len = old;
         x->kick = false;
         q_unlock(x);
     }

@@ -595,22 +595,22 @@ void es_http_server_free(es_http_server_t *s)
 
 const char *es_http_request_method(const es_http_request_t *req)
 {
-    return req ? req->method : NULL;
+    return req ? es__http_req_method(req) : NULL;
 }
 
 const char *es_http_request_target(const es_http_request_t *req)
 {
-    return req ? req->target : NULL;
+    return req ? es__http_req_target(req) : NULL;
 }
 
 const char *es_http_request_path(const es_http_request_t *req)
 {
-    return req ? req->path : NULL;
+    return req ? es__http_req_path(req) : NULL;
 }
 
 const char *es_http_request_query(const es_http_request_t *req)
 {
-    return req ? req->query : NULL;
+    return req ? es__http_req_query(req) : NULL;
 }
 
 int es_http_request_version(const es_http_request_t *req)
@@ -640,7 +640,11 @@ const void *es_http_request_body(const es_http_request_t *req, size_t *len)
 
 es_runtime_t *es_http_request_runtime(const es_http_request_t *req)
 {
-    return req ? req->rt : NULL;
+    if (!req)
+        return NULL;
+    const es_http_response_t *x =
+        (const void *)((const char *)req - offsetof(es_http_response_t, req));
+    return x->srv->rt;
 }
 
 void es_http_request_set_user(es_http_request_t *req, void *user)

@@ -225,7 +225,8 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
     hc->x = x;
     const struct es__http_route *r = NULL;
     char allow[128];
-    int rc = es__http_route_find(srv, x->req.method, x->req.path, &r, allow,
+    int rc = es__http_route_find(srv, es__http_req_method(&x->req),
+                                 es__http_req_path(&x->req), &r, allow,
                                  sizeof(allow));
     if (rc) {
         send_error(self, srv, hc->loop, rc, x, allow);

@@ -147,17 +147,39 @@ struct es_http_server {
     unsigned nmetrics_src;
 };
 
-/* The request, immutable once the handler is called. */
+/*
+ * The request, immutable once the handler is called. Its strings live in
+ * the exchange's tail: the fields, then their names and values, then the
+ * target, the path and the query, each NUL-terminated (the accessors below
+ * find them; pointers to them would cost a parked request 32 bytes).
+ */
 struct es_http_request {
-    const char *method, *target, *path, *query;
-    es_runtime_t *rt;
     struct es_http_headers headers; /* storage in the exchange's tail */
     char *body;                     /* es_malloc'd, or NULL (then "") */
     size_t body_len;
     size_t body_charge; /* budget bytes the body holds (server_body.c) */
     void *user;         /* es_http_request_set_user() */
+    uint32_t target_len, path_len;
     uint8_t version;
+    uint8_t method; /* llhttp_method_t */
 };
+
+static inline const char *es__http_req_target(const struct es_http_request *r)
+{
+    return r->headers.buf + r->headers.len;
+}
+static inline const char *es__http_req_path(const struct es_http_request *r)
+{
+    return es__http_req_target(r) + r->target_len + 1;
+}
+static inline const char *es__http_req_query(const struct es_http_request *r)
+{
+    return es__http_req_path(r) + r->path_len + 1;
+}
+static inline const char *es__http_req_method(const struct es_http_request *r)
+{
+    return llhttp_method_name((llhttp_method_t)r->method);
+}
 
 /* States of es_http_response.shared: who let go first. */
 enum { ES__X_ENDED = 1, ES__X_GONE = 2 };
@@ -183,10 +205,12 @@ struct es_http_response {
     atomic_bool congested; /* [c] send queue above its high mark */
     atomic_flag qlock;     /* guards q and kick (a spin lock) */
     bool kick;             /* [q] a flush message is on its way */
-    struct es__buf q;      /* [q] pieces written off the thread */
-    es_http_server_t *srv;
+    /* [q] pieces written off the thread; allocated by the first such
+     * write, so that a response that never streams off its thread (a
+     * parked long-poll answered whole) does not carry it */
+    struct es__buf *q;
+    es_http_server_t *srv; /* srv->rt: the runtime */
     es_actor_id_t conn;
-    es_runtime_t *rt;
     struct es__buf fields; /* [h] "Name: value\r\n" lines */
     struct es__buf body;   /* [h] copied body */
     void *ref;             /* [h] body by reference */
