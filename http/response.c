@@ -40,11 +40,41 @@ static bool on_conn(const es_http_response_t *x)
 
 static void ref_drop(es_http_response_t *x)
 {
-    if (x->ref && x->ref_free)
-        x->ref_free(x->ref);
-    x->ref = NULL;
-    x->ref_len = 0;
-    x->ref_free = NULL;
+    struct es__http_out *o = x->out;
+    if (!o)
+        return;
+    if (o->ref && o->ref_free)
+        o->ref_free(o->ref);
+    o->ref = NULL;
+    o->ref_len = 0;
+    o->ref_free = NULL;
+}
+
+/* x's out, made if need be with room for `more` bytes of field lines.
+ * Returns: it, or NULL (no memory). */
+static struct es__http_out *out_get(es_http_response_t *x, size_t more)
+{
+    struct es__http_out *o = x->out;
+    size_t len = o ? o->flen : 0, cap = o ? o->fcap : 0;
+    if (o && more <= cap - len)
+        return o;
+    if (more > UINT32_MAX - len)
+        return NULL;
+    size_t want = more ? len + more : 0;
+    if (want && want < 2 * cap)
+        want = 2 * cap;
+    if (want && want < 48)
+        want = 48;
+    if (want > UINT32_MAX)
+        want = UINT32_MAX;
+    o = es_realloc(o, sizeof(*o) + want);
+    if (!o)
+        return NULL;
+    if (!x->out)
+        memset(o, 0, sizeof(*o));
+    o->fcap = (uint32_t)want;
+    x->out = o;
+    return o;
 }
 
 void es__http_exchange_unref(es_http_response_t *x)
@@ -52,8 +82,10 @@ void es__http_exchange_unref(es_http_response_t *x)
     if (atomic_fetch_sub_explicit(&x->refs, 1, memory_order_acq_rel) != 1)
         return;
     ref_drop(x);
-    es__buf_free(&x->fields);
-    es__buf_free(&x->body);
+    if (x->out) {
+        es__buf_free(&x->out->body);
+        es_free(x->out);
+    }
     if (x->q) {
         es__buf_free(x->q);
         es_free(x->q);
@@ -273,8 +305,8 @@ static bool has_body(int status)
 static size_t head_max(const es_http_response_t *x)
 {
     return 64 + strlen(es_http_status_text(x->status)) +
-           x->srv->server_line_len + ES__HTTP_DATE_LEN + 8 + x->fields.len +
-           40 + 32 + 28;
+           x->srv->server_line_len + ES__HTTP_DATE_LEN + 8 +
+           (x->out ? x->out->flen : 0) + 40 + 32 + 28;
 }
 
 /* Writes the head into p; body_len < 0: streamed. Returns the end. */
@@ -291,8 +323,8 @@ static char *put_head(es_http_response_t *x, char *p, int64_t body_len)
     p = put(p, "Date: ", 6);
     p += es__http_date(p);
     p = put(p, "\r\n", 2);
-    if (x->fields.len)
-        p = put(p, x->fields.data, x->fields.len);
+    if (x->out && x->out->flen)
+        p = put(p, x->out->fields, x->out->flen);
     if (body_len >= 0 && has_body(x->status)) {
         p = put(p, "Content-Length: ", 16);
         p = put_u64(p, (uint64_t)body_len);
@@ -319,16 +351,17 @@ static void write_head(es_actor_t *self, const es_http_response_t *x,
 
 static void write_body_apart(es_actor_t *self, es_http_response_t *x)
 {
+    struct es__http_out *o = x->out; /* not NULL: there is a body */
     int rc = 0;
-    if (x->ref) {
-        rc = out_ref(self, x, x->ref, x->ref_len, x->ref_free);
+    if (o->ref) {
+        rc = out_ref(self, x, o->ref, o->ref_len, o->ref_free);
         if (rc == 0)
-            x->ref = NULL; /* the connection owns it now */
+            o->ref = NULL; /* the connection owns it now */
         ref_drop(x);
-    } else if (x->body.len) {
-        rc = out_ref(self, x, x->body.data, x->body.len, es_free);
+    } else if (o->body.len) {
+        rc = out_ref(self, x, o->body.data, o->body.len, es_free);
         if (rc == 0)
-            x->body = (struct es__buf){0};
+            o->body = (struct es__buf){0};
     }
     if (rc)
         (void)es_conn_close(self);
@@ -337,8 +370,9 @@ static void write_body_apart(es_actor_t *self, es_http_response_t *x)
 /* Sends a response that was not streamed: head and body. */
 static void send_plain(es_actor_t *self, es_http_response_t *x)
 {
-    const char *body = x->ref ? x->ref : x->body.data;
-    size_t blen = x->ref ? x->ref_len : x->body.len;
+    const struct es__http_out *o = x->out;
+    const char *body = !o ? NULL : o->ref ? o->ref : o->body.data;
+    size_t blen = !o ? 0 : o->ref ? o->ref_len : o->body.len;
     bool send_body = !x->head_only && has_body(x->status) && blen;
     size_t hmax = head_max(x);
     if (hmax + (send_body ? blen : 0) <= OUT_SMALL) {
@@ -622,16 +656,15 @@ int es_http_response_header(es_http_response_t *res, const char *name,
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
-    size_t old = res->fields.len;
-    int rc = es__buf_reserve(&res->fields, nl + vl + 4);
-    if (rc)
-        return rc;
-    char *p = res->fields.data + old;
+    struct es__http_out *o = out_get(res, nl + vl + 4);
+    if (!o)
+        return -ENOMEM;
+    char *p = o->fields + o->flen;
     p = put(p, name, nl);
     p = put(p, ": ", 2);
     p = put(p, value, vl);
     put(p, "\r\n", 2);
-    res->fields.len = old + nl + vl + 4;
+    o->flen += (uint32_t)(nl + vl + 4);
     return 0;
 }
 
@@ -641,9 +674,14 @@ int es_http_response_body(es_http_response_t *res, const void *data, size_t len)
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
+    if (!len && !res->out)
+        return 0; /* empty, as it was */
+    struct es__http_out *o = out_get(res, 0);
+    if (!o)
+        return -ENOMEM;
     ref_drop(res);
-    res->body.len = 0;
-    return es__buf_add(&res->body, data, len);
+    o->body.len = 0;
+    return es__buf_add(&o->body, data, len);
 }
 
 int es_http_response_body_ref(es_http_response_t *res, void *data, size_t len,
@@ -653,11 +691,14 @@ int es_http_response_body_ref(es_http_response_t *res, void *data, size_t len,
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
+    struct es__http_out *o = out_get(res, 0);
+    if (!o)
+        return -ENOMEM;
     ref_drop(res);
-    res->body.len = 0;
-    res->ref = data;
-    res->ref_len = len;
-    res->ref_free = free_cb;
+    o->body.len = 0;
+    o->ref = data;
+    o->ref_len = len;
+    o->ref_free = free_cb;
     return 0;
 }
 

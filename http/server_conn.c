@@ -27,6 +27,7 @@
 #include "server_private.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* --- Helpers -------------------------------------------------------------- */
@@ -175,9 +176,9 @@ static void send_error(es_actor_t *self, es_http_server_t *srv, unsigned loop,
     x->is_error = true;
     x->status = (uint16_t)status;
     x->keep_alive = own ? false : x->keep_alive && !closes(status);
-    const char *text = es_http_status_text(status);
-    if (es__buf_adds(&x->body, text) == 0)
-        (void)es__buf_add(&x->body, "\n", 1);
+    char text[128];
+    int n = snprintf(text, sizeof(text), "%s\n", es_http_status_text(status));
+    (void)es_http_response_body(x, text, (size_t)n);
     if (allow && *allow)
         (void)es_http_response_header(x, "Allow", allow);
     if (srv->on_error)

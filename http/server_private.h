@@ -181,6 +181,23 @@ static inline const char *es__http_req_method(const struct es_http_request *r)
     return llhttp_method_name((llhttp_method_t)r->method);
 }
 
+/*
+ * What the holder sets before a response goes out: its header fields and
+ * its body (a copy, or by reference). Allocated by the first call that
+ * sets one, with the field lines inline after it, so that a parked
+ * response whose holder has set nothing yet carries only the pointer. It
+ * belongs to the holder ([h]) and may move when a field is added (only
+ * before the response is begun or ended: then it never changes again).
+ */
+struct es__http_out {
+    struct es__buf body; /* copied body */
+    void *ref;           /* body by reference */
+    size_t ref_len;
+    es_msg_free_cb ref_free;
+    uint32_t flen, fcap; /* "Name: value\r\n" lines in fields[], room */
+    char fields[];
+};
+
 /* States of es_http_response.shared: who let go first. */
 enum { ES__X_ENDED = 1, ES__X_GONE = 2 };
 
@@ -211,12 +228,8 @@ struct es_http_response {
     struct es__buf *q;
     es_http_server_t *srv; /* srv->rt: the runtime */
     es_actor_id_t conn;
-    struct es__buf fields; /* [h] "Name: value\r\n" lines */
-    struct es__buf body;   /* [h] copied body */
-    void *ref;             /* [h] body by reference */
-    size_t ref_len;
-    es_msg_free_cb ref_free;
-    es_http_gone_cb on_gone; /* [h] set by defer */
+    struct es__http_out *out; /* [h] fields and body, or NULL: none */
+    es_http_gone_cb on_gone;  /* [h] set by defer */
     void *gone_arg;
     uint16_t status;   /* [h] */
     bool begun, ended; /* [h] */
