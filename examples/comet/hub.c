@@ -45,19 +45,30 @@ struct waiter {
     uint64_t due_ms; /* monotonic */
 };
 
+/* Waiters per block of a channel's queue: a block is 4 KiB with its link
+ * and malloc's header. */
+#define WBLOCK 255
+
+struct wblock {
+    struct wblock *next;
+    struct waiter w[WBLOCK];
+};
+
 /*
  * A channel's parked plain /sub, in arrival order, which is also the order
- * of their deadlines (one --poll-timeout for all): a ring of `cap` (a power
- * of two) waiters from `head`, and one timer for the channel, armed for
- * the first deadline. A publish answers the first `fan_left` of them (all
- * that were parked when it came) FANOUT_BATCH per turn; later /sub queue
- * behind and wait for the next message. Nothing else touches the channel
- * while a fan-out is under way: what would (a publish, the timer, the
- * stop) first completes it.
+ * of their deadlines (one --poll-timeout for all): a FIFO of blocks (so a
+ * waiter costs its 16 bytes and no copy as the queue grows; a block is
+ * freed once emptied), and one timer for the channel, armed for the first
+ * deadline. A publish answers the first `fan_left` of them (all that were
+ * parked when it came) FANOUT_BATCH per turn; later /sub queue behind and
+ * wait for the next message. Nothing else touches the channel while a
+ * fan-out is under way: what would (a publish, the timer, the stop) first
+ * completes it.
  */
 struct plainq {
-    struct waiter *w;
-    unsigned head, count, cap;
+    struct wblock *head, *tail;
+    unsigned hpos, tpos; /* next to pop in head, to fill in tail */
+    unsigned count;
     unsigned fan_left;           /* waiters still to get `fan` */
     const struct entry *fan;     /* the message being fanned out */
     es_http_response_t *fan_pub; /* the /pub answered at the end */
@@ -467,30 +478,55 @@ static uint64_t now_ms(void)
 /* Queues a plain /sub. Returns: 0; -ENOMEM. */
 static int plain_push(struct plainq *q, es_http_response_t *res)
 {
-    if (q->count == q->cap) {
-        if (q->cap > UINT_MAX / 2)
+    if (!q->tail || q->tpos == WBLOCK) {
+        struct wblock *b = malloc(sizeof(*b));
+        if (!b)
             return -ENOMEM;
-        unsigned cap = q->cap ? q->cap * 2 : 16;
-        struct waiter *w = malloc(cap * sizeof(*w));
-        if (!w)
-            return -ENOMEM;
-        for (unsigned i = 0; i < q->count; i++)
-            w[i] = q->w[(q->head + i) & (q->cap - 1)];
-        free(q->w);
-        q->w = w;
-        q->cap = cap;
-        q->head = 0;
+        b->next = NULL;
+        if (q->tail)
+            q->tail->next = b;
+        else
+            q->head = b;
+        q->tail = b;
+        q->tpos = 0;
     }
-    q->w[(q->head + q->count++) & (q->cap - 1)] =
+    q->tail->w[q->tpos++] =
         (struct waiter){res, now_ms() + g_opt.poll_timeout_ms};
+    q->count++;
     return 0;
+}
+
+/* Forgets the waiter just queued. */
+static void plain_unpush(struct plainq *q)
+{
+    q->tpos--;
+    q->count--;
+}
+
+static const struct waiter *plain_first(const struct plainq *q)
+{
+    return &q->head->w[q->hpos];
 }
 
 static es_http_response_t *plain_pop(struct plainq *q)
 {
-    es_http_response_t *res = q->w[q->head].res;
-    q->head = (q->head + 1) & (q->cap - 1);
-    q->count--;
+    es_http_response_t *res = q->head->w[q->hpos++].res;
+    if (--q->count == 0) {
+        /* Empty: the head block is reused (a block after it can only be
+         * one that plain_unpush() left empty). */
+        while (q->head->next) {
+            struct wblock *b = q->head->next;
+            q->head->next = b->next;
+            free(b);
+        }
+        q->tail = q->head;
+        q->hpos = q->tpos = 0;
+    } else if (q->hpos == WBLOCK) {
+        struct wblock *b = q->head;
+        q->head = b->next;
+        q->hpos = 0;
+        free(b);
+    }
     return res;
 }
 
@@ -501,7 +537,7 @@ static bool plain_arm(es_actor_t *self, struct channel *c)
     struct plainq *q = &c->plain;
     if (q->timer_on || q->count == 0)
         return true;
-    uint64_t now = now_ms(), due = q->w[q->head].due_ms;
+    uint64_t now = now_ms(), due = plain_first(q)->due_ms;
     if (es_timer_start(self, due > now ? due - now : 0, 0, (uintptr_t)c | 1,
                        &q->timer) == 0)
         q->timer_on = true;
@@ -571,7 +607,7 @@ static void plain_timer(es_actor_t *self, struct channel *c, es_timer_id_t id)
     q->timer_on = false;
     fan_finish(c);
     uint64_t now = now_ms();
-    while (q->count && q->w[q->head].due_ms <= now) {
+    while (q->count && plain_first(q)->due_ms <= now) {
         es_http_response_t *res = plain_pop(q);
         es_http_response_status(res, 204);
         es_http_response_end(res);
@@ -678,7 +714,7 @@ static void hub_plain(es_actor_t *self, struct hub *h, es_http_response_t *res)
         plain_push(&c->plain, res) == 0) {
         if (plain_arm(self, c))
             return;
-        c->plain.count--; /* no timer: it would never time out */
+        plain_unpush(&c->plain); /* no timer: it would never time out */
     }
     es_http_response_status(res, 503);
     es_http_response_end(res);
@@ -810,7 +846,7 @@ static void hub_free_all(struct hub *h)
             fan_finish(c);
             while (c->plain.count)
                 es_http_response_end(plain_pop(&c->plain));
-            free(c->plain.w);
+            free(c->plain.head);
             while (c->count)
                 evict_oldest(c);
             for (unsigned i = 0; i < c->norigins; i++)

@@ -281,10 +281,11 @@ def _answers(socks, timeout=15):
 
 
 def single_fanout(a):
-    """More parked plain /sub than one fan-out batch: each gets exactly one
-    message, and each /pub's count is how many got its text, also when
-    publishes come while a fan-out is still under way."""
-    n = 200
+    """More parked plain /sub than one fan-out batch and than one block of
+    the channel's queue: each gets exactly one message, and each /pub's
+    count is how many got its text, also when publishes come while a
+    fan-out is still under way."""
+    n = 300
     for rnd in range(2):
         socks = _park(a, n, "fan")
         counts, texts_sent = {}, []
