@@ -233,10 +233,16 @@ struct es_http_response {
     void *gone_arg;
     uint16_t status;   /* [h] */
     bool begun, ended; /* [h] */
-    bool deferred;     /* set in the handler, then read-only */
-    bool has_req, head_only, v10, is_error; /* read-only */
-    bool keep_alive;          /* [c] (a streamed 1.0 response clears it) */
-    bool c_head_sent, c_done; /* [c] head written; response complete */
+    /* Bit-fields, to keep a parked exchange in a smaller malloc chunk.
+     * Bits that share a unit are one memory location (C11 3.14), so each
+     * unit holds the bits of one owner only: the zero-width field starts
+     * the connection's own unit. */
+    bool deferred : 1; /* set in the handler, then read-only */
+    bool has_req : 1, head_only : 1, v10 : 1, is_error : 1; /* read-only */
+    uint8_t : 0;
+    bool keep_alive : 1;  /* [c] (a streamed 1.0 response clears it) */
+    bool c_head_sent : 1; /* [c] head written */
+    bool c_done : 1;      /* [c] response complete */
     uint16_t loop;
     es_http_request_t req;
 };
