@@ -9,6 +9,8 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +38,41 @@ struct entry {
     uint64_t seq;
     int64_t time_us; /* the origin's clock when published */
     uint32_t len;
-    char *text;
+    char *text; /* the bytes of a struct text */
 };
+
+/* A message's bytes, shared by its history entry and the plain /sub
+ * responses that send it (es_http_response_body_ref(), on any demux
+ * thread): one copy per message instead of one per subscriber. */
+struct text {
+    atomic_uint refs;
+    char bytes[];
+};
+
+static char *text_new(const char *p, uint32_t len)
+{
+    struct text *t = malloc(sizeof(*t) + (len ? len : 1));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    memcpy(t->bytes, p, len);
+    return t->bytes;
+}
+
+static char *text_ref(char *bytes)
+{
+    struct text *t = (void *)(bytes - offsetof(struct text, bytes));
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return bytes;
+}
+
+/* es_msg_free_cb of a response's body, and the history's release. */
+static void text_unref(void *bytes)
+{
+    struct text *t = (void *)((char *)bytes - offsetof(struct text, bytes));
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+        free(t);
+}
 
 /* A parked plain /sub: its response and when it times out. */
 struct waiter {
@@ -204,7 +239,7 @@ static void evict_oldest(struct channel *c)
         o->lo = e->seq + 1;
     if (o->lost_time < e->time_us)
         o->lost_time = e->time_us;
-    free(e->text);
+    text_unref(e->text);
     c->first = (c->first + 1) % g_opt.history;
     c->count--;
 }
@@ -562,7 +597,9 @@ static void fan_step(struct channel *c, unsigned budget)
         es_http_response_t *res = plain_pop(q);
         q->fan_left--;
         es_http_response_header(res, "Content-Type", "text/plain");
-        es_http_response_body(res, q->fan->text, q->fan->len);
+        char *text = text_ref(q->fan->text);
+        if (es_http_response_body_ref(res, text, q->fan->len, text_unref))
+            text_unref(text);
         q->fan_got += es_http_response_end(res) == 0;
     }
     if (q->fan_left || !q->fan)
@@ -653,10 +690,9 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
         h->duplicates++;
         return -EALREADY;
     }
-    struct entry e = {o, seq, time_us, len, malloc(len ? len : 1)};
+    struct entry e = {o, seq, time_us, len, text_new(text, len)};
     if (!e.text)
         return -ENOMEM;
-    memcpy(e.text, text, len);
     if (seq > o->head + 1) { /* a gap: the cluster lost some of o's */
         int64_t now = comet_now_us();
         o->lo = seq;
