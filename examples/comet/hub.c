@@ -74,6 +74,65 @@ static void text_unref(void *bytes)
         free(t);
 }
 
+/*
+ * Fan-out credit. A plain /sub's response ended by the hub goes out when
+ * its connection's thread handles the message end() sent it; until then
+ * it holds its fields and a slot of that thread's inbound ring (or of the
+ * overflow queue the runtime grows and keeps past the ring's 4,096). So
+ * the hub has at most FANOUT_CREDIT of them in flight: `inflight` counts
+ * them, sent() (the body's free_cb, on the connection's thread once it is
+ * written, or inside end() if the client had left) gives credit back, and
+ * the hub, out of credit, waits for a MSG_FANOUT from the sent() that
+ * brings `inflight` down to half. Lost wakeups are excluded as in the
+ * HTTP module's body budget: the hub stores `waiting`, then reads
+ * `inflight`; sent() decrements `inflight`, then reads `waiting` (all
+ * seq_cst, so one of the two sees the other), and whoever swaps `waiting`
+ * back to false goes on. A wakeup that cannot be sent is covered by the
+ * hub's safety timer (FANOUT_WAIT_MS).
+ */
+#define FANOUT_CREDIT 512
+#define FANOUT_WAIT_MS 20
+#define TAG_CREDIT                                                             \
+    2 /* timer tag: not a sub (a pointer), not a channel (odd)                 \
+       */
+
+static struct {
+    atomic_uint inflight;
+    atomic_bool waiting;
+    es_runtime_t *rt;
+} g_credit;
+
+static void credit_wake(void)
+{
+    if (atomic_exchange(&g_credit.waiting, false)) {
+        es_msg_t m = es_msg_make(MSG_FANOUT);
+        if (es_send(g_credit.rt, g_hub, &m) != 0)
+            atomic_store(&g_credit.waiting, true); /* the timer goes on */
+    }
+}
+
+/* free_cb of a plain /sub's body: the text's reference and the credit. */
+static void sent(void *bytes)
+{
+    text_unref(bytes);
+    if (atomic_fetch_sub(&g_credit.inflight, 1) - 1 <= FANOUT_CREDIT / 2 &&
+        atomic_load(&g_credit.waiting))
+        credit_wake();
+}
+
+/* Out of credit? Then the hub waits (true) for a MSG_FANOUT. */
+static bool credit_wait(void)
+{
+    if (atomic_load(&g_credit.inflight) < FANOUT_CREDIT)
+        return false;
+    atomic_store(&g_credit.waiting, true);
+    if (atomic_load(&g_credit.inflight) > FANOUT_CREDIT / 2)
+        return true;
+    /* Credit came back meanwhile: go on, unless a sent() saw `waiting`
+     * first and its MSG_FANOUT is on the way. */
+    return !atomic_exchange(&g_credit.waiting, false);
+}
+
 /* A parked plain /sub: its response and when it times out. */
 struct waiter {
     es_http_response_t *res;
@@ -108,7 +167,7 @@ struct plainq {
     const struct entry *fan;     /* the message being fanned out */
     es_http_response_t *fan_pub; /* the /pub answered at the end */
     int fan_got;                 /* subscribers that got it so far */
-    bool fan_queued;             /* a MSG_FANOUT is on its way */
+    bool fanning;                /* in the hub's list of fan-outs */
     bool timer_on;
     es_timer_id_t timer;
 };
@@ -124,6 +183,7 @@ struct channel {
     int64_t ready_time; /* our topic subscription was live by then */
     struct sub *subs;   /* parked cursor subs, doubly linked */
     struct plainq plain;
+    struct channel *fan_next; /* the hub's list of fan-outs under way */
     char name[MAX_CHANNEL];
 };
 
@@ -138,6 +198,9 @@ struct wire {
 
 struct hub {
     struct channel *buckets[CHANNEL_BUCKETS];
+    struct channel *fanning; /* channels with a fan-out under way */
+    bool fan_queued;         /* a MSG_FANOUT to ourselves is on its way */
+    bool fan_timer;          /* the credit's safety timer runs */
     unsigned nchannels;
     uint64_t bad_wire, duplicates;
 };
@@ -598,8 +661,9 @@ static void fan_step(struct channel *c, unsigned budget)
         q->fan_left--;
         es_http_response_header(res, "Content-Type", "text/plain");
         char *text = text_ref(q->fan->text);
-        if (es_http_response_body_ref(res, text, q->fan->len, text_unref))
-            text_unref(text);
+        atomic_fetch_add(&g_credit.inflight, 1);
+        if (es_http_response_body_ref(res, text, q->fan->len, sent))
+            sent(text);
         q->fan_got += es_http_response_end(res) == 0;
     }
     if (q->fan_left || !q->fan)
@@ -610,39 +674,87 @@ static void fan_step(struct channel *c, unsigned budget)
     q->fan = NULL;
 }
 
-/* Completes the fan-out under way in c, if any, before what would change
- * what it owes (a new message, a timeout, the stop). */
-static void fan_finish(struct channel *c)
+static void fan_unlist(struct hub *h, struct channel *c)
 {
-    fan_step(c, UINT_MAX);
+    struct channel **pp = &h->fanning;
+    while (*pp != c)
+        pp = &(*pp)->fan_next;
+    *pp = c->fan_next;
+    c->plain.fanning = false;
 }
 
-/* One batch of c's fan-out; the rest after the others' turn. */
-static void fan_continue(es_actor_t *self, struct channel *c)
+/* Completes the fan-out under way in c, if any, before what would change
+ * what it owes (a new message, a timeout, the stop): credit or not. */
+static void fan_finish(struct hub *h, struct channel *c)
 {
-    struct plainq *q = &c->plain;
-    fan_step(c, FANOUT_BATCH);
-    if (!q->fan_left) {
-        plain_arm(self, c);
+    fan_step(c, UINT_MAX);
+    if (c->plain.fanning)
+        fan_unlist(h, c);
+}
+
+/*
+ * Goes on with the fan-outs under way, a batch at a time while there is
+ * credit; then comes back after the other actors' turn (MSG_FANOUT to
+ * ourselves), or when credit comes back.
+ */
+static void fan_drive(es_actor_t *self, struct hub *h, bool force)
+{
+    while (h->fanning) {
+        if (!force && credit_wait()) {
+            if (!h->fan_timer) {
+                es_timer_id_t id;
+                h->fan_timer = es_timer_start(self, FANOUT_WAIT_MS, 0,
+                                              TAG_CREDIT, &id) == 0;
+            }
+            return;
+        }
+        struct channel *c = h->fanning;
+        force = false;
+        fan_step(c, FANOUT_BATCH);
+        if (c->plain.fan_left) {
+            h->fanning = c->fan_next; /* round robin over the channels */
+            c->fan_next = NULL;
+            struct channel **pp = &h->fanning;
+            while (*pp)
+                pp = &(*pp)->fan_next;
+            *pp = c;
+        } else {
+            fan_unlist(h, c);
+            plain_arm(self, c);
+        }
+        if (!h->fanning || h->fan_queued)
+            return;
+        es_msg_t m = es_msg_make(MSG_FANOUT);
+        if (es_send(es_actor_runtime(self), es_actor_self(self), &m) == 0) {
+            h->fan_queued = true;
+            return;
+        }
+        /* No way back: on with it now (the credit still paces it). */
+    }
+}
+
+/* Starts c's fan-out (fan_* set). */
+static void fan_start(es_actor_t *self, struct hub *h, struct channel *c)
+{
+    if (!c->plain.fan_left) {
+        fan_step(c, 0); /* nobody waits: answers the /pub */
         return;
     }
-    if (q->fan_queued)
-        return;
-    es_msg_t m = es_msg_u64(MSG_FANOUT, (uint64_t)(uintptr_t)c);
-    if (es_send(es_actor_runtime(self), es_actor_self(self), &m) == 0)
-        q->fan_queued = true;
-    else
-        fan_finish(c); /* no way back to it: all of it now */
+    c->plain.fanning = true;
+    c->fan_next = h->fanning;
+    h->fanning = c;
+    fan_drive(self, h, false);
 }
 
 /* c's timer: answers 204 to the plain /sub whose time is up. */
-static void plain_timer(es_actor_t *self, struct channel *c, es_timer_id_t id)
+static void plain_timer(es_actor_t *self, struct hub *h, struct channel *c,
+                        es_timer_id_t id)
 {
     struct plainq *q = &c->plain;
     if (!q->timer_on || id != q->timer)
         return;
     q->timer_on = false;
-    fan_finish(c);
+    fan_finish(h, c);
     uint64_t now = now_ms();
     while (q->count && plain_first(q)->due_ms <= now) {
         es_http_response_t *res = plain_pop(q);
@@ -655,8 +767,8 @@ static void plain_timer(es_actor_t *self, struct channel *c, es_timer_id_t id)
 /* Wakes the parked subs of c for which entry e (in c's history) is new: the
  * cursor subs now, the plain ones in batches; `pub` (or NULL) is answered
  * how many got it once all have. */
-static void wake(es_actor_t *self, struct channel *c, const struct entry *e,
-                 es_http_response_t *pub)
+static void wake(es_actor_t *self, struct hub *h, struct channel *c,
+                 const struct entry *e, es_http_response_t *pub)
 {
     int delivered = 0;
     for (struct sub *s = c->subs, *next; s; s = next) {
@@ -672,7 +784,7 @@ static void wake(es_actor_t *self, struct channel *c, const struct entry *e,
     q->fan_left = q->count;
     q->fan_got = delivered;
     q->fan_pub = pub;
-    fan_continue(self, c);
+    fan_start(self, h, c);
 }
 
 /* Appends one message of node `origin` to c's history, in arrival order,
@@ -682,7 +794,7 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
                   const char *origin, uint64_t seq, int64_t time_us,
                   const char *text, uint32_t len, es_http_response_t *pub)
 {
-    fan_finish(c); /* the last message's fan-out, before any eviction */
+    fan_finish(h, c); /* the last message's fan-out, before any eviction */
     struct origin *o = origin_find(c, origin);
     if (!o && !(o = origin_make(c, origin, seq)))
         return -ENOMEM;
@@ -705,7 +817,7 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
     *slot = e;
     o->held++;
     o->head = seq;
-    wake(self, c, slot, pub);
+    wake(self, h, c, slot, pub);
     return 0;
 }
 
@@ -855,11 +967,20 @@ static void hub_wire(es_actor_t *self, struct hub *h, const es_msg_t *msg)
 
 /* A timer: a channel's (tag: the channel | 1), or a cursor sub's (tag:
  * the sub). */
-static void hub_timer(es_actor_t *self, es_msg_t *msg)
+static void hub_timer(es_actor_t *self, struct hub *h, es_msg_t *msg)
 {
     uintptr_t tag = (uintptr_t)es_msg_timer_tag(msg);
+    if (tag == TAG_CREDIT) {
+        /* Still waiting: a wakeup could not be sent, or credit was lost
+         * (an end() that failed with -EAGAIN keeps its response): one
+         * batch whatever the credit, so a fan-out always ends. */
+        h->fan_timer = false;
+        if (atomic_exchange(&g_credit.waiting, false))
+            fan_drive(self, h, true);
+        return;
+    }
     if (tag & 1) {
-        plain_timer(self, (struct channel *)(tag & ~(uintptr_t)1),
+        plain_timer(self, h, (struct channel *)(tag & ~(uintptr_t)1),
                     es_msg_timer_id(msg));
         return;
     }
@@ -879,7 +1000,7 @@ static void hub_free_all(struct hub *h)
                 sub_unlink(s);
                 sub_finish(s);
             }
-            fan_finish(c);
+            fan_finish(h, c);
             while (c->plain.count)
                 es_http_response_end(plain_pop(&c->plain));
             free(c->plain.head);
@@ -909,17 +1030,15 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
         free(pb);
         break;
     }
-    case MSG_FANOUT: {
-        struct channel *c = (struct channel *)(uintptr_t)msg->inl.u64[0];
-        c->plain.fan_queued = false;
-        fan_continue(self, c);
+    case MSG_FANOUT: /* our own, or credit came back */
+        h->fan_queued = false;
+        fan_drive(self, h, false);
         break;
-    }
     case MSG_WIRE:
         hub_wire(self, h, msg);
         break;
     case ES_MSG_TIMER: /* a subscriber waited long enough */
-        hub_timer(self, msg);
+        hub_timer(self, h, msg);
         break;
     case ES_MSG_STOP: /* the runtime stops: release what is parked */
         hub_free_all(h);
@@ -931,6 +1050,7 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
 int comet_hub_spawn(es_runtime_t *rt, es_actor_id_t *out)
 {
     static struct hub hub;
+    g_credit.rt = rt;
     return es_spawn(
         rt, &(es_spawn_opts_t){.behaviour = hub_behaviour, .state = &hub}, out);
 }
