@@ -152,15 +152,35 @@ static int take_body(es_http_response_t *x, struct es__http_conn *hc)
     return 0;
 }
 
-/* Copies the parsed request of hc into x's tail. Returns: 0, -ENOMEM. */
+/* Where the parts of hc's target are (split_target()) and the tail bytes
+ * the request takes (fill_request()). */
+struct parts {
+    size_t p0, p1, q0, q1, tail;
+};
+
+static void request_size(const struct es__http_conn *hc, struct parts *t)
+{
+    const char *u = hc->url.data ? hc->url.data : "";
+    size_t n = hc->url.len;
+    split_target(u, n, &t->p0, &t->p1, &t->q0, &t->q1);
+    t->tail = hc->h.n * sizeof(*hc->h.f) + hc->h.len + n + 1 +
+              (t->p1 > t->p0 ? t->p1 - t->p0 : 1) + 1 +
+              (t->q1 == n ? 0 : t->q1 - t->q0 + 1);
+}
+
+/*
+ * Copies the parsed request of hc into x's tail: the fields, their names
+ * and values, the target, the path; the query is the end of the target
+ * when nothing follows it there (a fragment), else a copy after the path.
+ * Returns: 0, -ENOMEM.
+ */
 static int fill_request(es_http_response_t *x, struct es__http_conn *hc,
-                        char *tail)
+                        const struct parts *t, char *tail)
 {
     const struct es_http_headers *h = &hc->h;
     struct es_http_request *r = &x->req;
-    size_t fbytes = h->n * sizeof(*h->f), p0, p1, q0, q1;
+    size_t fbytes = h->n * sizeof(*h->f), n = hc->url.len;
     const char *u = hc->url.data ? hc->url.data : "";
-    split_target(u, hc->url.len, &p0, &p1, &q0, &q1);
     r->headers = (struct es_http_headers){
         .buf = tail + fbytes,
         .len = h->len,
@@ -172,24 +192,27 @@ static int fill_request(es_http_response_t *x, struct es__http_conn *hc,
         memcpy(tail, h->f, fbytes);
     if (h->len)
         memcpy(tail + fbytes, h->buf, h->len);
-    char *s = tail + fbytes + h->len; /* es__http_req_target() */
-    if (hc->url.len)
-        memcpy(s, u, hc->url.len);
-    s[hc->url.len] = '\0';
-    s += hc->url.len + 1;
-    r->target_len = (uint32_t)hc->url.len;
-    r->path_len = p1 > p0 ? (uint32_t)(p1 - p0) : 1;
-    if (p1 > p0)
-        memcpy(s, u + p0, p1 - p0);
-    else
-        *s = '/';
-    s += r->path_len;
+    char *target = tail + fbytes + h->len; /* es__http_req_target() */
+    if (n)
+        memcpy(target, u, n);
+    target[n] = '\0';
+    char *s = target + n + 1; /* es__http_req_path() */
+    if (t->p1 > t->p0) {
+        memcpy(s, u + t->p0, t->p1 - t->p0);
+        s += t->p1 - t->p0;
+    } else {
+        *s++ = '/';
+    }
     *s++ = '\0';
-    if (q1 > q0)
-        memcpy(s, u + q0, q1 - q0);
-    s[q1 - q0] = '\0';
-    r->method = (uint8_t)hc->p.method;
-    r->version = hc->p.http_minor ? 11 : 10;
+    r->target_len = (uint32_t)n;
+    r->query_off = (uint32_t)t->q0;
+    if (t->q1 != n) {
+        r->query_off = (uint32_t)(s - target);
+        memcpy(s, u + t->q0, t->q1 - t->q0);
+        s[t->q1 - t->q0] = '\0';
+    }
+    x->method = (uint8_t)hc->p.method;
+    x->v10 = hc->p.http_minor == 0;
     return take_body(x, hc);
 }
 
@@ -197,10 +220,11 @@ es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
                                           struct es__http_conn *hc,
                                           es_actor_t *self)
 {
-    size_t tail = 0;
+    struct parts t = {0};
     bool with_req = hc != NULL;
     if (with_req)
-        tail = hc->h.n * sizeof(*hc->h.f) + hc->h.len + 2 * hc->url.len + 4;
+        request_size(hc, &t);
+    size_t tail = t.tail;
     es_http_response_t *x = es_malloc(sizeof(*x) + tail);
     if (!x)
         return NULL;
@@ -215,7 +239,7 @@ es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
     x->status = 200;
     x->loop = (uint16_t)loop;
     x->has_req = with_req;
-    if (with_req && fill_request(x, hc, (char *)(x + 1))) {
+    if (with_req && fill_request(x, hc, &t, (char *)(x + 1))) {
         es_free(x);
         return NULL;
     }

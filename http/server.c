@@ -615,7 +615,7 @@ const char *es_http_request_query(const es_http_request_t *req)
 
 int es_http_request_version(const es_http_request_t *req)
 {
-    return req ? req->version : -EINVAL;
+    return req ? (es__http_req_exchange(req)->v10 ? 10 : 11) : -EINVAL;
 }
 
 const es_http_headers_t *es_http_request_headers(const es_http_request_t *req)
@@ -642,9 +642,7 @@ es_runtime_t *es_http_request_runtime(const es_http_request_t *req)
 {
     if (!req)
         return NULL;
-    const es_http_response_t *x =
-        (const void *)((const char *)req - offsetof(es_http_response_t, req));
-    return x->srv->rt;
+    return es__http_req_exchange(req)->srv->rt;
 }
 
 void es_http_request_set_user(es_http_request_t *req, void *user)

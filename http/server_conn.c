@@ -216,7 +216,6 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
         return;
     }
     es__http_body_dispatch(hc, x);
-    x->v10 = x->req.version == 10;
     x->head_only = hc->p.method == HTTP_HEAD;
     /* After CONNECT the client expects a tunnel, which we never open. */
     x->keep_alive = llhttp_should_keep_alive(&hc->p) &&

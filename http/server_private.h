@@ -25,6 +25,7 @@
 
 #include <llhttp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 
 enum es__http_kind {
@@ -148,10 +149,13 @@ struct es_http_server {
 };
 
 /*
- * The request, immutable once the handler is called. Its strings live in
- * the exchange's tail: the fields, then their names and values, then the
- * target, the path and the query, each NUL-terminated (the accessors below
- * find them; pointers to them would cost a parked request 32 bytes).
+ * The request, immutable once the handler is called. It lives in an
+ * exchange (es__http_req_exchange()), which holds its method and version,
+ * and its strings in the exchange's tail: the fields, then their names
+ * and values, then the target and the path, NUL-terminated, and the query
+ * (the end of the target, or a copy after the path when a fragment
+ * follows it there). The accessors below find them: pointers to them
+ * would cost a parked request 32 bytes.
  */
 struct es_http_request {
     struct es_http_headers headers; /* storage in the exchange's tail */
@@ -159,27 +163,9 @@ struct es_http_request {
     size_t body_len;
     size_t body_charge; /* budget bytes the body holds (server_body.c) */
     void *user;         /* es_http_request_set_user() */
-    uint32_t target_len, path_len;
-    uint8_t version;
-    uint8_t method; /* llhttp_method_t */
+    uint32_t target_len;
+    uint32_t query_off; /* from the target */
 };
-
-static inline const char *es__http_req_target(const struct es_http_request *r)
-{
-    return r->headers.buf + r->headers.len;
-}
-static inline const char *es__http_req_path(const struct es_http_request *r)
-{
-    return es__http_req_target(r) + r->target_len + 1;
-}
-static inline const char *es__http_req_query(const struct es_http_request *r)
-{
-    return es__http_req_path(r) + r->path_len + 1;
-}
-static inline const char *es__http_req_method(const struct es_http_request *r)
-{
-    return llhttp_method_name((llhttp_method_t)r->method);
-}
 
 /*
  * What the holder sets before a response goes out: its header fields and
@@ -222,6 +208,7 @@ struct es_http_response {
     atomic_bool congested; /* [c] send queue above its high mark */
     atomic_flag qlock;     /* guards q and kick (a spin lock) */
     bool kick;             /* [q] a flush message is on its way */
+    uint8_t method;        /* the request's (llhttp_method_t); read-only */
     /* [q] pieces written off the thread; allocated by the first such
      * write, so that a response that never streams off its thread (a
      * parked long-poll answered whole) does not carry it */
@@ -238,7 +225,8 @@ struct es_http_response {
      * unit holds the bits of one owner only: the zero-width field starts
      * the connection's own unit. */
     bool deferred : 1; /* set in the handler, then read-only */
-    bool has_req : 1, head_only : 1, v10 : 1, is_error : 1; /* read-only */
+    bool has_req : 1, head_only : 1, is_error : 1; /* read-only */
+    bool v10 : 1; /* read-only: the request is HTTP/1.0 (else 1.1) */
     uint8_t : 0;
     bool keep_alive : 1;  /* [c] (a streamed 1.0 response clears it) */
     bool c_head_sent : 1; /* [c] head written */
@@ -246,6 +234,31 @@ struct es_http_response {
     uint16_t loop;
     es_http_request_t req;
 };
+
+/* The exchange a request lives in, and where its parts are. */
+static inline es_http_response_t *
+es__http_req_exchange(const struct es_http_request *r)
+{
+    return (es_http_response_t *)(void *)((char *)(uintptr_t)r -
+                                          offsetof(es_http_response_t, req));
+}
+static inline const char *es__http_req_target(const struct es_http_request *r)
+{
+    return r->headers.buf + r->headers.len;
+}
+static inline const char *es__http_req_path(const struct es_http_request *r)
+{
+    return es__http_req_target(r) + r->target_len + 1;
+}
+static inline const char *es__http_req_query(const struct es_http_request *r)
+{
+    return es__http_req_target(r) + r->query_off;
+}
+static inline const char *es__http_req_method(const struct es_http_request *r)
+{
+    return llhttp_method_name(
+        (llhttp_method_t)es__http_req_exchange(r)->method);
+}
 
 /*
  * What a connection keeps about the body being read (server_body.c); all
