@@ -40,11 +40,41 @@ static bool on_conn(const es_http_response_t *x)
 
 static void ref_drop(es_http_response_t *x)
 {
-    if (x->ref && x->ref_free)
-        x->ref_free(x->ref);
-    x->ref = NULL;
-    x->ref_len = 0;
-    x->ref_free = NULL;
+    struct es__http_out *o = x->out;
+    if (!o)
+        return;
+    if (o->ref && o->ref_free)
+        o->ref_free(o->ref);
+    o->ref = NULL;
+    o->ref_len = 0;
+    o->ref_free = NULL;
+}
+
+/* x's out, made if need be with room for `more` bytes of field lines.
+ * Returns: it, or NULL (no memory). */
+static struct es__http_out *out_get(es_http_response_t *x, size_t more)
+{
+    struct es__http_out *o = x->out;
+    size_t len = o ? o->flen : 0, cap = o ? o->fcap : 0;
+    if (o && more <= cap - len)
+        return o;
+    if (more > UINT32_MAX - len)
+        return NULL;
+    size_t want = more ? len + more : 0;
+    if (want && want < 2 * cap)
+        want = 2 * cap;
+    if (want && want < 48)
+        want = 48;
+    if (want > UINT32_MAX)
+        want = UINT32_MAX;
+    o = es_realloc(o, sizeof(*o) + want);
+    if (!o)
+        return NULL;
+    if (!x->out)
+        memset(o, 0, sizeof(*o));
+    o->fcap = (uint32_t)want;
+    x->out = o;
+    return o;
 }
 
 void es__http_exchange_unref(es_http_response_t *x)
@@ -52,9 +82,14 @@ void es__http_exchange_unref(es_http_response_t *x)
     if (atomic_fetch_sub_explicit(&x->refs, 1, memory_order_acq_rel) != 1)
         return;
     ref_drop(x);
-    es__buf_free(&x->fields);
-    es__buf_free(&x->body);
-    es__buf_free(&x->q);
+    if (x->out) {
+        es__buf_free(&x->out->body);
+        es_free(x->out);
+    }
+    if (x->q) {
+        es__buf_free(x->q);
+        es_free(x->q);
+    }
     es_free(x->req.body);
     es__http_body_free(x); /* after the free: the charge covers the bytes */
     es_free(x);
@@ -117,15 +152,35 @@ static int take_body(es_http_response_t *x, struct es__http_conn *hc)
     return 0;
 }
 
-/* Copies the parsed request of hc into x's tail. Returns: 0, -ENOMEM. */
+/* Where the parts of hc's target are (split_target()) and the tail bytes
+ * the request takes (fill_request()). */
+struct parts {
+    size_t p0, p1, q0, q1, tail;
+};
+
+static void request_size(const struct es__http_conn *hc, struct parts *t)
+{
+    const char *u = hc->url.data ? hc->url.data : "";
+    size_t n = hc->url.len;
+    split_target(u, n, &t->p0, &t->p1, &t->q0, &t->q1);
+    t->tail = hc->h.n * sizeof(*hc->h.f) + hc->h.len + n + 1 +
+              (t->p1 > t->p0 ? t->p1 - t->p0 : 1) + 1 +
+              (t->q1 == n ? 0 : t->q1 - t->q0 + 1);
+}
+
+/*
+ * Copies the parsed request of hc into x's tail: the fields, their names
+ * and values, the target, the path; the query is the end of the target
+ * when nothing follows it there (a fragment), else a copy after the path.
+ * Returns: 0, -ENOMEM.
+ */
 static int fill_request(es_http_response_t *x, struct es__http_conn *hc,
-                        char *tail)
+                        const struct parts *t, char *tail)
 {
     const struct es_http_headers *h = &hc->h;
     struct es_http_request *r = &x->req;
-    size_t fbytes = h->n * sizeof(*h->f), p0, p1, q0, q1;
+    size_t fbytes = h->n * sizeof(*h->f), n = hc->url.len;
     const char *u = hc->url.data ? hc->url.data : "";
-    split_target(u, hc->url.len, &p0, &p1, &q0, &q1);
     r->headers = (struct es_http_headers){
         .buf = tail + fbytes,
         .len = h->len,
@@ -137,27 +192,27 @@ static int fill_request(es_http_response_t *x, struct es__http_conn *hc,
         memcpy(tail, h->f, fbytes);
     if (h->len)
         memcpy(tail + fbytes, h->buf, h->len);
-    char *s = tail + fbytes + h->len;
-    r->target = s;
-    if (hc->url.len)
-        memcpy(s, u, hc->url.len);
-    s[hc->url.len] = '\0';
-    s += hc->url.len + 1;
-    r->path = s;
-    if (p1 > p0) {
-        memcpy(s, u + p0, p1 - p0);
-        s += p1 - p0;
+    char *target = tail + fbytes + h->len; /* es__http_req_target() */
+    if (n)
+        memcpy(target, u, n);
+    target[n] = '\0';
+    char *s = target + n + 1; /* es__http_req_path() */
+    if (t->p1 > t->p0) {
+        memcpy(s, u + t->p0, t->p1 - t->p0);
+        s += t->p1 - t->p0;
     } else {
         *s++ = '/';
     }
     *s++ = '\0';
-    r->query = s;
-    if (q1 > q0)
-        memcpy(s, u + q0, q1 - q0);
-    s[q1 - q0] = '\0';
-    r->method = llhttp_method_name((llhttp_method_t)hc->p.method);
-    r->version = hc->p.http_minor ? 11 : 10;
-    r->rt = x->rt;
+    r->target_len = (uint32_t)n;
+    r->query_off = (uint32_t)t->q0;
+    if (t->q1 != n) {
+        r->query_off = (uint32_t)(s - target);
+        memcpy(s, u + t->q0, t->q1 - t->q0);
+        s[t->q1 - t->q0] = '\0';
+    }
+    x->method = (uint8_t)hc->p.method;
+    x->v10 = hc->p.http_minor == 0;
     return take_body(x, hc);
 }
 
@@ -165,10 +220,11 @@ es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
                                           struct es__http_conn *hc,
                                           es_actor_t *self)
 {
-    size_t tail = 0;
+    struct parts t = {0};
     bool with_req = hc != NULL;
     if (with_req)
-        tail = hc->h.n * sizeof(*hc->h.f) + hc->h.len + 2 * hc->url.len + 4;
+        request_size(hc, &t);
+    size_t tail = t.tail;
     es_http_response_t *x = es_malloc(sizeof(*x) + tail);
     if (!x)
         return NULL;
@@ -180,11 +236,10 @@ es_http_response_t *es__http_exchange_new(es_http_server_t *srv, unsigned loop,
     atomic_flag_clear(&x->qlock);
     x->srv = srv;
     x->conn = es_actor_self(self);
-    x->rt = es_actor_runtime(self);
     x->status = 200;
     x->loop = (uint16_t)loop;
     x->has_req = with_req;
-    if (with_req && fill_request(x, hc, (char *)(x + 1))) {
+    if (with_req && fill_request(x, hc, &t, (char *)(x + 1))) {
         es_free(x);
         return NULL;
     }
@@ -274,8 +329,8 @@ static bool has_body(int status)
 static size_t head_max(const es_http_response_t *x)
 {
     return 64 + strlen(es_http_status_text(x->status)) +
-           x->srv->server_line_len + ES__HTTP_DATE_LEN + 8 + x->fields.len +
-           40 + 32 + 28;
+           x->srv->server_line_len + ES__HTTP_DATE_LEN + 8 +
+           (x->out ? x->out->flen : 0) + 40 + 32 + 28;
 }
 
 /* Writes the head into p; body_len < 0: streamed. Returns the end. */
@@ -292,8 +347,8 @@ static char *put_head(es_http_response_t *x, char *p, int64_t body_len)
     p = put(p, "Date: ", 6);
     p += es__http_date(p);
     p = put(p, "\r\n", 2);
-    if (x->fields.len)
-        p = put(p, x->fields.data, x->fields.len);
+    if (x->out && x->out->flen)
+        p = put(p, x->out->fields, x->out->flen);
     if (body_len >= 0 && has_body(x->status)) {
         p = put(p, "Content-Length: ", 16);
         p = put_u64(p, (uint64_t)body_len);
@@ -320,16 +375,17 @@ static void write_head(es_actor_t *self, const es_http_response_t *x,
 
 static void write_body_apart(es_actor_t *self, es_http_response_t *x)
 {
+    struct es__http_out *o = x->out; /* not NULL: there is a body */
     int rc = 0;
-    if (x->ref) {
-        rc = out_ref(self, x, x->ref, x->ref_len, x->ref_free);
+    if (o->ref) {
+        rc = out_ref(self, x, o->ref, o->ref_len, o->ref_free);
         if (rc == 0)
-            x->ref = NULL; /* the connection owns it now */
+            o->ref = NULL; /* the connection owns it now */
         ref_drop(x);
-    } else if (x->body.len) {
-        rc = out_ref(self, x, x->body.data, x->body.len, es_free);
+    } else if (o->body.len) {
+        rc = out_ref(self, x, o->body.data, o->body.len, es_free);
         if (rc == 0)
-            x->body = (struct es__buf){0};
+            o->body = (struct es__buf){0};
     }
     if (rc)
         (void)es_conn_close(self);
@@ -338,8 +394,9 @@ static void write_body_apart(es_actor_t *self, es_http_response_t *x)
 /* Sends a response that was not streamed: head and body. */
 static void send_plain(es_actor_t *self, es_http_response_t *x)
 {
-    const char *body = x->ref ? x->ref : x->body.data;
-    size_t blen = x->ref ? x->ref_len : x->body.len;
+    const struct es__http_out *o = x->out;
+    const char *body = !o ? NULL : o->ref ? o->ref : o->body.data;
+    size_t blen = !o ? 0 : o->ref ? o->ref_len : o->body.len;
     bool send_body = !x->head_only && has_body(x->status) && blen;
     size_t hmax = head_max(x);
     if (hmax + (send_body ? blen : 0) <= OUT_SMALL) {
@@ -451,8 +508,11 @@ static void q_data_free(void *data)
 static void q_flush(es_actor_t *self, es_http_response_t *x)
 {
     q_lock(x);
-    struct es__buf b = x->q;
-    x->q = (struct es__buf){0};
+    struct es__buf b = {0};
+    if (x->q) {
+        b = *x->q;
+        *x->q = (struct es__buf){0};
+    }
     x->kick = false;
     q_unlock(x);
     if (b.len <= Q_HEAD || x->c_done) {
@@ -481,17 +541,20 @@ static void q_flush(es_actor_t *self, es_http_response_t *x)
 /* Appends len bytes to x->q (lock held). Returns: 0, -EAGAIN, -ENOMEM. */
 static int q_add(es_http_response_t *x, const void *data, size_t len)
 {
-    size_t old = x->q.len > Q_HEAD ? x->q.len - Q_HEAD : 0;
+    if (!x->q && !(x->q = es_calloc(1, sizeof(*x->q))))
+        return -ENOMEM;
+    struct es__buf *q = x->q;
+    size_t old = q->len > Q_HEAD ? q->len - Q_HEAD : 0;
     if (old && old + len > x->srv->o.write_high)
         return -EAGAIN;
     if (old + len > Q_MAX_CHUNK)
         return old ? -EAGAIN : -ENOMEM;
-    if (es__buf_reserve(&x->q, (x->q.len ? 0 : Q_HEAD) + len + 2))
+    if (es__buf_reserve(q, (q->len ? 0 : Q_HEAD) + len + 2))
         return -ENOMEM;
-    if (!x->q.len)
-        x->q.len = Q_HEAD;
-    memcpy(x->q.data + x->q.len, data, len);
-    x->q.len += len;
+    if (!q->len)
+        q->len = Q_HEAD;
+    memcpy(q->data + q->len, data, len);
+    q->len += len;
     return 0;
 }
 
@@ -525,7 +588,7 @@ static int send_op(es_http_response_t *x, int kind, bool take_ref)
         atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
     es_msg_t m = es_msg_ptr(ES__HTTP_MSG_OP, x, 0, msg_unref);
     m.inl.u64[0] = (uint64_t)kind;
-    int rc = es_send(x->rt, x->conn, &m);
+    int rc = es_send(x->srv->rt, x->conn, &m);
     if (rc && take_ref)
         atomic_fetch_sub_explicit(&x->refs, 1, memory_order_relaxed);
     return rc;
@@ -536,7 +599,7 @@ static int write_marshal(es_http_response_t *x, const void *data, size_t len)
     if (atomic_load_explicit(&x->congested, memory_order_acquire))
         return -EAGAIN;
     q_lock(x);
-    size_t old = x->q.len;
+    size_t old = x->q ? x->q->len : 0;
     int rc = q_add(x, data, len);
     bool kick = !rc && !x->kick;
     if (kick)
@@ -548,7 +611,7 @@ static int write_marshal(es_http_response_t *x, const void *data, size_t len)
     if (rc) {
         /* No flush was on its way, so nobody took the queue since. */
         q_lock(x);
-        x->q.len = old;
+        x->q->len = old;
         x->kick = false;
         q_unlock(x);
     }
@@ -617,16 +680,15 @@ int es_http_response_header(es_http_response_t *res, const char *name,
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
-    size_t old = res->fields.len;
-    int rc = es__buf_reserve(&res->fields, nl + vl + 4);
-    if (rc)
-        return rc;
-    char *p = res->fields.data + old;
+    struct es__http_out *o = out_get(res, nl + vl + 4);
+    if (!o)
+        return -ENOMEM;
+    char *p = o->fields + o->flen;
     p = put(p, name, nl);
     p = put(p, ": ", 2);
     p = put(p, value, vl);
     put(p, "\r\n", 2);
-    res->fields.len = old + nl + vl + 4;
+    o->flen += (uint32_t)(nl + vl + 4);
     return 0;
 }
 
@@ -636,9 +698,14 @@ int es_http_response_body(es_http_response_t *res, const void *data, size_t len)
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
+    if (!len && !res->out)
+        return 0; /* empty, as it was */
+    struct es__http_out *o = out_get(res, 0);
+    if (!o)
+        return -ENOMEM;
     ref_drop(res);
-    res->body.len = 0;
-    return es__buf_add(&res->body, data, len);
+    o->body.len = 0;
+    return es__buf_add(&o->body, data, len);
 }
 
 int es_http_response_body_ref(es_http_response_t *res, void *data, size_t len,
@@ -648,11 +715,14 @@ int es_http_response_body_ref(es_http_response_t *res, void *data, size_t len,
         return -EINVAL;
     if (res->begun)
         return -EALREADY;
+    struct es__http_out *o = out_get(res, 0);
+    if (!o)
+        return -ENOMEM;
     ref_drop(res);
-    res->body.len = 0;
-    res->ref = data;
-    res->ref_len = len;
-    res->ref_free = free_cb;
+    o->body.len = 0;
+    o->ref = data;
+    o->ref_len = len;
+    o->ref_free = free_cb;
     return 0;
 }
 

@@ -595,27 +595,27 @@ void es_http_server_free(es_http_server_t *s)
 
 const char *es_http_request_method(const es_http_request_t *req)
 {
-    return req ? req->method : NULL;
+    return req ? es__http_req_method(req) : NULL;
 }
 
 const char *es_http_request_target(const es_http_request_t *req)
 {
-    return req ? req->target : NULL;
+    return req ? es__http_req_target(req) : NULL;
 }
 
 const char *es_http_request_path(const es_http_request_t *req)
 {
-    return req ? req->path : NULL;
+    return req ? es__http_req_path(req) : NULL;
 }
 
 const char *es_http_request_query(const es_http_request_t *req)
 {
-    return req ? req->query : NULL;
+    return req ? es__http_req_query(req) : NULL;
 }
 
 int es_http_request_version(const es_http_request_t *req)
 {
-    return req ? req->version : -EINVAL;
+    return req ? (es__http_req_exchange(req)->v10 ? 10 : 11) : -EINVAL;
 }
 
 const es_http_headers_t *es_http_request_headers(const es_http_request_t *req)
@@ -640,7 +640,9 @@ const void *es_http_request_body(const es_http_request_t *req, size_t *len)
 
 es_runtime_t *es_http_request_runtime(const es_http_request_t *req)
 {
-    return req ? req->rt : NULL;
+    if (!req)
+        return NULL;
+    return es__http_req_exchange(req)->srv->rt;
 }
 
 void es_http_request_set_user(es_http_request_t *req, void *user)

@@ -184,7 +184,8 @@ static int stream_find(es_actor_t *self, struct es__http_conn *hc)
         return 500;
     const struct es__http_route *r = NULL;
     char allow[128];
-    if (es__http_route_find(s, x->req.method, x->req.path, &r, allow,
+    if (es__http_route_find(s, es__http_req_method(&x->req),
+                            es__http_req_path(&x->req), &r, allow,
                             sizeof(allow)) == 0 &&
         r->on_body) {
         hc->bs.sx = x;

@@ -27,6 +27,7 @@
 #include "server_private.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* --- Helpers -------------------------------------------------------------- */
@@ -175,9 +176,9 @@ static void send_error(es_actor_t *self, es_http_server_t *srv, unsigned loop,
     x->is_error = true;
     x->status = (uint16_t)status;
     x->keep_alive = own ? false : x->keep_alive && !closes(status);
-    const char *text = es_http_status_text(status);
-    if (es__buf_adds(&x->body, text) == 0)
-        (void)es__buf_add(&x->body, "\n", 1);
+    char text[128];
+    int n = snprintf(text, sizeof(text), "%s\n", es_http_status_text(status));
+    (void)es_http_response_body(x, text, (size_t)n);
     if (allow && *allow)
         (void)es_http_response_header(x, "Allow", allow);
     if (srv->on_error)
@@ -215,7 +216,6 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
         return;
     }
     es__http_body_dispatch(hc, x);
-    x->v10 = x->req.version == 10;
     x->head_only = hc->p.method == HTTP_HEAD;
     /* After CONNECT the client expects a tunnel, which we never open. */
     x->keep_alive = llhttp_should_keep_alive(&hc->p) &&
@@ -225,7 +225,8 @@ static void dispatch(es_actor_t *self, struct es__http_conn *hc)
     hc->x = x;
     const struct es__http_route *r = NULL;
     char allow[128];
-    int rc = es__http_route_find(srv, x->req.method, x->req.path, &r, allow,
+    int rc = es__http_route_find(srv, es__http_req_method(&x->req),
+                                 es__http_req_path(&x->req), &r, allow,
                                  sizeof(allow));
     if (rc) {
         send_error(self, srv, hc->loop, rc, x, allow);

@@ -25,6 +25,7 @@
 
 #include <llhttp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 
 enum es__http_kind {
@@ -147,16 +148,40 @@ struct es_http_server {
     unsigned nmetrics_src;
 };
 
-/* The request, immutable once the handler is called. */
+/*
+ * The request, immutable once the handler is called. It lives in an
+ * exchange (es__http_req_exchange()), which holds its method and version,
+ * and its strings in the exchange's tail: the fields, then their names
+ * and values, then the target and the path, NUL-terminated, and the query
+ * (the end of the target, or a copy after the path when a fragment
+ * follows it there). The accessors below find them: pointers to them
+ * would cost a parked request 32 bytes.
+ */
 struct es_http_request {
-    const char *method, *target, *path, *query;
-    es_runtime_t *rt;
     struct es_http_headers headers; /* storage in the exchange's tail */
     char *body;                     /* es_malloc'd, or NULL (then "") */
     size_t body_len;
     size_t body_charge; /* budget bytes the body holds (server_body.c) */
     void *user;         /* es_http_request_set_user() */
-    uint8_t version;
+    uint32_t target_len;
+    uint32_t query_off; /* from the target */
+};
+
+/*
+ * What the holder sets before a response goes out: its header fields and
+ * its body (a copy, or by reference). Allocated by the first call that
+ * sets one, with the field lines inline after it, so that a parked
+ * response whose holder has set nothing yet carries only the pointer. It
+ * belongs to the holder ([h]) and may move when a field is added (only
+ * before the response is begun or ended: then it never changes again).
+ */
+struct es__http_out {
+    struct es__buf body; /* copied body */
+    void *ref;           /* body by reference */
+    size_t ref_len;
+    es_msg_free_cb ref_free;
+    uint32_t flen, fcap; /* "Name: value\r\n" lines in fields[], room */
+    char fields[];
 };
 
 /* States of es_http_response.shared: who let go first. */
@@ -183,26 +208,57 @@ struct es_http_response {
     atomic_bool congested; /* [c] send queue above its high mark */
     atomic_flag qlock;     /* guards q and kick (a spin lock) */
     bool kick;             /* [q] a flush message is on its way */
-    struct es__buf q;      /* [q] pieces written off the thread */
-    es_http_server_t *srv;
+    uint8_t method;        /* the request's (llhttp_method_t); read-only */
+    /* [q] pieces written off the thread; allocated by the first such
+     * write, so that a response that never streams off its thread (a
+     * parked long-poll answered whole) does not carry it */
+    struct es__buf *q;
+    es_http_server_t *srv; /* srv->rt: the runtime */
     es_actor_id_t conn;
-    es_runtime_t *rt;
-    struct es__buf fields; /* [h] "Name: value\r\n" lines */
-    struct es__buf body;   /* [h] copied body */
-    void *ref;             /* [h] body by reference */
-    size_t ref_len;
-    es_msg_free_cb ref_free;
-    es_http_gone_cb on_gone; /* [h] set by defer */
+    struct es__http_out *out; /* [h] fields and body, or NULL: none */
+    es_http_gone_cb on_gone;  /* [h] set by defer */
     void *gone_arg;
     uint16_t status;   /* [h] */
     bool begun, ended; /* [h] */
-    bool deferred;     /* set in the handler, then read-only */
-    bool has_req, head_only, v10, is_error; /* read-only */
-    bool keep_alive;          /* [c] (a streamed 1.0 response clears it) */
-    bool c_head_sent, c_done; /* [c] head written; response complete */
+    /* Bit-fields, to keep a parked exchange in a smaller malloc chunk.
+     * Bits that share a unit are one memory location (C11 3.14), so each
+     * unit holds the bits of one owner only: the zero-width field starts
+     * the connection's own unit. */
+    bool deferred : 1; /* set in the handler, then read-only */
+    bool has_req : 1, head_only : 1, is_error : 1; /* read-only */
+    bool v10 : 1; /* read-only: the request is HTTP/1.0 (else 1.1) */
+    uint8_t : 0;
+    bool keep_alive : 1;  /* [c] (a streamed 1.0 response clears it) */
+    bool c_head_sent : 1; /* [c] head written */
+    bool c_done : 1;      /* [c] response complete */
     uint16_t loop;
     es_http_request_t req;
 };
+
+/* The exchange a request lives in, and where its parts are. */
+static inline es_http_response_t *
+es__http_req_exchange(const struct es_http_request *r)
+{
+    return (es_http_response_t *)(void *)((char *)(uintptr_t)r -
+                                          offsetof(es_http_response_t, req));
+}
+static inline const char *es__http_req_target(const struct es_http_request *r)
+{
+    return r->headers.buf + r->headers.len;
+}
+static inline const char *es__http_req_path(const struct es_http_request *r)
+{
+    return es__http_req_target(r) + r->target_len + 1;
+}
+static inline const char *es__http_req_query(const struct es_http_request *r)
+{
+    return es__http_req_target(r) + r->query_off;
+}
+static inline const char *es__http_req_method(const struct es_http_request *r)
+{
+    return llhttp_method_name(
+        (llhttp_method_t)es__http_req_exchange(r)->method);
+}
 
 /*
  * What a connection keeps about the body being read (server_body.c); all

@@ -21,7 +21,14 @@
 #define MAX_TEXT 65536  /* longest message [413] */
 #define MAX_CURSOR 6144 /* longest cursor accepted in a query */
 
-enum { MSG_SUB = ES_MSG_USER, MSG_PUB, MSG_WIRE };
+enum { MSG_SUB = ES_MSG_USER, MSG_PUB, MSG_WIRE, MSG_PLAIN, MSG_FANOUT };
+
+/* How many parked plain /sub one turn of the hub answers before it lets
+ * the other actors of its thread run (MSG_FANOUT goes on): the responses
+ * being written, and their connections' mailboxes, stay at one batch
+ * instead of one per parked connection, which the allocator would keep
+ * as holes once freed. */
+#define FANOUT_BATCH 32
 
 /* The command line (main.c), read-only once the runtime runs. */
 struct comet_opts {
@@ -54,13 +61,15 @@ struct cursor {
 
 struct channel;
 
-/* One /sub, parked in its channel until something new or its timer. */
+/* A /sub with a cursor, parked in its channel until something new or its
+ * timer. A plain /sub (no cursor) is only its response in the channel's
+ * queue (hub.c). */
 struct sub {
     struct sub *next, *prev;
     struct channel *ch;
     es_http_response_t *res;
     es_timer_id_t timer;
-    struct cursor *cur; /* NULL: plain /sub (first message as text) */
+    struct cursor *cur;
     char name[MAX_CHANNEL];
 };
 

@@ -5,10 +5,17 @@
  * origins it has heard from and the parked /sub responses; it answers
  * cursors, and with --nats publishes to and receives from the channel's
  * cluster topic. Why the cursors give each client every message once:
- * the README's comet section.
+ * the README's comet section. A parked plain /sub costs it 16 bytes in
+ * its channel's queue (no allocation, no timer of its own), and a publish
+ * reaches them in batches paced by what their connections have written
+ * (the fan-out credit), so that neither parking nor a fan-out leaves
+ * per-subscriber memory behind.
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +42,138 @@ struct entry {
     uint64_t seq;
     int64_t time_us; /* the origin's clock when published */
     uint32_t len;
-    char *text;
+    char *text; /* the bytes of a struct text */
+};
+
+/* A message's bytes, shared by its history entry and the plain /sub
+ * responses that send it (es_http_response_body_ref(), on any demux
+ * thread): one copy per message instead of one per subscriber. */
+struct text {
+    atomic_uint refs;
+    char bytes[];
+};
+
+static char *text_new(const char *p, uint32_t len)
+{
+    struct text *t = malloc(sizeof(*t) + (len ? len : 1));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    memcpy(t->bytes, p, len);
+    return t->bytes;
+}
+
+static char *text_ref(char *bytes)
+{
+    struct text *t = (void *)(bytes - offsetof(struct text, bytes));
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return bytes;
+}
+
+/* es_msg_free_cb of a response's body, and the history's release. */
+static void text_unref(void *bytes)
+{
+    struct text *t = (void *)((char *)bytes - offsetof(struct text, bytes));
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+        free(t);
+}
+
+/*
+ * Fan-out credit. A plain /sub's response ended by the hub goes out when
+ * its connection's thread handles the message end() sent it; until then
+ * it holds its fields and a slot of that thread's inbound ring (or of the
+ * overflow queue the runtime grows and keeps past the ring's 4,096). So
+ * the hub has at most FANOUT_CREDIT of them in flight: `inflight` counts
+ * them, sent() (the body's free_cb, on the connection's thread once it is
+ * written, or inside end() if the client had left) gives credit back, and
+ * the hub, out of credit, waits for a MSG_FANOUT from the sent() that
+ * brings `inflight` down to half. Lost wakeups are excluded as in the
+ * HTTP module's body budget: the hub stores `waiting`, then reads
+ * `inflight`; sent() decrements `inflight`, then reads `waiting` (all
+ * seq_cst, so one of the two sees the other), and whoever swaps `waiting`
+ * back to false goes on. A wakeup that cannot be sent is covered by the
+ * hub's safety timer (FANOUT_WAIT_MS).
+ */
+#define FANOUT_CREDIT 512
+#define FANOUT_WAIT_MS 20
+#define TAG_CREDIT                                                             \
+    2 /* timer tag: not a sub (a pointer), not a channel (odd)                 \
+       */
+
+static struct {
+    atomic_uint inflight;
+    atomic_bool waiting;
+    es_runtime_t *rt;
+} g_credit;
+
+static void credit_wake(void)
+{
+    if (atomic_exchange(&g_credit.waiting, false)) {
+        es_msg_t m = es_msg_make(MSG_FANOUT);
+        if (es_send(g_credit.rt, g_hub, &m) != 0)
+            atomic_store(&g_credit.waiting, true); /* the timer goes on */
+    }
+}
+
+/* free_cb of a plain /sub's body: the text's reference and the credit. */
+static void sent(void *bytes)
+{
+    text_unref(bytes);
+    if (atomic_fetch_sub(&g_credit.inflight, 1) - 1 <= FANOUT_CREDIT / 2 &&
+        atomic_load(&g_credit.waiting))
+        credit_wake();
+}
+
+/* Out of credit? Then the hub waits (true) for a MSG_FANOUT. */
+static bool credit_wait(void)
+{
+    if (atomic_load(&g_credit.inflight) < FANOUT_CREDIT)
+        return false;
+    atomic_store(&g_credit.waiting, true);
+    if (atomic_load(&g_credit.inflight) > FANOUT_CREDIT / 2)
+        return true;
+    /* Credit came back meanwhile: go on, unless a sent() saw `waiting`
+     * first and its MSG_FANOUT is on the way. */
+    return !atomic_exchange(&g_credit.waiting, false);
+}
+
+/* A parked plain /sub: its response and when it times out. */
+struct waiter {
+    es_http_response_t *res;
+    uint64_t due_ms; /* monotonic */
+};
+
+/* Waiters per block of a channel's queue: a block is 4 KiB with its link
+ * and malloc's header. */
+#define WBLOCK 255
+
+struct wblock {
+    struct wblock *next;
+    struct waiter w[WBLOCK];
+};
+
+/*
+ * A channel's parked plain /sub, in arrival order, which is also the order
+ * of their deadlines (one --poll-timeout for all): a FIFO of blocks (so a
+ * waiter costs its 16 bytes and no copy as the queue grows; a block is
+ * freed once emptied), and one timer for the channel, armed for the first
+ * deadline. A publish answers the first `fan_left` of them (all that were
+ * parked when it came) FANOUT_BATCH per turn; later /sub queue behind and
+ * wait for the next message. Nothing else touches the channel while a
+ * fan-out is under way: what would (a publish, the timer, the stop) first
+ * completes it.
+ */
+struct plainq {
+    struct wblock *head, *tail;
+    unsigned hpos, tpos; /* next to pop in head, to fill in tail */
+    unsigned count;
+    unsigned fan_left;           /* waiters still to get `fan` */
+    const struct entry *fan;     /* the message being fanned out */
+    es_http_response_t *fan_pub; /* the /pub answered at the end */
+    int fan_got;                 /* subscribers that got it so far */
+    bool fanning;                /* in the hub's list of fan-outs */
+    bool timer_on;
+    es_timer_id_t timer;
 };
 
 struct channel {
@@ -47,7 +185,9 @@ struct channel {
     uint64_t own_seq;   /* last seq this node gave a publish here */
     int64_t own_time;   /* ... and its time (kept increasing) */
     int64_t ready_time; /* our topic subscription was live by then */
-    struct sub *subs;   /* parked, doubly linked */
+    struct sub *subs;   /* parked cursor subs, doubly linked */
+    struct plainq plain;
+    struct channel *fan_next; /* the hub's list of fan-outs under way */
     char name[MAX_CHANNEL];
 };
 
@@ -62,6 +202,9 @@ struct wire {
 
 struct hub {
     struct channel *buckets[CHANNEL_BUCKETS];
+    struct channel *fanning; /* channels with a fan-out under way */
+    bool fan_queued;         /* a MSG_FANOUT to ourselves is on its way */
+    bool fan_timer;          /* the credit's safety timer runs */
     unsigned nchannels;
     uint64_t bad_wire, duplicates;
 };
@@ -163,7 +306,7 @@ static void evict_oldest(struct channel *c)
         o->lo = e->seq + 1;
     if (o->lost_time < e->time_us)
         o->lost_time = e->time_us;
-    free(e->text);
+    text_unref(e->text);
     c->first = (c->first + 1) % g_opt.history;
     c->count--;
 }
@@ -424,35 +567,238 @@ static bool sub_try(struct sub *s, struct channel *c, bool force)
     return true;
 }
 
-/* Wakes the parked subs of c for which entry e is new. Returns: how many
- * got something. */
-static int wake(es_actor_t *self, struct channel *c, const struct entry *e)
+/* --- plain /sub: the channel's queue ----------------------------------------
+ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Queues a plain /sub. Returns: 0; -ENOMEM. */
+static int plain_push(struct plainq *q, es_http_response_t *res)
+{
+    if (!q->tail || q->tpos == WBLOCK) {
+        struct wblock *b = malloc(sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        b->next = NULL;
+        if (q->tail)
+            q->tail->next = b;
+        else
+            q->head = b;
+        q->tail = b;
+        q->tpos = 0;
+    }
+    q->tail->w[q->tpos++] =
+        (struct waiter){res, now_ms() + g_opt.poll_timeout_ms};
+    q->count++;
+    return 0;
+}
+
+/* Forgets the waiter just queued. */
+static void plain_unpush(struct plainq *q)
+{
+    q->tpos--;
+    q->count--;
+}
+
+static const struct waiter *plain_first(const struct plainq *q)
+{
+    return &q->head->w[q->hpos];
+}
+
+static es_http_response_t *plain_pop(struct plainq *q)
+{
+    es_http_response_t *res = q->head->w[q->hpos++].res;
+    if (--q->count == 0) {
+        /* Empty: the head block is reused (a block after it can only be
+         * one that plain_unpush() left empty). */
+        while (q->head->next) {
+            struct wblock *b = q->head->next;
+            q->head->next = b->next;
+            free(b);
+        }
+        q->tail = q->head;
+        q->hpos = q->tpos = 0;
+    } else if (q->hpos == WBLOCK) {
+        struct wblock *b = q->head;
+        q->head = b->next;
+        q->hpos = 0;
+        free(b);
+    }
+    return res;
+}
+
+/* Arms c's timer for its first deadline unless it is armed (a timer that
+ * fires early finds nothing due and arms again). Returns: whether armed. */
+static bool plain_arm(es_actor_t *self, struct channel *c)
+{
+    struct plainq *q = &c->plain;
+    if (q->timer_on || q->count == 0)
+        return true;
+    uint64_t now = now_ms(), due = plain_first(q)->due_ms;
+    if (es_timer_start(self, due > now ? due - now : 0, 0, (uintptr_t)c | 1,
+                       &q->timer) == 0)
+        q->timer_on = true;
+    return q->timer_on;
+}
+
+/* Answers a /pub with how many subscribers got its message. */
+static void pub_answer(es_http_response_t *res, int got)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d\n", got);
+    es_http_response_body(res, text, strlen(text));
+    es_http_response_end(res);
+}
+
+/* Answers up to `budget` of the waiters the fan-out under way still owes
+ * its message; the last one ends it (and answers its /pub). */
+static void fan_step(struct channel *c, unsigned budget)
+{
+    struct plainq *q = &c->plain;
+    for (; q->fan_left && budget; budget--) {
+        es_http_response_t *res = plain_pop(q);
+        q->fan_left--;
+        es_http_response_header(res, "Content-Type", "text/plain");
+        char *text = text_ref(q->fan->text);
+        atomic_fetch_add(&g_credit.inflight, 1);
+        if (es_http_response_body_ref(res, text, q->fan->len, sent))
+            sent(text);
+        q->fan_got += es_http_response_end(res) == 0;
+    }
+    if (q->fan_left || !q->fan)
+        return;
+    if (q->fan_pub)
+        pub_answer(q->fan_pub, q->fan_got);
+    q->fan_pub = NULL;
+    q->fan = NULL;
+}
+
+static void fan_unlist(struct hub *h, struct channel *c)
+{
+    struct channel **pp = &h->fanning;
+    while (*pp != c)
+        pp = &(*pp)->fan_next;
+    *pp = c->fan_next;
+    c->plain.fanning = false;
+}
+
+/* Completes the fan-out under way in c, if any, before what would change
+ * what it owes (a new message, a timeout, the stop): credit or not. */
+static void fan_finish(struct hub *h, struct channel *c)
+{
+    fan_step(c, UINT_MAX);
+    if (c->plain.fanning)
+        fan_unlist(h, c);
+}
+
+/*
+ * Goes on with the fan-outs under way, a batch at a time while there is
+ * credit; then comes back after the other actors' turn (MSG_FANOUT to
+ * ourselves), or when credit comes back.
+ */
+static void fan_drive(es_actor_t *self, struct hub *h, bool force)
+{
+    while (h->fanning) {
+        if (!force && credit_wait()) {
+            if (!h->fan_timer) {
+                es_timer_id_t id;
+                h->fan_timer = es_timer_start(self, FANOUT_WAIT_MS, 0,
+                                              TAG_CREDIT, &id) == 0;
+            }
+            return;
+        }
+        struct channel *c = h->fanning;
+        force = false;
+        fan_step(c, FANOUT_BATCH);
+        if (c->plain.fan_left) {
+            h->fanning = c->fan_next; /* round robin over the channels */
+            c->fan_next = NULL;
+            struct channel **pp = &h->fanning;
+            while (*pp)
+                pp = &(*pp)->fan_next;
+            *pp = c;
+        } else {
+            fan_unlist(h, c);
+            plain_arm(self, c);
+        }
+        if (!h->fanning || h->fan_queued)
+            return;
+        es_msg_t m = es_msg_make(MSG_FANOUT);
+        if (es_send(es_actor_runtime(self), es_actor_self(self), &m) == 0) {
+            h->fan_queued = true;
+            return;
+        }
+        /* No way back: on with it now (the credit still paces it). */
+    }
+}
+
+/* Starts c's fan-out (fan_* set). */
+static void fan_start(es_actor_t *self, struct hub *h, struct channel *c)
+{
+    if (!c->plain.fan_left) {
+        fan_step(c, 0); /* nobody waits: answers the /pub */
+        return;
+    }
+    c->plain.fanning = true;
+    c->fan_next = h->fanning;
+    h->fanning = c;
+    fan_drive(self, h, false);
+}
+
+/* c's timer: answers 204 to the plain /sub whose time is up. */
+static void plain_timer(es_actor_t *self, struct hub *h, struct channel *c,
+                        es_timer_id_t id)
+{
+    struct plainq *q = &c->plain;
+    if (!q->timer_on || id != q->timer)
+        return;
+    q->timer_on = false;
+    fan_finish(h, c);
+    uint64_t now = now_ms();
+    while (q->count && plain_first(q)->due_ms <= now) {
+        es_http_response_t *res = plain_pop(q);
+        es_http_response_status(res, 204);
+        es_http_response_end(res);
+    }
+    plain_arm(self, c);
+}
+
+/* Wakes the parked subs of c for which entry e (in c's history) is new: the
+ * cursor subs now, the plain ones in batches; `pub` (or NULL) is answered
+ * how many got it once all have. */
+static void wake(es_actor_t *self, struct hub *h, struct channel *c,
+                 const struct entry *e, es_http_response_t *pub)
 {
     int delivered = 0;
     for (struct sub *s = c->subs, *next; s; s = next) {
         next = s->next;
-        if (s->cur && (s->cur->fresh || !entry_is_new(s->cur, e)))
+        if (s->cur->fresh || !entry_is_new(s->cur, e))
             continue; /* fresh: waits for the probe (channel_ready) */
         sub_unlink(s);
         es_timer_stop(self, s->timer);
-        if (s->cur) {
-            delivered += sub_try(s, c, true);
-            continue;
-        }
-        es_http_response_header(s->res, "Content-Type", "text/plain");
-        es_http_response_body(s->res, e->text, e->len);
-        delivered += es_http_response_end(s->res) == 0;
-        free(s);
+        delivered += sub_try(s, c, true);
     }
-    return delivered;
+    struct plainq *q = &c->plain;
+    q->fan = e;
+    q->fan_left = q->count;
+    q->fan_got = delivered;
+    q->fan_pub = pub;
+    fan_start(self, h, c);
 }
 
-/* Appends one message of node `origin` to c's history, in arrival order.
- * Returns: how many parked subs got it; -EALREADY (a duplicate); -ENOMEM. */
+/* Appends one message of node `origin` to c's history, in arrival order,
+ * and wakes the subs it is new to; `pub` (or NULL) is answered how many
+ * got it. Returns: 0 (pub taken); -EALREADY (a duplicate); -ENOMEM. */
 static int append(es_actor_t *self, struct hub *h, struct channel *c,
                   const char *origin, uint64_t seq, int64_t time_us,
-                  const char *text, uint32_t len)
+                  const char *text, uint32_t len, es_http_response_t *pub)
 {
+    fan_finish(h, c); /* the last message's fan-out, before any eviction */
     struct origin *o = origin_find(c, origin);
     if (!o && !(o = origin_make(c, origin, seq)))
         return -ENOMEM;
@@ -460,10 +806,9 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
         h->duplicates++;
         return -EALREADY;
     }
-    struct entry e = {o, seq, time_us, len, malloc(len ? len : 1)};
+    struct entry e = {o, seq, time_us, len, text_new(text, len)};
     if (!e.text)
         return -ENOMEM;
-    memcpy(e.text, text, len);
     if (seq > o->head + 1) { /* a gap: the cluster lost some of o's */
         int64_t now = comet_now_us();
         o->lo = seq;
@@ -472,10 +817,12 @@ static int append(es_actor_t *self, struct hub *h, struct channel *c,
     }
     if (c->count == g_opt.history)
         evict_oldest(c);
-    c->ring[(c->first + c->count++) % g_opt.history] = e;
+    struct entry *slot = &c->ring[(c->first + c->count++) % g_opt.history];
+    *slot = e;
     o->held++;
     o->head = seq;
-    return wake(self, c, &e);
+    wake(self, h, c, slot, pub);
+    return 0;
 }
 
 static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
@@ -490,7 +837,7 @@ static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
     /* A fresh cursor answers at once, from here on its place in the
      * channel; but not before our topic subscription is live (the probe
      * came back), or it could miss what others publish until then. */
-    if (s->cur && !(s->cur->fresh && c->ready_time == INT64_MAX) &&
+    if (!(s->cur->fresh && c->ready_time == INT64_MAX) &&
         sub_try(s, c, s->cur->fresh))
         return;
     if (es_timer_start(self, g_opt.poll_timeout_ms, 0, (uintptr_t)s,
@@ -506,12 +853,40 @@ static void hub_sub(es_actor_t *self, struct hub *h, struct sub *s)
     c->subs = s;
 }
 
+/* A plain /sub: queued in its channel (named by its request's ?ch=). */
+static void hub_plain(es_actor_t *self, struct hub *h, es_http_response_t *res)
+{
+    char name[MAX_CHANNEL];
+    const es_http_request_t *req = es_http_response_request(res);
+    int n =
+        es_http_query_get(es_http_request_query(req), "ch", name, sizeof(name));
+    struct channel *c = NULL;
+    if (n > 0 && comet_channel_name_ok(name, (size_t)n) &&
+        ((c = channel_find(h, name)) || (c = channel_make(self, h, name))) &&
+        plain_push(&c->plain, res) == 0) {
+        if (plain_arm(self, c))
+            return;
+        plain_unpush(&c->plain); /* no timer: it would never time out */
+    }
+    es_http_response_status(res, 503);
+    es_http_response_end(res);
+}
+
+/* Ends a /pub's response with status (or 200 and text). */
+static void pub_done(es_http_response_t *res, int status, const char *text)
+{
+    es_http_response_status(res, status);
+    if (text)
+        es_http_response_body(res, text, strlen(text));
+    es_http_response_end(res);
+}
+
+/* A /pub: answered here, or by the fan-out of its message (append()). */
 static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
 {
-    char answer_text[NODE_MAX + 32];
     struct channel *c = channel_find(h, pb->name);
     if (!c && !(c = channel_make(self, h, pb->name))) {
-        es_http_response_status(pb->res, 503);
+        pub_done(pb->res, 503, NULL);
         return;
     }
     uint64_t seq = ++c->own_seq;
@@ -535,22 +910,18 @@ static void hub_pub(es_actor_t *self, struct hub *h, struct pub *pb)
         }
         if (rc != 0) {
             c->own_seq--; /* nobody got it: the number is free again */
-            es_http_response_status(pb->res, 503);
+            pub_done(pb->res, 503, NULL);
             return;
         }
-        snprintf(answer_text, sizeof(answer_text), "%s:%" PRIu64 "\n",
-                 g_opt.node, seq);
-        es_http_response_body(pb->res, answer_text, strlen(answer_text));
+        char id[NODE_MAX + 32];
+        snprintf(id, sizeof(id), "%s:%" PRIu64 "\n", g_opt.node, seq);
+        pub_done(pb->res, 200, id);
         return;
     }
 #endif
-    int n = append(self, h, c, g_opt.node, seq, c->own_time, pb->text, pb->len);
-    if (n < 0) {
-        es_http_response_status(pb->res, 503);
-        return;
-    }
-    snprintf(answer_text, sizeof(answer_text), "%d\n", n);
-    es_http_response_body(pb->res, answer_text, strlen(answer_text));
+    if (append(self, h, c, g_opt.node, seq, c->own_time, pb->text, pb->len,
+               pb->res) < 0)
+        pub_done(pb->res, 503, NULL);
 }
 
 /* Our subscription to c's topic is live: every later publish reaches us.
@@ -560,7 +931,7 @@ static void channel_ready(es_actor_t *self, struct channel *c)
     c->ready_time = comet_now_us();
     for (struct sub *s = c->subs, *next; s; s = next) {
         next = s->next;
-        if (!s->cur || !s->cur->fresh)
+        if (!s->cur->fresh)
             continue;
         sub_unlink(s);
         es_timer_stop(self, s->timer);
@@ -595,20 +966,31 @@ static void hub_wire(es_actor_t *self, struct hub *h, const es_msg_t *msg)
         return;
     }
     append(self, h, c, node, w->seq, w->time_us,
-           p + w->channel_len + w->node_len, w->text_len);
+           p + w->channel_len + w->node_len, w->text_len, NULL);
 }
 
-static void hub_timer(struct hub *h, es_msg_t *msg)
+/* A timer: a channel's (tag: the channel | 1), or a cursor sub's (tag:
+ * the sub). */
+static void hub_timer(es_actor_t *self, struct hub *h, es_msg_t *msg)
 {
-    struct sub *s = (struct sub *)(uintptr_t)es_msg_timer_tag(msg);
-    (void)h;
-    sub_unlink(s);
-    if (s->cur) {
-        sub_try(s, s->ch, true); /* the cursor, no messages */
+    uintptr_t tag = (uintptr_t)es_msg_timer_tag(msg);
+    if (tag == TAG_CREDIT) {
+        /* Still waiting: a wakeup could not be sent, or credit was lost
+         * (an end() that failed with -EAGAIN keeps its response): one
+         * batch whatever the credit, so a fan-out always ends. */
+        h->fan_timer = false;
+        if (atomic_exchange(&g_credit.waiting, false))
+            fan_drive(self, h, true);
         return;
     }
-    es_http_response_status(s->res, 204);
-    sub_finish(s);
+    if (tag & 1) {
+        plain_timer(self, h, (struct channel *)(tag & ~(uintptr_t)1),
+                    es_msg_timer_id(msg));
+        return;
+    }
+    struct sub *s = (struct sub *)tag;
+    sub_unlink(s);
+    sub_try(s, s->ch, true); /* the cursor, no messages */
 }
 
 static void hub_free_all(struct hub *h)
@@ -622,6 +1004,10 @@ static void hub_free_all(struct hub *h)
                 sub_unlink(s);
                 sub_finish(s);
             }
+            fan_finish(h, c);
+            while (c->plain.count)
+                es_http_response_end(plain_pop(&c->plain));
+            free(c->plain.head);
             while (c->count)
                 evict_oldest(c);
             for (unsigned i = 0; i < c->norigins; i++)
@@ -639,18 +1025,24 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
     case MSG_SUB:
         hub_sub(self, h, es_msg_take(msg));
         break;
+    case MSG_PLAIN:
+        hub_plain(self, h, es_msg_take(msg));
+        break;
     case MSG_PUB: {
         struct pub *pb = es_msg_take(msg);
         hub_pub(self, h, pb);
-        es_http_response_end(pb->res);
         free(pb);
         break;
     }
+    case MSG_FANOUT: /* our own, or credit came back */
+        h->fan_queued = false;
+        fan_drive(self, h, false);
+        break;
     case MSG_WIRE:
         hub_wire(self, h, msg);
         break;
     case ES_MSG_TIMER: /* a subscriber waited long enough */
-        hub_timer(h, msg);
+        hub_timer(self, h, msg);
         break;
     case ES_MSG_STOP: /* the runtime stops: release what is parked */
         hub_free_all(h);
@@ -662,6 +1054,7 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
 int comet_hub_spawn(es_runtime_t *rt, es_actor_id_t *out)
 {
     static struct hub hub;
+    g_credit.rt = rt;
     return es_spawn(
         rt, &(es_spawn_opts_t){.behaviour = hub_behaviour, .state = &hub}, out);
 }

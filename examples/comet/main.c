@@ -105,19 +105,45 @@ static int cursor_of(const es_http_request_t *req, struct cursor **out)
     return 0;
 }
 
+/* free_cb of a MSG_PLAIN the hub never took: ends the parked response. */
+static void plain_dropped(void *p)
+{
+    es_http_response_end(p);
+}
+
+/* A plain /sub costs the hub no memory of its own: the message carries only
+ * the response, and the hub reads the channel from its request. */
+static void sub_plain(es_http_request_t *req, es_http_response_t *res)
+{
+    es_http_response_defer(res, NULL, NULL); /* the hub's end() frees it */
+    es_msg_t m = es_msg_ptr(MSG_PLAIN, res, 0, plain_dropped);
+    if (es_send(es_http_request_runtime(req), g_hub, &m) != 0) {
+        es_http_response_status(res, 503); /* the hub is gone or busy */
+        es_http_response_end(res);
+    }
+}
+
 static void on_sub(es_http_request_t *req, es_http_response_t *res, void *arg)
 {
-    struct sub *s = calloc(1, sizeof(*s));
+    char name[MAX_CHANNEL];
+    struct cursor *cur;
     (void)arg;
-    if (!s) {
-        refuse(res, 503, "out of memory\n");
-        return;
-    }
-    if (channel_of(req, s->name) != 0 || cursor_of(req, &s->cur) != 0) {
-        free(s);
+    if (channel_of(req, name) != 0 || cursor_of(req, &cur) != 0) {
         refuse(res, 400, "need ?ch=NAME ([A-Za-z0-9_-]) and a valid after=\n");
         return;
     }
+    if (!cur) {
+        sub_plain(req, res);
+        return;
+    }
+    struct sub *s = calloc(1, sizeof(*s));
+    if (!s) {
+        free(cur);
+        refuse(res, 503, "out of memory\n");
+        return;
+    }
+    memcpy(s->name, name, sizeof(name));
+    s->cur = cur;
     s->res = res;
     es_http_response_defer(res, NULL, NULL); /* the hub's end() frees it */
     es_msg_t m = es_msg_ptr(MSG_SUB, s, sizeof(*s), sub_dropped);

@@ -409,7 +409,8 @@ ES_EXTERN int es_http_response_body(es_http_response_t *res, const void *data,
  * dropped (NULL for static data): on a demux thread, or inside
  * es_http_response_end() when the client of a deferred response had
  * already left.
- * Returns: 0, -EALREADY, -EINVAL. Ownership: data moves on success only.
+ * Returns: 0, -EALREADY, -EINVAL, -ENOMEM. Ownership: data moves on
+ * success only.
  */
 ES_EXTERN int es_http_response_body_ref(es_http_response_t *res, void *data,
                                         size_t len, es_msg_free_cb free_cb);

@@ -240,6 +240,85 @@ def single_fell_behind(a):
     check(texts(nxt) == ["b11"] and not nxt["lost"], "after: %r" % nxt)
 
 
+def _park(a, n, ch):
+    """n raw sockets, each with a plain /sub of ch outstanding."""
+    import socket
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+        s.sendall(b"GET /sub?ch=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                  % ch.encode())
+        socks.append(s)
+    return socks
+
+
+def _answers(socks, timeout=15):
+    """The one response each socket gets: {socket: (status, body)}."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    got, bufs = {}, {s: b"" for s in socks}
+    deadline = time.monotonic() + timeout
+    while len(got) < len(socks) and time.monotonic() < deadline:
+        for key, _ in sel.select(0.2):
+            s = key.fileobj
+            d = s.recv(4096)
+            check(d, "a parked /sub was closed")
+            bufs[s] += d
+            head, sep, rest = bufs[s].partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            cl = int(m.group(1)) if m else 0
+            if len(rest) >= cl:
+                got[s] = (int(head.split(b" ")[1]), rest[:cl].decode())
+                sel.unregister(s)
+    check(len(got) == len(socks), "%d of %d parked /sub answered"
+          % (len(got), len(socks)))
+    return got
+
+
+def single_fanout(a):
+    """More parked plain /sub than one fan-out batch and than one block of
+    the channel's queue: each gets exactly one message, and each /pub's
+    count is how many got its text, also when publishes come while a
+    fan-out is still under way."""
+    n = 300
+    for rnd in range(2):
+        socks = _park(a, n, "fan")
+        counts, texts_sent = {}, []
+        lock = threading.Lock()
+
+        def publish(text):
+            c = a.pub("fan", text)
+            with lock:
+                counts[text] = int(c)
+
+        total, i = 0, 0
+        while total < n and i < 400:  # until every /sub has got one
+            pair = ["r%d-%d" % (rnd, i), "r%d-%d" % (rnd, i + 1)]
+            i += 2
+            ts = [threading.Thread(target=publish, args=(t,)) for t in pair]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(15)
+            texts_sent += pair
+            total = sum(counts.values())
+            time.sleep(0.01)
+        check(total == n, "the /pub counts add up to %d of %d" % (total, n))
+        got = _answers(socks)
+        for text in texts_sent:
+            k = sum(1 for st, body in got.values() if body == text)
+            check(k == counts[text], "%s: /pub counted %d, %d got it"
+                  % (text, counts[text], k))
+        check(all(st == 200 for st, _ in got.values()), "a /sub status")
+        for s in socks:
+            s.close()
+
+
 def single_bad(a):
     for q in ("/sub", "/sub?ch=", "/sub?ch=a.b", "/sub?ch=a&after=x:y",
               "/sub?ch=a&after=tq", "/pub?ch=%2F"):
@@ -254,8 +333,8 @@ def single_bad(a):
 def run_single(exe, tmp):
     a = Comet(exe, tmp, "single", "--history", "4")
     try:
-        for t in (single_plain, single_recovery, single_fell_behind,
-                  single_bad):
+        for t in (single_plain, single_fanout, single_recovery,
+                  single_fell_behind, single_bad):
             t(a)
             print("ok", t.__name__, flush=True)
     finally:

@@ -58,6 +58,39 @@ Test(http_deferred, finish_from_thread, .timeout = ES_TEST_TIMEOUT)
     defer_fini(&t);
 }
 
+/* A parked request keeps its parts in the exchange's tail without
+ * pointers: read from the test thread (not the connection's) after the
+ * handler returned, each accessor still gives what was received. */
+Test(http_deferred, request_read_while_parked, .timeout = ES_TEST_TIMEOUT)
+{
+    struct hts t;
+    struct hc c;
+    const es_http_request_t *req;
+    const char *q;
+
+    defer_fixture(&t, NULL);
+    hc_open(&c, t.port);
+    HC_SEND(&c, "GET http://h.test/park?i=3&x=%20y#frag HTTP/1.0\r\n"
+                "Host: h.test\r\nX-Long: 0123456789abcdef\r\n\r\n");
+    ES_WAIT_GE(g_park.parked, 1);
+    req = es_http_response_request(parked(3));
+    cr_assert_not_null(req);
+    cr_assert_str_eq(es_http_request_method(req), "GET");
+    cr_assert_str_eq(es_http_request_target(req),
+                     "http://h.test/park?i=3&x=%20y#frag");
+    cr_assert_str_eq(es_http_request_path(req), "/park");
+    q = es_http_request_query(req);
+    cr_assert_str_eq(q, "i=3&x=%20y");
+    cr_assert_eq(es_http_request_version(req), 10);
+    cr_assert_str_eq(es_http_request_header(req, "x-long"), "0123456789abcdef");
+    cr_assert_str_eq(es_http_request_header(req, "Host"), "h.test");
+    cr_assert_eq(es_http_request_runtime(req), t.rt);
+    cr_assert_eq(finish(parked(3), "test"), 0);
+    HC_EXPECT_BODY(&c, "test:http://h.test/park?i=3&x=%20y#frag");
+    hc_close(&c);
+    defer_fini(&t);
+}
+
 Test(http_deferred, pipelined_waits_behind_deferred, .timeout = ES_TEST_TIMEOUT)
 {
     struct hts t;

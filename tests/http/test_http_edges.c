@@ -75,6 +75,32 @@ Test(http_edges, empty_query_and_odd_paths, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+/* The query is kept as the end of the target unless a fragment follows
+ * it there; then it is a copy of its own (http/response.c fill_request). */
+Test(http_edges, query_before_fragment, .timeout = ES_TEST_TIMEOUT)
+{
+    static const char *const cases[][2] = {
+        {"/p/plain", "/p/plain||/p/plain"},
+        {"/p/f#frag", "/p/f||/p/f#frag"},
+        {"/p/g?q=1#frag", "/p/g|q=1|/p/g?q=1#frag"},
+        {"/p/h?#", "/p/h||/p/h?#"},
+        {"/p/i?a=b", "/p/i|a=b|/p/i?a=b"},
+    };
+    struct hts t;
+    atomic_ullong n = 0;
+
+    edges_fixture(&t, &n, NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct hr r;
+
+        http_get(t.port, cases[i][0], &r);
+        cr_assert_eq(r.status, 200, "%s: %d", cases[i][0], r.status);
+        HR_BODY_IS(&r, cases[i][1]);
+        hr_release(&r);
+    }
+    hts_fini(&t);
+}
+
 /* Forms that match no route: any refusal will do, and the server lives. */
 Test(http_edges, asterisk_and_authority_forms, .timeout = ES_TEST_TIMEOUT)
 {

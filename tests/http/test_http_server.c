@@ -673,6 +673,49 @@ Test(http_server, response_status_fields_bodies, .timeout = ES_TEST_TIMEOUT)
     hts_fini(&t);
 }
 
+/* A body by reference set first, then 30 fields, each a little longer than
+ * the one before: the fields and the reference travel together as the
+ * fields' room grows (http/response.c out_get()). */
+static void h_ref_then_fields(es_http_request_t *req, es_http_response_t *res,
+                              void *arg)
+{
+    char *p = strdup("ref before fields");
+    char name[32], value[64];
+
+    (void)req;
+    (void)arg;
+    if (es_http_response_body_ref(res, p, strlen(p), ref_free) != 0)
+        free(p);
+    for (int i = 0; i < 30; i++) {
+        snprintf(name, sizeof(name), "X-F%02d", i);
+        snprintf(value, sizeof(value), "%.*s", i + 1,
+                 "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv");
+        es_http_response_header(res, name, value);
+    }
+}
+
+Test(http_server, fields_after_body_ref, .timeout = ES_TEST_TIMEOUT)
+{
+    struct hts t;
+    struct hr r;
+    char name[32];
+
+    hts_serve1(&t, "GET", "/f", h_ref_then_fields, NULL);
+    http_get(t.port, "/f", &r);
+    cr_assert_eq(r.status, 200);
+    HR_BODY_IS(&r, "ref before fields");
+    for (int i = 0; i < 30; i++) {
+        snprintf(name, sizeof(name), "X-F%02d", i);
+        const char *v = hr_header(&r, name);
+        cr_assert_not_null(v, "%s missing", name);
+        cr_assert_eq(strlen(v), (size_t)i + 1, "%s: %s", name, v);
+    }
+    hr_release(&r);
+    ES_WAIT_GE(g_ref_freed, 1);
+    hts_fini(&t);
+    cr_assert_eq(atomic_load(&g_ref_freed), 1);
+}
+
 /* A response freed because its connection went away: body_ref freed once. */
 static void h_ref_big(es_http_request_t *req, es_http_response_t *res,
                       void *arg)
