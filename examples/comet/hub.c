@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -205,9 +206,55 @@ struct hub {
     struct channel *fanning; /* channels with a fan-out under way */
     bool fan_queued;         /* a MSG_FANOUT to ourselves is on its way */
     bool fan_timer;          /* the credit's safety timer runs */
+    bool retry_timer;        /* g_retry's timer runs */
     unsigned nchannels;
     uint64_t bad_wire, duplicates;
 };
+
+/* Responses whose end() answered -EAGAIN (the connection's mailbox was
+ * full; the response is kept, not released): ended again on a timer, so
+ * a full mailbox delays an answer and never loses it or its connection.
+ * The hub's thread only. */
+static struct {
+    es_http_response_t **v;
+    size_t n, cap;
+} g_retry;
+
+#define TAG_RETRY 4 /* timer tag: even, not a pointer */
+#define RETRY_MS 2
+
+/* es_http_response_end(), keeping the response for later on -EAGAIN.
+ * Returns end()'s code, 0 for a response kept to retry. */
+static int end_or_keep(es_http_response_t *res)
+{
+    int rc = es_http_response_end(res);
+    if (rc != -EAGAIN)
+        return rc;
+    if (g_retry.n == g_retry.cap) {
+        size_t cap = g_retry.cap ? g_retry.cap * 2 : 64;
+        es_http_response_t **v = realloc(g_retry.v, cap * sizeof(*v));
+        if (!v) {
+            /* No memory to keep it: wait for room here instead. */
+            while ((rc = es_http_response_end(res)) == -EAGAIN)
+                sched_yield();
+            return rc;
+        }
+        g_retry.v = v;
+        g_retry.cap = cap;
+    }
+    g_retry.v[g_retry.n++] = res;
+    return 0;
+}
+
+/* Ends the kept responses again; those still refused stay. */
+static void retry_ends(void)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < g_retry.n; i++)
+        if (es_http_response_end(g_retry.v[i]) == -EAGAIN)
+            g_retry.v[kept++] = g_retry.v[i];
+    g_retry.n = kept;
+}
 
 int64_t comet_now_us(void)
 {
@@ -539,7 +586,7 @@ static void sub_unlink(struct sub *s)
 
 static void sub_finish(struct sub *s)
 {
-    es_http_response_end(s->res);
+    (void)end_or_keep(s->res);
     free(s->cur);
     free(s);
 }
@@ -652,7 +699,7 @@ static void pub_answer(es_http_response_t *res, int got)
     char text[16];
     snprintf(text, sizeof(text), "%d\n", got);
     es_http_response_body(res, text, strlen(text));
-    es_http_response_end(res);
+    (void)end_or_keep(res);
 }
 
 /* Answers up to `budget` of the waiters the fan-out under way still owes
@@ -668,7 +715,7 @@ static void fan_step(struct channel *c, unsigned budget)
         atomic_fetch_add(&g_credit.inflight, 1);
         if (es_http_response_body_ref(res, text, q->fan->len, sent))
             sent(text);
-        q->fan_got += es_http_response_end(res) == 0;
+        q->fan_got += end_or_keep(res) == 0;
     }
     if (q->fan_left || !q->fan)
         return;
@@ -763,7 +810,7 @@ static void plain_timer(es_actor_t *self, struct hub *h, struct channel *c,
     while (q->count && plain_first(q)->due_ms <= now) {
         es_http_response_t *res = plain_pop(q);
         es_http_response_status(res, 204);
-        es_http_response_end(res);
+        (void)end_or_keep(res);
     }
     plain_arm(self, c);
 }
@@ -869,7 +916,7 @@ static void hub_plain(es_actor_t *self, struct hub *h, es_http_response_t *res)
         plain_unpush(&c->plain); /* no timer: it would never time out */
     }
     es_http_response_status(res, 503);
-    es_http_response_end(res);
+    (void)end_or_keep(res);
 }
 
 /* Ends a /pub's response with status (or 200 and text). */
@@ -878,7 +925,7 @@ static void pub_done(es_http_response_t *res, int status, const char *text)
     es_http_response_status(res, status);
     if (text)
         es_http_response_body(res, text, strlen(text));
-    es_http_response_end(res);
+    (void)end_or_keep(res);
 }
 
 /* A /pub: answered here, or by the fan-out of its message (append()). */
@@ -1006,7 +1053,7 @@ static void hub_free_all(struct hub *h)
             }
             fan_finish(h, c);
             while (c->plain.count)
-                es_http_response_end(plain_pop(&c->plain));
+                (void)end_or_keep(plain_pop(&c->plain));
             free(c->plain.head);
             while (c->count)
                 evict_oldest(c);
@@ -1018,9 +1065,8 @@ static void hub_free_all(struct hub *h)
     }
 }
 
-static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
+static void hub_handle(es_actor_t *self, struct hub *h, es_msg_t *msg)
 {
-    struct hub *h = es_actor_state(self);
     switch (msg->type) {
     case MSG_SUB:
         hub_sub(self, h, es_msg_take(msg));
@@ -1047,6 +1093,27 @@ static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
     case ES_MSG_STOP: /* the runtime stops: release what is parked */
         hub_free_all(h);
         break;
+    }
+}
+
+static int hub_behaviour(es_actor_t *self, es_msg_t *msg)
+{
+    struct hub *h = es_actor_state(self);
+    if (g_retry.n)
+        retry_ends();
+    if (msg->type == ES_MSG_TIMER && es_msg_timer_tag(msg) == TAG_RETRY)
+        h->retry_timer = false;
+    else
+        hub_handle(self, h, msg);
+    if (msg->type == ES_MSG_STOP) {
+        retry_ends(); /* a last try; what is still refused goes with the runtime
+                       */
+        free(g_retry.v);
+        g_retry.v = NULL;
+        g_retry.n = g_retry.cap = 0;
+    } else if (g_retry.n && !h->retry_timer &&
+               es_timer_start(self, RETRY_MS, 0, TAG_RETRY, NULL) == 0) {
+        h->retry_timer = true;
     }
     return 0;
 }
