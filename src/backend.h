@@ -44,10 +44,10 @@ struct es__backend {
      * interest in fd: `events` are ES_IO_READ / ES_IO_WRITE / ES_IO_RDHUP
      * (ERROR and HUP are always reported), `data` comes back with each of
      * its events. Returns 0, -EEXIST (ADD of an fd already in the set),
-     * -ENOENT or -EBADF (MOD or DEL of an fd not in it, or closed), or
-     * another -errno. Closing an fd that no other process shares or was
-     * dup()ed, after closing() below, drops its interest without DEL
-     * (io.c's es__io_close() relies on it).
+     * -EPERM (ADD of a regular file or a directory), -ENOENT or -EBADF
+     * (MOD or DEL of an fd not in it, or closed), or another -errno. Closing an
+     * fd that no other process shares or was dup()ed, after closing() below,
+     * drops its interest without DEL (io.c's es__io_close() relies on it).
      */
     int (*ctl)(struct es__loop *loop, int op, int fd, uint32_t events,
                uint64_t data);

@@ -111,7 +111,7 @@ static struct io_uring_sqe *get_sqe(struct uring_poller *p)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&p->ring);
     while (!sqe) {
         int rc = io_uring_submit(&p->ring);
-        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+        if (rc < 0 && rc != -EINTR) /* -EBUSY: completions must be reaped */
             return NULL;
         sqe = io_uring_get_sqe(&p->ring);
     }
@@ -319,7 +319,8 @@ static int arm_all(struct uring_poller *p)
         r->queued = false;
     }
     /* Out of submission slots: keep the rest for the next wait(). */
-    memmove(p->armq, p->armq + i, (p->narmq - i) * sizeof(*p->armq));
+    if (i < p->narmq)
+        memmove(p->armq, p->armq + i, (p->narmq - i) * sizeof(*p->armq));
     p->narmq -= i;
     return p->narmq ? -ENOMEM : 0;
 }
@@ -357,36 +358,71 @@ static bool reap_one(struct uring_poller *p, const struct io_uring_cqe *cqe,
     return true;
 }
 
-static int ur_wait(struct es__loop *loop, struct es__event *out, int max,
-                   int timeout_ms)
+/* Reaps up to max events into out; *woke tells whether the wakeup read
+ * completed. Returns how many events it stored. */
+static int reap(struct uring_poller *p, struct es__event *out, int max,
+                bool *woke)
 {
-    struct uring_poller *p = loop->poller;
     struct io_uring_cqe *cqe;
-    if (arm_all(p) != 0)
-        timeout_ms = 0; /* polls left unarmed: look again soon */
-    if (timeout_ms == 0) {
-        (void)io_uring_submit(&p->ring);
-    } else if (timeout_ms < 0) {
-        (void)io_uring_submit_and_wait_timeout(&p->ring, &cqe, 1, NULL, NULL);
-    } else {
-        struct __kernel_timespec ts = {
-            .tv_sec = timeout_ms / 1000,
-            .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-        (void)io_uring_submit_and_wait_timeout(&p->ring, &cqe, 1, &ts, NULL);
-    }
-    /* -ETIME, -EINTR: reap what is there, as on success. */
-    int k = 0;
     unsigned head, seen = 0;
+    int k = 0;
     io_uring_for_each_cqe(&p->ring, head, cqe)
     {
         if (k == max)
             break;
         seen++;
+        *woke |= cqe->user_data == UD_WAKE;
         if (reap_one(p, cqe, &out[k]))
             k++;
     }
     io_uring_cq_advance(&p->ring, seen);
     return k;
+}
+
+/* Submits what is queued and waits up to timeout_ms (-1: no limit, 0: does
+ * not wait) for a completion. Returns 0, -ETIME or -EINTR. */
+static int submit_and_wait(struct uring_poller *p, int timeout_ms)
+{
+    struct io_uring_cqe *cqe;
+    if (timeout_ms == 0) {
+        int rc = io_uring_submit(&p->ring);
+        return rc < 0 ? rc : 0;
+    }
+    if (timeout_ms < 0)
+        return io_uring_submit_and_wait_timeout(&p->ring, &cqe, 1, NULL, NULL);
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                   .tv_nsec = (long long)(timeout_ms % 1000) *
+                                              1000000};
+    return io_uring_submit_and_wait_timeout(&p->ring, &cqe, 1, &ts, NULL);
+}
+
+/*
+ * One io_uring_enter() arms what the last turn reported or changed and
+ * waits. Completions that report nothing (cancellations, stale polls) do
+ * not end the sleep: it goes on until an event, the wakeup, the timeout or
+ * an interruption.
+ */
+static int ur_wait(struct es__loop *loop, struct es__event *out, int max,
+                   int timeout_ms)
+{
+    struct uring_poller *p = loop->poller;
+    uint64_t deadline =
+        timeout_ms > 0 ? es__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+    for (;;) {
+        if (arm_all(p) != 0)
+            timeout_ms = 0; /* polls left unarmed: look again soon */
+        int rc = submit_and_wait(p, timeout_ms);
+        bool woke = false;
+        int k = reap(p, out, max, &woke);
+        if (k || woke || timeout_ms == 0 || rc < 0) /* -ETIME, -EINTR */
+            return k;
+        if (timeout_ms > 0) {
+            uint64_t now = es__now_ns();
+            if (now >= deadline)
+                return 0;
+            timeout_ms = (int)((deadline - now + 999999u) / 1000000u);
+        }
+    }
 }
 
 static void ur_wake(struct es__loop *loop)
