@@ -72,9 +72,15 @@ _Static_assert((int)ES_IO_READ == (int)POLLIN &&
 #define REGS_MIN 64
 #define ARMQ_MIN 64u
 
-/* user_data of what is not a registration's poll: fd 0xffffffff is none. */
-#define UD_WAKE (~(uint64_t)0)                  /* the eventfd's read */
-#define UD_IGNORE (~(uint64_t)0 - (1ull << 32)) /* a cancellation */
+/* user_data of what is not a registration's poll: their low word has bit
+ * 31 set, which no fd in the table has (regs_reserve()). */
+#define UD_INTERNAL 0x80000000u
+#define UD_WAKE (~(uint64_t)0)                    /* the eventfd's read */
+#define UD_IGNORE (~(uint64_t)0 - (1ull << 32))   /* a cancellation */
+#define UD_WAKE_MSG (~(uint64_t)0 - (2ull << 32)) /* another loop's MSG_RING   \
+                                                   */
+/* A MSG_RING that failed, sent to loop `index`: its own completion. */
+#define UD_MSG_FAIL(index) ((uint64_t)(UD_INTERNAL | (uint32_t)(index)))
 
 /* One fd's registration; the table is indexed by fd. */
 struct reg {
@@ -90,8 +96,9 @@ struct reg {
 
 struct uring_poller {
     struct io_uring ring;
-    bool ring_ok; /* io_uring_queue_init() succeeded */
-    int wake_fd;  /* eventfd; -1 until made */
+    bool ring_ok;  /* io_uring_queue_init() succeeded */
+    bool msg_ring; /* IORING_OP_MSG_RING and IOSQE_CQE_SKIP_SUCCESS work */
+    int wake_fd;   /* eventfd; -1 until made */
     bool wake_armed;
     uint64_t wake_buf; /* the armed read's buffer */
     struct reg *regs;
@@ -138,6 +145,9 @@ static int ur_init(struct es__loop *loop)
     if (rc < 0)
         return rc;
     p->ring_ok = true;
+    /* 5.18 (SUBMIT_ALL) has MSG_RING; CQE_SKIP is a feature bit. */
+    p->msg_ring = (params.flags & IORING_SETUP_SUBMIT_ALL) &&
+                  (params.features & IORING_FEAT_CQE_SKIP);
     /* Blocking: the ring's read waits in the kernel, not with -EAGAIN. */
     p->wake_fd = eventfd(0, EFD_CLOEXEC);
     return p->wake_fd < 0 ? -errno : 0;
@@ -326,18 +336,34 @@ static int arm_all(struct uring_poller *p)
 }
 
 /* Handles one completion; returns true if it stored an event in *ev. */
-static bool reap_one(struct uring_poller *p, const struct io_uring_cqe *cqe,
-                     struct es__event *ev)
+static void wake_by_eventfd(struct uring_poller *p);
+
+/* A completion of the backend's own: the wakeup read, a cancellation, a
+ * wakeup from another loop's ring, or such a wakeup that failed. */
+static void reap_internal(struct es__loop *loop, struct uring_poller *p,
+                          uint64_t ud)
 {
-    uint64_t ud = cqe->user_data;
     if (ud == UD_WAKE) {
         p->wake_armed = false; /* the counter was read: drained */
+    } else if (ud != UD_IGNORE && ud != UD_WAKE_MSG) {
+        /* A MSG_RING this loop sent failed (the target's completion ring
+         * was full, say): wake that loop through its eventfd. */
+        unsigned index = (uint32_t)ud & ~UD_INTERNAL;
+        if (index < loop->rt->nloops)
+            wake_by_eventfd(loop->rt->loops[index].poller);
+    }
+}
+
+static bool reap_one(struct es__loop *loop, struct uring_poller *p,
+                     const struct io_uring_cqe *cqe, struct es__event *ev)
+{
+    uint64_t ud = cqe->user_data;
+    if ((uint32_t)ud & UD_INTERNAL) {
+        reap_internal(loop, p, ud);
         return false;
     }
-    if (ud == UD_IGNORE)
-        return false;
     int fd = (int)(uint32_t)ud;
-    if (fd < 0 || fd >= p->regs_cap)
+    if (fd >= p->regs_cap)
         return false;
     struct reg *r = &p->regs[fd];
     if (!r->active || !r->armed || r->gen != (uint32_t)(ud >> 32))
@@ -360,8 +386,8 @@ static bool reap_one(struct uring_poller *p, const struct io_uring_cqe *cqe,
 
 /* Reaps up to max events into out; *woke tells whether the wakeup read
  * completed. Returns how many events it stored. */
-static int reap(struct uring_poller *p, struct es__event *out, int max,
-                bool *woke)
+static int reap(struct es__loop *loop, struct uring_poller *p,
+                struct es__event *out, int max, bool *woke)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
@@ -371,8 +397,8 @@ static int reap(struct uring_poller *p, struct es__event *out, int max,
         if (k == max)
             break;
         seen++;
-        *woke |= cqe->user_data == UD_WAKE;
-        if (reap_one(p, cqe, &out[k]))
+        *woke |= cqe->user_data == UD_WAKE || cqe->user_data == UD_WAKE_MSG;
+        if (reap_one(loop, p, cqe, &out[k]))
             k++;
     }
     io_uring_cq_advance(&p->ring, seen);
@@ -413,7 +439,7 @@ static int ur_wait(struct es__loop *loop, struct es__event *out, int max,
             timeout_ms = 0; /* polls left unarmed: look again soon */
         int rc = submit_and_wait(p, timeout_ms);
         bool woke = false;
-        int k = reap(p, out, max, &woke);
+        int k = reap(loop, p, out, max, &woke);
         if (k || woke || timeout_ms == 0 || rc < 0) /* -ETIME, -EINTR */
             return k;
         if (timeout_ms > 0) {
@@ -425,15 +451,43 @@ static int ur_wait(struct es__loop *loop, struct es__event *out, int max,
     }
 }
 
-static void ur_wake(struct es__loop *loop)
+static void wake_by_eventfd(struct uring_poller *p)
 {
-    struct uring_poller *p = loop->poller;
     uint64_t one = 1;
     /* Cannot block or fail: the counter stays far below its maximum, as
      * the loop reads it after every wakeup. */
     ssize_t n = write(p->wake_fd, &one, sizeof(one));
     ES_ASSERT(n == (ssize_t)sizeof(one));
     (void)n;
+}
+
+/*
+ * From another loop on io_uring, an IORING_OP_MSG_RING submitted on the
+ * waker's own ring posts the completion straight into the sleeper's ring
+ * and wakes it: no eventfd, no poll, no task work on the sleeper, one
+ * system call for the waker as with the eventfd. Its own completion is
+ * skipped on success; a failure comes back tagged with the target, which
+ * reap_internal() then wakes through its eventfd. Foreign threads, and
+ * loops whose ring has no room, write the eventfd.
+ */
+static void ur_wake(struct es__loop *loop)
+{
+    struct uring_poller *p = loop->poller;
+    struct es__loop *self = es__loop_current();
+    if (self && self != loop && self->rt == loop->rt &&
+        self->backend == &es__backend_uring) {
+        struct uring_poller *sp = self->poller;
+        struct io_uring_sqe *sqe =
+            sp->msg_ring ? io_uring_get_sqe(&sp->ring) : NULL;
+        if (sqe) {
+            io_uring_prep_msg_ring(sqe, p->ring.ring_fd, 0, UD_WAKE_MSG, 0);
+            io_uring_sqe_set_data64(sqe, UD_MSG_FAIL(loop->index));
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            if (io_uring_submit(&sp->ring) > 0)
+                return;
+        }
+    }
+    wake_by_eventfd(p);
 }
 
 const struct es__backend es__backend_uring = {
