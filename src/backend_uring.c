@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The io_uring backend (backend.h): one ring per loop, readiness through
- * IORING_OP_POLL_ADD, an eventfd for cross-loop wakeups, and the submission
- * and the wait of a turn in one io_uring_enter(). This is the only file
- * that includes <liburing.h>.
+ * IORING_OP_POLL_ADD, IORING_OP_MSG_RING or an eventfd for wakeups, and
+ * the submission and the wait of a turn in one io_uring_enter(). This is
+ * the only file that includes <liburing.h>.
  *
  * Level-triggered interest. The seam promises that an fd stays reported in
  * every wait() while it is ready. A multishot poll does not: it posts a
@@ -32,10 +32,12 @@
  * its poll; the same file is -EEXIST, as epoll says. (eventfds, signalfds
  * and timerfds share one anonymous inode and cannot be told apart.)
  *
- * Wakeups. The eventfd has a read kept armed in the ring; wake() writes 1
- * to it (any thread; chan.c's handshake calls it at most once per sleep).
- * The read's completion ends the wait; the next wait() arms it again, and
- * a wake() in between leaves the counter non-zero, so that read completes
+ * Wakeups (any thread; chan.c's handshake calls wake() at most once per
+ * sleep). Another loop on io_uring posts a completion into the sleeper's
+ * ring with IORING_OP_MSG_RING (ur_wake()). Any other thread writes 1 to
+ * the sleeper's eventfd, which has a read kept armed in the ring. The
+ * read's completion ends the wait; the next wait() arms it again, and a
+ * wake() in between leaves the counter non-zero, so that read completes
  * at once: no wakeup is lost.
  *
  * Every function but wake() runs on the loop's thread (or the settling
@@ -75,10 +77,10 @@ _Static_assert((int)ES_IO_READ == (int)POLLIN &&
 /* user_data of what is not a registration's poll: their low word has bit
  * 31 set, which no fd in the table has (regs_reserve()). */
 #define UD_INTERNAL 0x80000000u
-#define UD_WAKE (~(uint64_t)0)                    /* the eventfd's read */
-#define UD_IGNORE (~(uint64_t)0 - (1ull << 32))   /* a cancellation */
-#define UD_WAKE_MSG (~(uint64_t)0 - (2ull << 32)) /* another loop's MSG_RING   \
-                                                   */
+/* the eventfd's read; a cancellation; another loop's MSG_RING */
+#define UD_WAKE (~(uint64_t)0)
+#define UD_IGNORE (~(uint64_t)0 - (1ull << 32))
+#define UD_WAKE_MSG (~(uint64_t)0 - (2ull << 32))
 /* A MSG_RING that failed, sent to loop `index`: its own completion. */
 #define UD_MSG_FAIL(index) ((uint64_t)(UD_INTERNAL | (uint32_t)(index)))
 
