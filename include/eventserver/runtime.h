@@ -81,7 +81,7 @@ typedef struct es_runtime_opts {
      * ES_BACKEND_IO_URING. The environment variable ES_BACKEND ("epoll",
      * "io_uring" or "auto") overrides it, so any program and the test
      * suite run on either; another value there is logged and ignored.
-     * When io_uring cannot be set up (kernel before 5.18 or without it,
+     * When io_uring cannot be set up (a kernel before 5.5 or without it,
      * kernel.io_uring_disabled, a seccomp filter), the runtime logs one
      * line and uses epoll; es_runtime_backend() says which runs. Any other
      * value is -EINVAL. */
