@@ -3,7 +3,9 @@
 # Thin wrapper over CMake (in the spirit of neovim's Makefile). User targets:
 #
 #   make run       Release build in build/, then build/perf/ring_bench --quick
-#   make test      Release build in build/, then the whole ctest suite
+#   make test      Release build in build/, then the whole ctest suite, which
+#                  registers every test twice: <name> on epoll, <name>_uring
+#                  on io_uring (ES_BACKEND; ctest -L io_uring runs one set)
 #   make sanitize  ASan+UBSan build in build-asan/ (whole suite), then TSan
 #                  build in build-tsan/ (tests labelled "concurrency")
 #   make fuzz      libFuzzer targets (clang, ASan+UBSan) in build-fuzz/, each

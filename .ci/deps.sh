@@ -11,6 +11,8 @@ set -euo pipefail
 packages=(
     cmake pkg-config gcc libc6-dev make
     libck-dev libcriterion-dev node-llhttp libuv1-dev
+    # the io_uring backend (src/backend_uring.c; liburing 2.3 in Debian 12)
+    liburing-dev
     # perf/bench_library links the peers it compares against
     libevent-dev libev-dev
     # perf/savina: CAF 0.17, a benchmark peer only (caf_* targets)

@@ -10,7 +10,8 @@
 # medians of messages/s and of server CPU (utime + stime from /proc) per
 # message, and ratios to libevent. A second, unpinned table adds the
 # EventServer server on 2 demux threads (client and server then share both
-# CPUs). Prints markdown to stdout and writes docs/perf/echo.md. Usage:
+# CPUs). EventServer runs on each IO backend: es1 / es2 on epoll, es1u on
+# io_uring (ES_BACKEND). Prints markdown to stdout and writes docs/perf/echo.md. Usage:
 #   perf/echo_bench.sh [BUILD_DIR]          (default: build)
 # Environment: RUNS (5), SECS (5 per run, after a 1 s warm-up), CONNS (50),
 # DEPTH (16 messages in flight per connection), SIZES ("64 4096"),
@@ -43,8 +44,9 @@ start_server() {
     starts=$((starts + 1))
     sout=$tmp/server.$starts.out
     case $1 in
-    es1) cmd=("$es_bin" --port 0 --threads 1 --seconds 600) ;;
-    es2) cmd=("$es_bin" --port 0 --threads 2 --seconds 600) ;;
+    es1) cmd=(env ES_BACKEND=epoll "$es_bin" --port 0 --threads 1 --seconds 600) ;;
+    es1u) cmd=(env ES_BACKEND=io_uring "$es_bin" --port 0 --threads 1 --seconds 600) ;;
+    es2) cmd=(env ES_BACKEND=epoll "$es_bin" --port 0 --threads 2 --seconds 600) ;;
     libevent | libuv) cmd=("$peers" --lib "$1" --port 0 --seconds 600) ;;
     esac
     if [[ -n $2 ]]; then cmd=(taskset -c "$2" "${cmd[@]}"); fi
@@ -133,6 +135,7 @@ table() {
 label() {
     case $1 in
     es1) echo "EventServer, 1 thread" ;;
+    es1u) echo "EventServer, 1 thread, io_uring" ;;
     es2) echo "EventServer, 2 threads" ;;
     libevent) echo "libevent $(pkg-config --modversion libevent 2>/dev/null)" ;;
     libuv) echo "libuv $(pkg-config --modversion libuv 2>/dev/null)" ;;
@@ -163,10 +166,10 @@ report() {
     echo "write on the next EPOLLOUT, toggling EPOLLOUT with epoll_ctl each"
     echo "time); that is its usual API, not tuned away here."
     echo
-    table "Pinned: server on CPU 0, client on CPU 1" 0 1 es1 libevent libuv
+    table "Pinned: server on CPU 0, client on CPU 1" 0 1 es1 es1u libevent libuv
     if [[ -z ${NO_UNPINNED:-} ]]; then
         table "Unpinned: client and server share both CPUs" "" "" \
-            es1 es2 libevent libuv
+            es1 es1u es2 libevent libuv
     fi
 }
 

@@ -4,8 +4,10 @@
  * in the manner of Redis's ae_epoll.c / ae_kqueue.c: a backend keeps a set
  * of fds with the readiness each is watched for, waits until one is ready,
  * a timeout passes or another thread wakes it, and reports ready fds in
- * a backend-neutral form. backend_epoll.c is the one backend today, and
- * the only file that includes <sys/epoll.h>.
+ * a backend-neutral form. backend_epoll.c (the only file that includes
+ * <sys/epoll.h>) and backend_uring.c (the only one that includes
+ * <liburing.h>) are the two; es_runtime_opts_t.backend and the ES_BACKEND
+ * environment variable choose one per runtime (runtime.c, loop.c).
  *
  * Each loop holds a pointer to its backend's table of functions, chosen
  * once in es__loop_init(), and the backend's private state (`poller`). The
@@ -31,6 +33,7 @@ struct es__event {
  */
 struct es__backend {
     const char *name;
+    int kind; /* ES_BACKEND_EPOLL or ES_BACKEND_IO_URING */
     /* Makes loop->poller, the wakeup included. Returns 0 or -errno; on
      * failure fini() still runs and frees what was made. */
     int (*init)(struct es__loop *loop);
@@ -41,13 +44,21 @@ struct es__backend {
      * interest in fd: `events` are ES_IO_READ / ES_IO_WRITE / ES_IO_RDHUP
      * (ERROR and HUP are always reported), `data` comes back with each of
      * its events. Returns 0, -EEXIST (ADD of an fd already in the set),
-     * -ENOENT or -EBADF (MOD or DEL of an fd not in it, or closed), or
-     * another -errno. Closing an fd that no other process shares or was
-     * dup()ed drops its interest without DEL (io.c's es__io_close() relies
-     * on it).
+     * -EPERM (ADD of a regular file or a directory), -ENOENT or -EBADF
+     * (MOD or DEL of an fd not in it, or closed), or another -errno. Closing an
+     * fd that no other process shares or was dup()ed, after closing() below,
+     * drops its interest without DEL (io.c's es__io_close() relies on it).
      */
     int (*ctl)(struct es__loop *loop, int op, int fd, uint32_t events,
                uint64_t data);
+    /*
+     * fd, whose interest is in the set, is closed right after this returns,
+     * without DEL (es__io_close()). NULL for a backend where closing the fd
+     * drops the interest (epoll); one whose pending operations hold the
+     * file (io_uring) cancels them here, so the file is released with the
+     * close and nothing reports the fd (or its number, reused) afterwards.
+     */
+    void (*closing)(struct es__loop *loop, int fd);
     /*
      * Blocks until an fd is ready, wake() is called, or timeout_ms passes
      * (-1: no timeout, 0: only looks); stores at most `max` ready fds in
@@ -62,5 +73,6 @@ struct es__backend {
 };
 
 extern const struct es__backend es__backend_epoll;
+extern const struct es__backend es__backend_uring;
 
 #endif /* EVENTSERVER_BACKEND_H */

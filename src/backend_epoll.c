@@ -115,6 +115,7 @@ static void ep_wake(struct es__loop *loop)
 
 const struct es__backend es__backend_epoll = {
     .name = "epoll",
+    .kind = ES_BACKEND_EPOLL,
     .init = ep_init,
     .fini = ep_fini,
     .ctl = ep_ctl,

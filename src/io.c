@@ -7,7 +7,7 @@
  * unwatched (and perhaps watched again) earlier in the same epoll batch is
  * recognised as stale and dropped. Everything here runs on the owning loop.
  */
-#include "internal.h"
+#include "backend.h"
 
 #include <unistd.h>
 
@@ -132,7 +132,10 @@ void es__io_close(es_actor_t *self, int fd)
     if (fd >= 0 && fd < loop->fds_cap &&
         loop->fds[fd].owner == owner_key(self)) {
         /* close() takes the fd out of the epoll set (the file is not
-         * shared: a connection owns its socket), so no EPOLL_CTL_DEL. */
+         * shared: a connection owns its socket), so no EPOLL_CTL_DEL; a
+         * backend whose pending polls hold the file cancels them first. */
+        if (loop->backend->closing)
+            loop->backend->closing(loop, fd);
         loop->io_watches--;
         loop->fds[fd].gen++;
         owner_unlink(loop, self, fd);

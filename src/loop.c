@@ -38,6 +38,34 @@ bool es__loop_owned(const struct es__loop *loop)
     return tls_loop == loop || !loop->thread_started;
 }
 
+/*
+ * Sets up the backend rt->opts.backend names (EPOLL or IO_URING, see
+ * runtime.c). When io_uring cannot be set up, every loop falls back to
+ * epoll, those made before this one included (nothing is registered in
+ * them yet), so a runtime runs one backend, and one line is logged.
+ */
+static int backend_init(es_runtime_t *rt, struct es__loop *loop)
+{
+    bool uring = rt->opts.backend == ES_BACKEND_IO_URING;
+    loop->backend = uring ? &es__backend_uring : &es__backend_epoll;
+    int rc = loop->backend->init(loop);
+    if (rc == 0 || !uring)
+        return rc;
+    loop->backend->fini(loop);
+    es__log(ES_LOG_WARN, "io_uring cannot be set up (%s): using epoll",
+            es_strerror(rc));
+    rt->opts.backend = ES_BACKEND_EPOLL;
+    for (unsigned i = 0; i <= loop->index; i++) {
+        struct es__loop *l = &rt->loops[i];
+        l->backend->fini(l);
+        l->backend = &es__backend_epoll;
+        rc = l->backend->init(l);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
 {
     loop->rt = rt;
@@ -47,8 +75,7 @@ int es__loop_init(es_runtime_t *rt, struct es__loop *loop, unsigned index)
     loop->events = es__calloc(ES__WAIT_EVENTS, sizeof(*loop->events));
     if (!loop->events)
         return -ENOMEM;
-    loop->backend = &es__backend_epoll;
-    int rc = loop->backend->init(loop);
+    int rc = backend_init(rt, loop);
     if (rc)
         return rc;
     rc = es__tctx_init(rt, &loop->tctx, (int)index);

@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define MAX_THREADS 1024u
@@ -25,6 +27,31 @@ static unsigned round_up_pow2(unsigned v)
     while (p < v && p < (1u << 30))
         p <<= 1;
     return p;
+}
+
+/* opts.backend, overridden by ES_BACKEND, AUTO resolved: EPOLL or
+ * IO_URING. AUTO is epoll: io_uring's readiness polls measured slower
+ * (docs/design.md, "IO backends"). */
+static int check_backend(es_runtime_opts_t *o)
+{
+    if (o->backend < ES_BACKEND_AUTO || o->backend > ES_BACKEND_IO_URING)
+        return -EINVAL;
+    const char *env = getenv("ES_BACKEND");
+    if (env && *env) {
+        if (strcmp(env, "epoll") == 0)
+            o->backend = ES_BACKEND_EPOLL;
+        else if (strcmp(env, "io_uring") == 0)
+            o->backend = ES_BACKEND_IO_URING;
+        else if (strcmp(env, "auto") == 0)
+            o->backend = ES_BACKEND_AUTO;
+        else
+            es__log(ES_LOG_WARN,
+                    "ES_BACKEND=%s is not epoll, io_uring or auto: ignored",
+                    env);
+    }
+    if (o->backend == ES_BACKEND_AUTO)
+        o->backend = ES_BACKEND_EPOLL;
+    return 0;
 }
 
 static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
@@ -71,7 +98,7 @@ static int check_opts(const es_runtime_opts_t *in, es_runtime_opts_t *out)
     if (out->cpus_in_order < 0 || out->cpus_in_order > 1 ||
         (out->cpus_in_order && out->ncpus) || (out->ncpus && !out->cpus))
         return -EINVAL;
-    return 0;
+    return check_backend(out);
 }
 
 /* The n-th (from 0) CPU of set, which holds more than n. */
@@ -322,6 +349,11 @@ bool es__runtime_running(const es_runtime_t *rt)
 unsigned es_runtime_threads(const es_runtime_t *rt)
 {
     return rt->nloops;
+}
+
+int es_runtime_backend(const es_runtime_t *rt)
+{
+    return rt ? rt->opts.backend : -EINVAL;
 }
 
 es_actor_id_t es_runtime_loop_actor(const es_runtime_t *rt, unsigned index)

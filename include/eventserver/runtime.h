@@ -75,6 +75,17 @@ typedef struct es_runtime_opts {
     const int *cpus;
     unsigned ncpus;
     int cpus_in_order;
+    /* The IO backend of every demux thread (docs/design.md, "IO
+     * backends"): ES_BACKEND_AUTO (0, the default: epoll, which measured
+     * faster than io_uring's readiness polls so far), ES_BACKEND_EPOLL or
+     * ES_BACKEND_IO_URING. The environment variable ES_BACKEND ("epoll",
+     * "io_uring" or "auto") overrides it, so any program and the test
+     * suite run on either; another value there is logged and ignored.
+     * When io_uring cannot be set up (a kernel before 5.5 or without it,
+     * kernel.io_uring_disabled, a seccomp filter), the runtime logs one
+     * line and uses epoll; es_runtime_backend() says which runs. Any other
+     * value is -EINVAL. */
+    int backend;
     /* Dead-letter hook (optional); dead letters are counted either way. */
     es_dead_letter_cb dead_letter;
     void *dead_letter_arg;
@@ -88,6 +99,9 @@ typedef struct es_runtime_opts {
 #define ES_SPIN_ADAPTIVE_BOUND_US 50u
 #define ES_SPIN_ADAPTIVE_MAX_US 100u
 #define ES_SHED_DEFAULT 1
+#define ES_BACKEND_AUTO 0
+#define ES_BACKEND_EPOLL 1
+#define ES_BACKEND_IO_URING 2
 
 /*
  * Creates a runtime; its threads start with es_runtime_start().
@@ -140,6 +154,14 @@ ES_EXTERN void es_runtime_free(es_runtime_t *rt);
  * Returns: the count. Thread: any.
  */
 ES_EXTERN unsigned es_runtime_threads(const es_runtime_t *rt);
+
+/*
+ * The IO backend the demux threads run: the one es_runtime_opts_t.backend
+ * or ES_BACKEND chose, or epoll where io_uring could not be set up.
+ * Returns: ES_BACKEND_EPOLL or ES_BACKEND_IO_URING; -EINVAL if rt is NULL.
+ * Thread: any.
+ */
+ES_EXTERN int es_runtime_backend(const es_runtime_t *rt);
 
 /*
  * Handle of demux thread `index`'s own actor (the loop actor), which accepts
