@@ -649,8 +649,12 @@ Test(conn, echo_16mib_both_ways, .timeout = ES_TEST_TIMEOUT_LONG)
     cr_assert_eq(atomic_load(&srv.data_bytes), 16 * MIB);
     cr_assert_eq(atomic_load(&srv.write_fail), 0, "write: %d",
                  atomic_load(&srv.write_err));
-    /* The client's small buffers force partial writes: flushes happened. */
-    cr_assert_geq(atomic_load(&srv.sent_msgs), 1, "no ES_MSG_CONN_SENT");
+    /* The client's small buffers usually force partial writes; whatever
+     * was queued was flushed and reported. (A server whose socket send
+     * buffer grew fast enough queues nothing, and then owes no
+     * ES_MSG_CONN_SENT: seen in 1 of 6 runs.) */
+    if (atomic_load(&srv.max_queued) > 0)
+        cr_assert_geq(atomic_load(&srv.sent_msgs), 1, "no ES_MSG_CONN_SENT");
     cr_assert_leq(atomic_load(&srv.sent_bytes), 16 * MIB);
     cr_assert_leq(atomic_load(&srv.max_queued),
                   ES_CONN_WRITE_HIGH_DEFAULT + atomic_load(&srv.max_data),
