@@ -406,7 +406,13 @@ static void flush(es_actor_t *self, struct es__conn *c)
     }
     if (c->above_high && c->queued <= c->cfg->write_low) {
         c->above_high = false;
-        deliver_simple(self, c, ES_MSG_CONN_LOW_WATER, c->queued);
+        /* A HIGH_WATER not delivered yet (settle() delivers it after the
+         * IO of this turn) is taken back instead: a LOW_WATER before its
+         * HIGH_WATER would leave the user believing the queue is high. */
+        if (c->high_notify)
+            c->high_notify = false;
+        else
+            deliver_simple(self, c, ES_MSG_CONN_LOW_WATER, c->queued);
     }
 }
 
