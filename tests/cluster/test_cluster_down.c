@@ -136,14 +136,33 @@ Test(cluster_down, node_left, .timeout = ES_TEST_TIMEOUT)
     struct cfx f;
     int status;
 
-    cfx_start(&f, 0, 0);
+    es_cluster_stats_t st;
+
+    /* Heartbeats every 2 s: losing n1 by silence would take 8 s, so a
+     * peer that forgets it within 1.5 s heard its "bye". */
+    cfx_start(&f, 2000, 4);
     cfx_node(&f, 0, "n1", 1, "echo", "svc", NULL);
     watch(&f, &w, "svc");
     es_test_sleep_ms(300); /* the proxy has heard that n1 holds svc */
+    for (int i = 0; i < 5000; i++) {
+        es_cluster_stats(f.c, &st);
+        if (st.nodes == 1)
+            break;
+        es_test_sleep_ms(1);
+    }
+    cr_assert_eq(st.nodes, 1, "n1's heartbeat never came");
     status = test_node_stop(&f.nodes[0], false, ES_TEST_JOIN_S);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "n1 did not leave cleanly: status %#x", status);
     expect_down(&w, -ESHUTDOWN, ES_TEST_WAIT_S);
+    for (int i = 0; i < 1500; i++) {
+        es_cluster_stats(f.c, &st);
+        if (st.nodes == 0)
+            break;
+        es_test_sleep_ms(1);
+    }
+    cr_assert_eq(st.nodes, 0, "n1 is still a peer after it said bye");
+    cr_assert_eq(st.nodes_lost, 0, "n1 left, it was not lost");
     cfx_fini(&f);
 }
 
